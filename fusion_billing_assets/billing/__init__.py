@@ -1,0 +1,1 @@
+"""Billing domain: periods, money, charge math and reconciliation, with no Dagster import."""

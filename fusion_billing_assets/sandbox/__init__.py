@@ -1,0 +1,1 @@
+"""The embedded sandbox: a generated NexaCloud database and a test double of Odoo 19."""

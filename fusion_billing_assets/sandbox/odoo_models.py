@@ -116,3 +116,10 @@ MODELS: dict[str, dict[str, Field]] = {
         "deferred_end_date": DATE,
     },
 }
+
+# Credentials of the sandbox's Odoo test double. They open nothing real; production reads
+# ODOO_DATABASE / ODOO_API_KEY / ODOO_LOGIN from the environment.
+SANDBOX_DATABASE = "nexa-sandbox"
+SANDBOX_LOGIN = "reconciliation-bot"
+SANDBOX_API_KEY = "sandbox-read-only-key"
+SANDBOX_UID = 2

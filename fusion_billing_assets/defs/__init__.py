@@ -1,0 +1,1 @@
+"""Dagster definitions of the code location, one module per concern."""

@@ -1,0 +1,162 @@
+"""The code location's configuration, read from the environment and checked when it loads.
+
+Every setting of DESIGN §3 is validated here, once, so a half-configured deployment fails at load
+with a sentence naming the variable to fix instead of a traceback from deep inside a library.
+Secrets (the Odoo API key, passwords inside URLs) are only checked for presence: they reach the
+resources through Dagster's ``EnvVar`` and never appear in a message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import httpx
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from fusion_billing_assets.billing.periods import parse_period
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The embedded default needs no server: a SQLite instance home inside the checkout.
+LOCAL_INSTANCE_HOME = PROJECT_ROOT / "dagster_home" / "local"
+
+DEFAULT_TIMEZONE = "America/Toronto"
+DEFAULT_START_PERIOD = "2026-01-01"
+ODOO_PROTOCOLS = ("json2", "jsonrpc")
+SUPPORTED_DATABASES = ("postgresql", "sqlite")
+
+
+class ConfigurationError(ValueError):
+    """A setting is missing or malformed; the message names the environment variable."""
+
+
+@dataclass(frozen=True)
+class OdooSettings:
+    url: str
+    database: str
+    protocol: str
+    login: str | None
+
+
+@dataclass(frozen=True)
+class Settings:
+    timezone: str
+    start_period: date
+    instance_home: Path
+    warehouse_url: str
+    warehouse_configured: bool
+    # None on both means the embedded sandbox serves NexaCloud and Odoo.
+    nexacloud_url: str | None
+    odoo: OdooSettings | None
+
+    @property
+    def uses_sandbox(self) -> bool:
+        return self.nexacloud_url is None
+
+    @property
+    def sandbox_dir(self) -> Path:
+        return self.instance_home / "sandbox"
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    instance_home = Path(_get(env, "DAGSTER_HOME") or LOCAL_INSTANCE_HOME)
+    nexacloud_url = _get(env, "NEXACLOUD_DATABASE_URL")
+    odoo_url = _get(env, "ODOO_URL")
+    if bool(nexacloud_url) != bool(odoo_url):
+        missing, present = (
+            ("ODOO_URL", "NEXACLOUD_DATABASE_URL") if nexacloud_url else ("NEXACLOUD_DATABASE_URL", "ODOO_URL")
+        )
+        raise ConfigurationError(
+            f"{present} is set but {missing} is not: set both to reconcile the real systems, "
+            "or neither to run on the embedded sandbox."
+        )
+    configured_warehouse = _get(env, "BILLING_WAREHOUSE_URL")
+    warehouse_url = configured_warehouse or f"sqlite:///{instance_home / 'warehouse.sqlite'}"
+    return Settings(
+        timezone=_timezone(env),
+        start_period=_start_period(env),
+        instance_home=instance_home,
+        warehouse_url=_database_url(env, "BILLING_WAREHOUSE_URL", warehouse_url),
+        warehouse_configured=configured_warehouse is not None,
+        nexacloud_url=nexacloud_url and _database_url(env, "NEXACLOUD_DATABASE_URL", nexacloud_url),
+        odoo=_odoo(env, odoo_url) if odoo_url else None,
+    )
+
+
+def redact_url(url: str | URL) -> str:
+    """A database URL fit for logs and metadata: the password replaced by ***."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _get(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _timezone(env: Mapping[str, str]) -> str:
+    name = _get(env, "BILLING_TIMEZONE") or DEFAULT_TIMEZONE
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigurationError(
+            f"BILLING_TIMEZONE={name!r} is not a known IANA time zone (for example America/Toronto)."
+        ) from None
+    return name
+
+
+def _start_period(env: Mapping[str, str]) -> date:
+    value = _get(env, "BILLING_START_PERIOD") or DEFAULT_START_PERIOD
+    try:
+        return parse_period(value)
+    except ValueError as error:
+        raise ConfigurationError(f"BILLING_START_PERIOD: {error}.") from None
+
+
+def _database_url(env: Mapping[str, str], name: str, value: str) -> str:
+    # The value may hold a password, so no message below repeats it.
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ConfigurationError(
+            f"{name} is not a SQLAlchemy database URL "
+            "(expected e.g. postgresql+psycopg://user:password@host:5432/dbname or sqlite:///path/file.sqlite)."
+        ) from None
+    if url.get_backend_name() not in SUPPORTED_DATABASES:
+        raise ConfigurationError(
+            f"{name} points at a {url.get_backend_name()!r} database; supported are "
+            f"{', '.join(SUPPORTED_DATABASES)}."
+        )
+    if url.get_backend_name() == "postgresql" and not url.database:
+        raise ConfigurationError(f"{name} names no database (…/dbname at the end of the URL).")
+    return value
+
+
+def _odoo(env: Mapping[str, str], url: str) -> OdooSettings:
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        parsed = None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ConfigurationError("ODOO_URL is not an http(s) URL with a host (e.g. https://odoo.example.com).")
+    if parsed.userinfo:
+        raise ConfigurationError("ODOO_URL must not carry credentials; put the key in ODOO_API_KEY.")
+    database = _get(env, "ODOO_DATABASE")
+    if not database:
+        raise ConfigurationError("ODOO_URL is set but ODOO_DATABASE (the Odoo database name) is not.")
+    if not _get(env, "ODOO_API_KEY"):
+        raise ConfigurationError(
+            "ODOO_URL is set but ODOO_API_KEY (the API key of the read-only Odoo user) is not."
+        )
+    protocol = _get(env, "ODOO_PROTOCOL") or "json2"
+    if protocol not in ODOO_PROTOCOLS:
+        raise ConfigurationError(f"ODOO_PROTOCOL={protocol!r} is not one of {', '.join(ODOO_PROTOCOLS)}.")
+    login = _get(env, "ODOO_LOGIN")
+    if protocol == "jsonrpc" and not login:
+        raise ConfigurationError("ODOO_PROTOCOL=jsonrpc needs ODOO_LOGIN (the login of the API key's user).")
+    return OdooSettings(url=str(parsed).rstrip("/"), database=database, protocol=protocol, login=login)

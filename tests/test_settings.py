@@ -1,0 +1,87 @@
+"""Configuration (DESIGN §3): bad settings fail at load with a message naming the variable."""
+
+import os
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from fusion_billing_assets.settings import ConfigurationError, load_settings
+
+ODOO = {"ODOO_URL": "https://odoo.example.com", "ODOO_DATABASE": "nexa", "ODOO_API_KEY": "k-123"}
+NEXACLOUD = {"NEXACLOUD_DATABASE_URL": "postgresql+psycopg://reader:s3cret@db.example.com/nexacloud"}
+
+
+def test_nothing_set_means_the_embedded_sandbox_in_toronto(tmp_path):
+    settings = load_settings({"DAGSTER_HOME": str(tmp_path)})
+    assert settings.uses_sandbox and settings.odoo is None
+    assert settings.timezone == "America/Toronto"
+    assert settings.start_period == date(2026, 1, 1)
+    assert settings.warehouse_url == f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
+    assert settings.sandbox_dir == Path(tmp_path) / "sandbox"
+
+
+def test_both_sources_configured():
+    settings = load_settings({**NEXACLOUD, **ODOO, "ODOO_PROTOCOL": "jsonrpc", "ODOO_LOGIN": "bot"})
+    assert not settings.uses_sandbox
+    assert settings.odoo.url == "https://odoo.example.com"
+    assert settings.odoo.protocol == "jsonrpc"
+
+
+@pytest.mark.parametrize(
+    ("environ", "named", "missing"),
+    [
+        (NEXACLOUD, "NEXACLOUD_DATABASE_URL", "ODOO_URL"),
+        (ODOO, "ODOO_URL", "NEXACLOUD_DATABASE_URL"),
+    ],
+)
+def test_half_configured_sources_name_the_missing_variable(environ, named, missing):
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(environ)
+    assert f"{named} is set but {missing} is not" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "variable"),
+    [
+        ({"NEXACLOUD_DATABASE_URL": "not a url with s3cret"}, "NEXACLOUD_DATABASE_URL"),
+        ({"NEXACLOUD_DATABASE_URL": "mysql://u:s3cret@h/db"}, "NEXACLOUD_DATABASE_URL"),
+        ({"BILLING_WAREHOUSE_URL": "::s3cret::"}, "BILLING_WAREHOUSE_URL"),
+        ({"ODOO_URL": "odoo.example.com"}, "ODOO_URL"),
+        ({"ODOO_URL": "https://user:s3cret@odoo.example.com"}, "ODOO_URL"),
+        ({"ODOO_DATABASE": ""}, "ODOO_DATABASE"),
+        ({"ODOO_API_KEY": " "}, "ODOO_API_KEY"),
+        ({"ODOO_PROTOCOL": "xmlrpc"}, "ODOO_PROTOCOL"),
+        ({"ODOO_PROTOCOL": "jsonrpc"}, "ODOO_LOGIN"),
+        ({"BILLING_TIMEZONE": "Mars/Olympus_Mons"}, "BILLING_TIMEZONE"),
+        ({"BILLING_START_PERIOD": "2026-01-15"}, "BILLING_START_PERIOD"),
+        ({"BILLING_START_PERIOD": "January"}, "BILLING_START_PERIOD"),
+    ],
+)
+def test_a_malformed_setting_names_its_variable_and_never_echoes_a_secret(override, variable):
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings({**NEXACLOUD, **ODOO, **override})
+    message = str(raised.value)
+    assert variable in message
+    assert "s3cret" not in message and "k-123" not in message
+    # Raised from our own check, not chained to a library's traceback.
+    error = raised.value
+    assert error.__cause__ is None and (error.__context__ is None or error.__suppress_context__)
+
+
+def test_loading_the_code_location_with_a_bad_time_zone_fails_with_one_clear_line(tmp_path):
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("NEXACLOUD_", "ODOO_", "BILLING_"))}
+    environ.update(BILLING_TIMEZONE="Mars/Olympus_Mons", DAGSTER_HOME=str(tmp_path))
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import fusion_billing_assets.definitions"],
+        env=environ,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert loaded.returncode != 0
+    last_line = loaded.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("fusion_billing_assets.settings.ConfigurationError: BILLING_TIMEZONE=")
+    assert "zoneinfo" not in loaded.stderr

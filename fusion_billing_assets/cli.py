@@ -1,0 +1,132 @@
+"""``fusion-billing``: the main job from the command line.
+
+``fusion-billing reconcile`` generates the embedded sandbox when it is missing or stale, then
+materializes every billing period of the sandbox through the same Dagster job the UI launches,
+recording the runs in the local instance so the UI shows them afterwards, and says where to look.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from fusion_billing_assets.settings import LOCAL_INSTANCE_HOME, PROJECT_ROOT
+
+DEFAULT_SEED = 7
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fusion-billing", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    reconcile = commands.add_parser("reconcile", help="reconcile the billing periods (the sandbox's by default)")
+    reconcile.add_argument(
+        "--period",
+        action="append",
+        dest="periods",
+        metavar="YYYY-MM-01",
+        help="a billing period to reconcile (repeatable); default: every period of the sandbox",
+    )
+    reconcile.add_argument("--regenerate", action="store_true", help="generate the sandbox again first")
+    reconcile.add_argument("--seed", type=int, default=DEFAULT_SEED, help="sandbox seed (default %(default)s)")
+    args = parser.parse_args(argv)
+    return _reconcile(args)
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    # The embedded default: a SQLite instance home inside the checkout, created on first use.
+    os.environ.setdefault("DAGSTER_HOME", str(LOCAL_INSTANCE_HOME))
+    instance_home = Path(os.environ["DAGSTER_HOME"])
+    instance_home.mkdir(parents=True, exist_ok=True)
+
+    from fusion_billing_assets.settings import ConfigurationError, load_settings
+
+    try:
+        settings = load_settings()
+    except ConfigurationError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+
+    if settings.uses_sandbox:
+        manifest = _ensure_sandbox(settings, regenerate=args.regenerate, seed=args.seed)
+        periods = args.periods or [period["period"] for period in manifest["periods"]]
+    elif args.periods:
+        periods = args.periods
+    else:
+        print("name the periods to reconcile with --period YYYY-MM-01 when running on real systems", file=sys.stderr)
+        return 2
+
+    from dagster import DagsterInstance
+
+    from fusion_billing_assets.definitions import billing_period_job_name, defs
+
+    instance = DagsterInstance.get()
+    job = defs.resolve_job_def(billing_period_job_name)
+    print(f"Materializing {len(periods)} billing period(s) with job {job.name} (instance {instance_home})")
+    outcomes = []
+    for number, period in enumerate(periods, start=1):
+        started = time.monotonic()
+        print(f"[{number}/{len(periods)}] {period} …", flush=True)
+        result = job.execute_in_process(
+            partition_key=period, instance=instance, raise_on_error=False, tags={"fusion/trigger": "cli"}
+        )
+        seconds = time.monotonic() - started
+        outcome = "succeeded" if result.success else "FAILED"
+        print(f"[{number}/{len(periods)}] {period} {outcome} in {seconds:.1f} s (run {result.run_id})")
+        outcomes.append((period, result))
+    failed = [period for period, result in outcomes if not result.success]
+    print()
+    print(f"Summary: {len(outcomes) - len(failed)} period(s) succeeded, {len(failed)} failed"
+          + (f": {', '.join(failed)}" if failed else "."))
+    print(f"Results warehouse: {settings.warehouse_url if not settings.warehouse_configured else 'BILLING_WAREHOUSE_URL'}")
+    print("Dagster UI over these runs: "
+          f"DAGSTER_HOME={instance_home} python3 -m uv run --locked dagster dev -w {PROJECT_ROOT / 'workspace.yaml'}")
+    return 1 if failed else 0
+
+
+def _ensure_sandbox(settings, *, regenerate: bool, seed: int) -> dict:
+    from fusion_billing_assets.defs.resources import sandbox_paths
+    from fusion_billing_assets.sandbox.generator import DEFAULT_SCALE, generate
+
+    paths = sandbox_paths(settings.sandbox_dir)
+    current_period = datetime.now(UTC).astimezone(_zone(settings.timezone)).date().replace(day=1)
+    manifest = _read_manifest(paths["manifest"])
+    stale = manifest is None or manifest.get("seed") != seed or _end_period(manifest) != current_period
+    if regenerate or stale:
+        print(f"Generating the sandbox in {settings.sandbox_dir} (seed {seed}, periods up to {current_period})")
+        generate(
+            f"sqlite:///{paths['nexacloud']}",
+            settings.sandbox_dir,
+            seed=seed,
+            scale=DEFAULT_SCALE,
+            end_period=current_period,
+            timezone=settings.timezone,
+            progress=lambda line: print(f"  {line}", flush=True),
+        )
+        manifest = _read_manifest(paths["manifest"])
+    else:
+        print(f"Using the sandbox in {settings.sandbox_dir} (seed {seed}; --regenerate to rebuild it)")
+    return manifest
+
+
+def _read_manifest(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _end_period(manifest: dict) -> date | None:
+    periods = manifest.get("periods") or []
+    return date.fromisoformat(periods[-1]["period"]) if periods else None
+
+
+def _zone(name: str):
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(name)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

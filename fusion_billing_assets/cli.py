@@ -23,7 +23,9 @@ DEFAULT_SEED = 7
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fusion-billing", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    reconcile = commands.add_parser("reconcile", help="reconcile the billing periods (the sandbox's by default)")
+    reconcile = commands.add_parser(
+        "reconcile", help="reconcile the billing periods (the sandbox's by default)"
+    )
     reconcile.add_argument(
         "--period",
         action="append",
@@ -32,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         help="a billing period to reconcile (repeatable); default: every period of the sandbox",
     )
     reconcile.add_argument("--regenerate", action="store_true", help="generate the sandbox again first")
-    reconcile.add_argument("--seed", type=int, default=DEFAULT_SEED, help="sandbox seed (default %(default)s)")
+    reconcile.add_argument(
+        "--seed", type=int, default=DEFAULT_SEED, help="sandbox seed (default %(default)s)"
+    )
     args = parser.parse_args(argv)
     return _reconcile(args)
 
@@ -57,7 +61,10 @@ def _reconcile(args: argparse.Namespace) -> int:
     elif args.periods:
         periods = args.periods
     else:
-        print("name the periods to reconcile with --period YYYY-MM-01 when running on real systems", file=sys.stderr)
+        print(
+            "name the periods to reconcile with --period YYYY-MM-01 when running on real systems",
+            file=sys.stderr,
+        )
         return 2
 
     from dagster import DagsterInstance
@@ -80,11 +87,17 @@ def _reconcile(args: argparse.Namespace) -> int:
         outcomes.append((period, result))
     failed = [period for period, result in outcomes if not result.success]
     print()
-    print(f"Summary: {len(outcomes) - len(failed)} period(s) succeeded, {len(failed)} failed"
-          + (f": {', '.join(failed)}" if failed else "."))
-    print(f"Results warehouse: {settings.warehouse_url if not settings.warehouse_configured else 'BILLING_WAREHOUSE_URL'}")
-    print("Dagster UI over these runs: "
-          f"DAGSTER_HOME={instance_home} python3 -m uv run --locked dagster dev -w {PROJECT_ROOT / 'workspace.yaml'}")
+    print(
+        f"Summary: {len(outcomes) - len(failed)} period(s) succeeded, {len(failed)} failed"
+        + (f": {', '.join(failed)}" if failed else ".")
+    )
+    print(
+        f"Results warehouse: {settings.warehouse_url if not settings.warehouse_configured else 'BILLING_WAREHOUSE_URL'}"
+    )
+    print(
+        "Dagster UI over these runs: "
+        f"DAGSTER_HOME={instance_home} python3 -m uv run --locked dagster dev -w {PROJECT_ROOT / 'workspace.yaml'}"
+    )
     return 1 if failed else 0
 
 
@@ -97,7 +110,9 @@ def _ensure_sandbox(settings, *, regenerate: bool, seed: int) -> dict:
     manifest = _read_manifest(paths["manifest"])
     stale = manifest is None or manifest.get("seed") != seed or _end_period(manifest) != current_period
     if regenerate or stale:
-        print(f"Generating the sandbox in {settings.sandbox_dir} (seed {seed}, periods up to {current_period})")
+        print(
+            f"Generating the sandbox in {settings.sandbox_dir} (seed {seed}, periods up to {current_period})"
+        )
         generate(
             f"sqlite:///{paths['nexacloud']}",
             settings.sandbox_dir,

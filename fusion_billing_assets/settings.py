@@ -70,7 +70,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     odoo_url = _get(env, "ODOO_URL")
     if bool(nexacloud_url) != bool(odoo_url):
         missing, present = (
-            ("ODOO_URL", "NEXACLOUD_DATABASE_URL") if nexacloud_url else ("NEXACLOUD_DATABASE_URL", "ODOO_URL")
+            ("ODOO_URL", "NEXACLOUD_DATABASE_URL")
+            if nexacloud_url
+            else ("NEXACLOUD_DATABASE_URL", "ODOO_URL")
         )
         raise ConfigurationError(
             f"{present} is set but {missing} is not: set both to reconcile the real systems, "
@@ -143,7 +145,9 @@ def _odoo(env: Mapping[str, str], url: str) -> OdooSettings:
     except httpx.InvalidURL:
         parsed = None
     if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ConfigurationError("ODOO_URL is not an http(s) URL with a host (e.g. https://odoo.example.com).")
+        raise ConfigurationError(
+            "ODOO_URL is not an http(s) URL with a host (e.g. https://odoo.example.com)."
+        )
     if parsed.userinfo:
         raise ConfigurationError("ODOO_URL must not carry credentials; put the key in ODOO_API_KEY.")
     database = _get(env, "ODOO_DATABASE")

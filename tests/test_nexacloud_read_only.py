@@ -30,7 +30,7 @@ def _create_nexacloud(url: str) -> None:
 def _assert_reads_but_cannot_write(resource: NexaCloudDatabase) -> None:
     with resource.get_connection() as connection:
         assert connection.execute(select(func.count()).select_from(plans)).scalar_one() == 1
-        with pytest.raises(DBAPIError, match="read-?only"):
+        with pytest.raises(DBAPIError, match=r"read-?only"):
             connection.execute(insert(plans), [{**STARTER, "id": 2, "code": "pro"}])
     with resource.get_connection() as connection:
         assert connection.execute(select(func.count()).select_from(plans)).scalar_one() == 1

@@ -43,7 +43,9 @@ def test_keyset_paging_reads_every_record_once_in_ceil_n_over_page_size_requests
     assert [p["id"] for p in partners] == list(range(1, 24))
     assert len(requests) == 5 and client.stats.requests == 5 and client.stats.pages == 5
     last_domains = [json.loads(r.content)["domain"] for r in requests]
-    assert last_domains[0] == [] and last_domains[1] == [["id", ">", 5]] and last_domains[4] == [["id", ">", 20]]
+    assert (
+        last_domains[0] == [] and last_domains[1] == [["id", ">", 5]] and last_domains[4] == [["id", ">", 20]]
+    )
 
 
 def test_json2_sends_key_database_and_an_explicit_context():
@@ -67,8 +69,13 @@ def test_a_rejected_key_names_server_and_database_but_not_the_key():
     def handle(request):
         return httpx.Response(
             401,
-            json={"name": "werkzeug.exceptions.Unauthorized", "message": "Invalid apikey", "arguments": [],
-                  "context": {}, "debug": ""},
+            json={
+                "name": "werkzeug.exceptions.Unauthorized",
+                "message": "Invalid apikey",
+                "arguments": [],
+                "context": {},
+                "debug": "",
+            },
         )
 
     with pytest.raises(OdooAuthenticationError) as raised:
@@ -91,11 +98,19 @@ def test_an_odoo_error_body_is_reported_with_model_and_method():
     def handle(request):
         return httpx.Response(
             500,
-            json={"name": "builtins.ValueError", "message": "Invalid field 'plan_fee' on model 'sale.order'",
-                  "arguments": [], "context": {}, "debug": "Traceback ..."},
+            json={
+                "name": "builtins.ValueError",
+                "message": "Invalid field 'plan_fee' on model 'sale.order'",
+                "arguments": [],
+                "context": {},
+                "debug": "Traceback ...",
+            },
         )
 
-    with pytest.raises(OdooError, match=r"sale\.order\.search_read \(HTTP 500\): builtins.ValueError: Invalid field 'plan_fee'"):
+    with pytest.raises(
+        OdooError,
+        match=r"sale\.order\.search_read \(HTTP 500\): builtins.ValueError: Invalid field 'plan_fee'",
+    ):
         _client(handle).call("sale.order", "search_read", domain=[], fields=["plan_fee"])
 
 
@@ -107,7 +122,9 @@ def test_jsonrpc_logs_in_once_and_calls_execute_kw_with_the_key_in_the_arguments
         calls.append(body["params"])
         if body["params"]["service"] == "common":
             return httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"], "result": 7})
-        return httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"], "result": [{"id": 1, "name": "A"}]})
+        return httpx.Response(
+            200, json={"jsonrpc": "2.0", "id": body["id"], "result": [{"id": 1, "name": "A"}]}
+        )
 
     client = _client(handle, protocol="jsonrpc", login="bot")
     assert client.call("res.partner", "read", ids=[1], fields=["name"]) == [{"id": 1, "name": "A"}]
@@ -124,9 +141,16 @@ def test_jsonrpc_errors_inside_http_200_raise_and_access_denied_is_an_authentica
         body = json.loads(request.content)
         if body["params"]["service"] == "common":
             return httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"], "result": 7})
-        error = {"code": 0, "message": "Odoo Server Error",
-                 "data": {"name": "odoo.exceptions.AccessError", "message": "You are not allowed to access 'Journal Entry'",
-                          "arguments": [], "debug": ""}}
+        error = {
+            "code": 0,
+            "message": "Odoo Server Error",
+            "data": {
+                "name": "odoo.exceptions.AccessError",
+                "message": "You are not allowed to access 'Journal Entry'",
+                "arguments": [],
+                "debug": "",
+            },
+        }
         return httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"], "error": error})
 
     with pytest.raises(OdooAuthenticationError, match="not allowed to access") as raised:

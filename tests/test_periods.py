@@ -70,7 +70,9 @@ def test_periods_between_lists_every_month_including_both_ends():
 
 
 months = st.dates(min_value=date(2000, 1, 1), max_value=date(2099, 12, 1)).map(lambda d: d.replace(day=1))
-zones = st.sampled_from([TORONTO, "America/Vancouver", "America/Halifax", "America/St_Johns", "UTC", "Europe/Paris"])
+zones = st.sampled_from(
+    [TORONTO, "America/Vancouver", "America/Halifax", "America/St_Johns", "UTC", "Europe/Paris"]
+)
 
 
 @given(months, zones)

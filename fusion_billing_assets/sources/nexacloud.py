@@ -9,10 +9,37 @@ impossible rather than merely unlikely: PostgreSQL sessions start with
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, create_engine
+import pandas as pd
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Engine,
+    and_,
+    case,
+    cast,
+    create_engine,
+    func,
+    literal,
+    or_,
+    select,
+)
 from sqlalchemy.engine import make_url
+from sqlalchemy.sql import Select
+
+from fusion_billing_assets.billing.periods import PeriodWindow, next_period
+from fusion_billing_assets.sources.nexacloud_schema import (
+    customers,
+    deployments,
+    invoice_lines,
+    invoices,
+    plans,
+    usage_records,
+)
 
 
 class NexaCloudUnavailable(RuntimeError):
@@ -31,7 +58,9 @@ def read_only_engine(url: str, *, statement_timeout_ms: int = 120_000) -> Engine
         )
     if backend == "sqlite":
         return _read_only_sqlite_engine(parsed.database)
-    raise NexaCloudUnavailable(f"NexaCloud on a {backend!r} database is not supported (postgresql or sqlite).")
+    raise NexaCloudUnavailable(
+        f"NexaCloud on a {backend!r} database is not supported (postgresql or sqlite)."
+    )
 
 
 def _read_only_sqlite_engine(database: str | None) -> Engine:
@@ -42,3 +71,238 @@ def _read_only_sqlite_engine(database: str | None) -> Engine:
         raise NexaCloudUnavailable(f"NexaCloud SQLite database {path} does not exist.")
     uri = f"{path.as_uri()}?mode=ro"
     return create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False))
+
+
+# --- Queries (DESIGN §4). Bound parameters only; portable between PostgreSQL and SQLite. ---
+
+CUSTOMER_COLUMNS = ["customer_id", "name", "email", "province", "currency", "status", "created_at"]
+PLAN_COLUMNS = [
+    "plan_id",
+    "plan_code",
+    "plan_name",
+    "monthly_price_cents",
+    "included_cpu_seconds",
+    "overage_cents_per_cpu_hour",
+    "currency",
+]
+DEPLOYMENT_COLUMNS = [
+    "deployment_id",
+    "customer_id",
+    "plan_id",
+    "name",
+    "region",
+    "status",
+    "created_at",
+    "terminated_at",
+]
+USAGE_COLUMNS = [
+    "deployment_id",
+    "usage_date",
+    "cpu_milliseconds",
+    "records",
+    "late_cpu_milliseconds",
+    "late_records",
+]
+INVOICE_COLUMNS = [
+    "invoice_id",
+    "customer_id",
+    "period_start",
+    "period_end",
+    "currency",
+    "subtotal_cents",
+    "tax_cents",
+    "total_cents",
+    "status",
+    "stripe_invoice_id",
+    "issued_at",
+]
+INVOICE_LINE_COLUMNS = [
+    "invoice_line_id",
+    "invoice_id",
+    "deployment_id",
+    "kind",
+    "description",
+    "quantity",
+    "unit_price_cents",
+    "amount_cents",
+    "tax_cents",
+]
+
+
+def fetch_customers(connection: Connection, window: PeriodWindow) -> pd.DataFrame:
+    """Every customer that existed before the period ended, whatever its status now."""
+    query = select(
+        customers.c.id.label("customer_id"),
+        customers.c.name,
+        customers.c.email,
+        customers.c.province,
+        customers.c.currency,
+        customers.c.status,
+        customers.c.created_at,
+    ).where(customers.c.created_at < window.end_utc)
+    return _frame(connection, query.order_by(customers.c.id), CUSTOMER_COLUMNS, timestamps=["created_at"])
+
+
+def fetch_plans(connection: Connection) -> pd.DataFrame:
+    query = select(
+        plans.c.id.label("plan_id"),
+        plans.c.code.label("plan_code"),
+        plans.c.name.label("plan_name"),
+        plans.c.monthly_price_cents,
+        plans.c.included_cpu_seconds,
+        plans.c.overage_cents_per_cpu_hour,
+        plans.c.currency,
+    ).order_by(plans.c.id)
+    frame = _frame(connection, query, PLAN_COLUMNS)
+    # Rates stay exact: SQLite hands back floats for NUMERIC, PostgreSQL Decimals.
+    frame["overage_cents_per_cpu_hour"] = frame["overage_cents_per_cpu_hour"].map(_decimal)
+    return frame
+
+
+def fetch_deployments(connection: Connection, window: PeriodWindow) -> pd.DataFrame:
+    """Deployments alive at any moment of the period: created before its end, not terminated before its start."""
+    query = (
+        select(
+            deployments.c.id.label("deployment_id"),
+            deployments.c.customer_id,
+            deployments.c.plan_id,
+            deployments.c.name,
+            deployments.c.region,
+            deployments.c.status,
+            deployments.c.created_at,
+            deployments.c.terminated_at,
+        )
+        .where(
+            deployments.c.created_at < window.end_utc,
+            or_(deployments.c.terminated_at.is_(None), deployments.c.terminated_at > window.start_utc),
+        )
+        .order_by(deployments.c.id)
+    )
+    return _frame(connection, query, DEPLOYMENT_COLUMNS, timestamps=["created_at", "terminated_at"])
+
+
+def fetch_usage(connection: Connection, window: PeriodWindow) -> pd.DataFrame:
+    """CPU-seconds per deployment per local day of the period, summed by the database.
+
+    Quantities are summed as integer milliseconds (each record rounded to its three decimals
+    first), so the totals are exact on SQLite too, whose NUMERIC is a float. Records ingested
+    after the period ended (late usage) are counted apart as well as in the totals.
+    """
+    milliseconds = cast(func.round(usage_records.c.quantity * 1000), BigInteger)
+    is_late = usage_records.c.recorded_at > window.end_utc
+    usage_date = _local_day_of(usage_records.c.window_start, window)
+    query = (
+        select(
+            usage_records.c.deployment_id,
+            usage_date.label("usage_date"),
+            func.sum(milliseconds).label("cpu_milliseconds"),
+            func.count().label("records"),
+            func.coalesce(func.sum(case((is_late, milliseconds), else_=0)), 0).label("late_cpu_milliseconds"),
+            func.coalesce(func.sum(case((is_late, 1), else_=0)), 0).label("late_records"),
+        )
+        .where(
+            usage_records.c.metric == "cpu_seconds",
+            usage_records.c.window_start >= window.start_utc,
+            usage_records.c.window_start < window.end_utc,
+        )
+        .group_by(usage_records.c.deployment_id, usage_date)
+        .order_by(usage_records.c.deployment_id, usage_date)
+    )
+    frame = _frame(connection, query, USAGE_COLUMNS)
+    frame["usage_date"] = pd.to_datetime(frame["usage_date"]).dt.date
+    for column in ("cpu_milliseconds", "records", "late_cpu_milliseconds", "late_records"):
+        frame[column] = frame[column].astype("int64")
+    return frame
+
+
+def fetch_invoices(connection: Connection, window: PeriodWindow) -> pd.DataFrame:
+    """NexaCloud's invoices of the period (by ``period_start``), void ones left out."""
+    query = (
+        select(
+            invoices.c.id.label("invoice_id"),
+            invoices.c.customer_id,
+            invoices.c.period_start,
+            invoices.c.period_end,
+            invoices.c.currency,
+            invoices.c.subtotal_cents,
+            invoices.c.tax_cents,
+            invoices.c.total_cents,
+            invoices.c.status,
+            invoices.c.stripe_invoice_id,
+            invoices.c.issued_at,
+        )
+        .where(_invoice_in_period(window))
+        .order_by(invoices.c.id)
+    )
+    return _frame(connection, query, INVOICE_COLUMNS, timestamps=["issued_at"])
+
+
+def fetch_invoice_lines(connection: Connection, window: PeriodWindow) -> pd.DataFrame:
+    query = (
+        select(
+            invoice_lines.c.id.label("invoice_line_id"),
+            invoice_lines.c.invoice_id,
+            invoice_lines.c.deployment_id,
+            invoice_lines.c.kind,
+            invoice_lines.c.description,
+            invoice_lines.c.quantity,
+            invoice_lines.c.unit_price_cents,
+            invoice_lines.c.amount_cents,
+            invoice_lines.c.tax_cents,
+        )
+        .join(invoices, invoices.c.id == invoice_lines.c.invoice_id)
+        .where(_invoice_in_period(window))
+        .order_by(invoice_lines.c.id)
+    )
+    frame = _frame(connection, query, INVOICE_LINE_COLUMNS)
+    frame["quantity"] = frame["quantity"].map(_decimal)
+    frame["unit_price_cents"] = frame["unit_price_cents"].map(_decimal)
+    frame["deployment_id"] = frame["deployment_id"].astype("Int64")
+    return frame
+
+
+def _invoice_in_period(window: PeriodWindow):
+    return and_(
+        invoices.c.period_start >= window.period,
+        invoices.c.period_start < next_period(window.period),
+        invoices.c.status != "void",
+    )
+
+
+def _local_day_of(timestamp_column, window: PeriodWindow):
+    """The local calendar day of a UTC timestamp, as a CASE over the period's day boundaries.
+
+    Portable (no time zone functions in SQL) and exact across DST: the boundaries are computed
+    in Python from the billing time zone, one per local day, and bound as parameters.
+    """
+    boundaries = _local_day_starts_utc(window)
+    branches = [
+        (timestamp_column < next_start, literal(day.isoformat()))
+        for day, next_start in zip(window.local_days(), boundaries[1:], strict=True)
+    ]
+    return case(*branches, else_=literal(None))
+
+
+def _local_day_starts_utc(window: PeriodWindow) -> list[datetime]:
+    zone = ZoneInfo(window.timezone)
+    starts = [
+        datetime.combine(day, datetime.min.time(), tzinfo=zone).astimezone(UTC) for day in window.local_days()
+    ]
+    return [*starts, window.end_utc]
+
+
+def _frame(
+    connection: Connection, query: Select, columns: list[str], *, timestamps: list[str] | None = None
+) -> pd.DataFrame:
+    rows = connection.execute(query).all()
+    frame = pd.DataFrame.from_records(rows, columns=columns)
+    for column in timestamps or []:
+        # NexaCloud stores UTC; SQLite returns it naive, PostgreSQL aware.
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    return frame
+
+
+def _decimal(value):
+    if value is None:
+        return None
+    return value if isinstance(value, Decimal) else Decimal(str(value))

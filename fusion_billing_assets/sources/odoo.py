@@ -129,7 +129,11 @@ class OdooClient:
         *,
         context: Mapping[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
-        return [record for page in self.search_read_pages(model, domain, fields, context=context) for record in page]
+        return [
+            record
+            for page in self.search_read_pages(model, domain, fields, context=context)
+            for record in page
+        ]
 
     def _call_json2(self, model: str, method: str, arguments: dict[str, Any]) -> Any:
         headers = {"Authorization": f"bearer {self._api_key}", "X-Odoo-Database": self._database}
@@ -146,7 +150,9 @@ class OdooClient:
 
     def _authenticate(self) -> int:
         if self._uid is None:
-            uid = self._jsonrpc("res.users", "login", "common", "login", [self._database, self._login, self._api_key])
+            uid = self._jsonrpc(
+                "res.users", "login", "common", "login", [self._database, self._login, self._api_key]
+            )
             if not uid:
                 raise OdooAuthenticationError(
                     f"{self.describe()} rejected the login {self._login!r} with the configured API key; "
@@ -189,9 +195,13 @@ class OdooClient:
         try:
             return self._http.post(path, json=body, headers=headers)
         except httpx.TimeoutException as error:
-            raise OdooError(f"{self.describe()} did not answer {model}.{method} in time ({type(error).__name__}).") from None
+            raise OdooError(
+                f"{self.describe()} did not answer {model}.{method} in time ({type(error).__name__})."
+            ) from None
         except httpx.TransportError as error:
-            raise OdooError(f"{self.describe()} is unreachable for {model}.{method}: {type(error).__name__}: {error}.") from None
+            raise OdooError(
+                f"{self.describe()} is unreachable for {model}.{method}: {type(error).__name__}: {error}."
+            ) from None
 
     def _json2_error(self, model: str, method: str, response: httpx.Response) -> OdooError:
         status = response.status_code
@@ -201,7 +211,9 @@ class OdooClient:
             name, message = body.get("name") or "", body.get("message") or ""
         if status == 401:
             return OdooAuthenticationError(
-                f"{self.describe()} rejected the API key (HTTP 401); check ODOO_API_KEY.", status=status, error_name=name
+                f"{self.describe()} rejected the API key (HTTP 401); check ODOO_API_KEY.",
+                status=status,
+                error_name=name,
             )
         if status == 403:
             return OdooAuthenticationError(
@@ -215,7 +227,11 @@ class OdooClient:
                 status=status,
             )
         detail = f"{name}: {message}" if name else response.reason_phrase
-        return OdooError(f"{self.describe()} refused {model}.{method} (HTTP {status}): {detail}", status=status, error_name=name)
+        return OdooError(
+            f"{self.describe()} refused {model}.{method} (HTTP {status}): {detail}",
+            status=status,
+            error_name=name,
+        )
 
 
 def _is_access_error(error_name: str) -> bool:

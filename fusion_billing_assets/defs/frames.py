@@ -1,0 +1,93 @@
+"""What every source asset does with its frame: validate it, and describe it for a person.
+
+Kept in one place so that each asset body reads as "fetch, validate, record" and every frame's
+metadata looks the same in the UI: the period judged, whether it is provisional, where the data
+came from, row counts, a preview.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    Failure,
+    MetadataValue,
+    Output,
+)
+
+from fusion_billing_assets.billing.periods import PeriodWindow
+from fusion_billing_assets.sources.validation import DataQualityError, FrameContract, validate
+
+OWNERS = ["team:billing-engineering"]
+PREVIEW_ROWS = 10
+MAX_LISTED_IDS = 50
+
+
+def validated_output(
+    context: AssetExecutionContext,
+    frame: pd.DataFrame,
+    contract: FrameContract,
+    window: PeriodWindow,
+    *,
+    source: str,
+    metadata: Mapping[str, Any] | None = None,
+    output_name: str = "result",
+) -> Output[pd.DataFrame]:
+    """Validate ``frame`` against its contract; stop the asset with a report when it breaks it."""
+    try:
+        frame = validate(frame, contract)
+    except DataQualityError as error:
+        raise Failure(
+            description=str(error),
+            metadata={
+                "billing_period": window.key,
+                "failing_checks": len(error.failures),
+                "failures": MetadataValue.md(error.failures.to_markdown(index=False)),
+            },
+            allow_retries=False,
+        ) from None
+    context.log.info(f"{contract.name} {window.key}: {len(frame)} rows from {source}")
+    return Output(
+        frame,
+        output_name=output_name,
+        metadata={**period_metadata(window, source), **frame_metadata(frame), **(metadata or {})},
+    )
+
+
+def period_metadata(window: PeriodWindow, source: str) -> dict[str, Any]:
+    return {
+        "billing_period": window.key,
+        "provisional": not window.is_closed(datetime.now(UTC)),
+        "window_utc": f"[{window.start_utc.isoformat()}, {window.end_utc.isoformat()})",
+        "source": source,
+    }
+
+
+def frame_metadata(frame: pd.DataFrame) -> dict[str, Any]:
+    return {
+        "dagster/row_count": len(frame),
+        "preview": MetadataValue.md(
+            frame.head(PREVIEW_ROWS).to_markdown(index=False) if len(frame) else "_empty_"
+        ),
+    }
+
+
+def referential_check_result(context, offending_ids: pd.Series, id_name: str, what: str) -> AssetCheckResult:
+    """A blocking check's verdict: the offending ids and the billing period judged, in metadata."""
+    ids = sorted(int(value) for value in offending_ids.unique())
+    return AssetCheckResult(
+        passed=not ids,
+        severity=AssetCheckSeverity.ERROR,
+        description=f"{len(ids)} {what}" if ids else f"no {what}",
+        metadata={
+            "billing_period": context.partition_key if context.has_partition_key else "unpartitioned run",
+            "offending_count": len(ids),
+            f"offending_{id_name}s": MetadataValue.json(ids[:MAX_LISTED_IDS]),
+        },
+    )

@@ -1,0 +1,226 @@
+"""Odoo as partitioned frames: account links, partners, subscriptions, usage ledger, invoices.
+
+Each asset reads one billing period from Odoo through the client (JSON-2, or legacy /jsonrpc),
+validates the frame and records what it cost the Odoo server (requests and pages) beside the
+figures a person checks.
+"""
+
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetExecutionContext,
+    AssetIn,
+    AssetOut,
+    MetadataValue,
+    Output,
+    asset,
+    asset_check,
+    multi_asset,
+)
+
+from fusion_billing_assets.billing.money import format_cents
+from fusion_billing_assets.defs.frames import OWNERS, referential_check_result, validated_output
+from fusion_billing_assets.defs.resources import OdooAPI
+from fusion_billing_assets.partitions import billing_periods, window_of
+from fusion_billing_assets.sources import odoo_frames as queries
+from fusion_billing_assets.sources import validation as contracts
+from fusion_billing_assets.sources.odoo import OdooClient
+
+GROUP = "odoo"
+POOL = "odoo_api"
+KINDS = {"odoo", "pandas"}
+MODELS = queries.OdooModels()
+
+
+def _odoo_asset(name: str, **options):
+    return asset(
+        key=[GROUP, name],
+        group_name=GROUP,
+        partitions_def=billing_periods,
+        kinds=KINDS,
+        owners=OWNERS,
+        pool=POOL,
+        **options,
+    )
+
+
+def _cost(client: OdooClient) -> dict:
+    return {
+        "odoo_requests": client.stats.requests,
+        "odoo_pages": client.stats.pages,
+        "odoo_calls": MetadataValue.json(client.stats.calls_by_method),
+    }
+
+
+@_odoo_asset("account_links")
+def odoo_account_links(context: AssetExecutionContext, odoo: OdooAPI) -> Output[pd.DataFrame]:
+    """The importer's mapping between NexaCloud and Odoo: customer → partner and deployment →
+    subscription, as recorded in ``ir.model.data``."""
+    window = window_of(context.partition_key)
+    with odoo.get_client() as client:
+        frame = queries.fetch_account_links(client, MODELS)
+        cost = _cost(client)
+        source = client.describe()
+    counts = frame.groupby("link_kind").size().to_dict() if len(frame) else {}
+    return validated_output(
+        context,
+        frame,
+        contracts.odoo_account_links(),
+        window,
+        source=source,
+        metadata={**cost, "links_by_kind": MetadataValue.json(counts)},
+    )
+
+
+@_odoo_asset("subscriptions")
+def odoo_subscriptions(context: AssetExecutionContext, odoo: OdooAPI) -> Output[pd.DataFrame]:
+    """Odoo subscriptions running during the period, with the plan fee and the overage rate on
+    their order lines: what Odoo will charge each deployment."""
+    window = window_of(context.partition_key)
+    with odoo.get_client() as client:
+        frame = queries.fetch_subscriptions(client, MODELS, window)
+        cost, source = _cost(client), client.describe()
+    return validated_output(
+        context,
+        frame,
+        contracts.odoo_subscriptions(),
+        window,
+        source=source,
+        metadata={
+            **cost,
+            "subscriptions_without_plan_fee": int(frame["plan_fee_cents"].isna().sum()),
+            "subscriptions_without_overage_rate": int(frame["overage_cents_per_cpu_hour"].isna().sum()),
+        },
+    )
+
+
+@_odoo_asset("usage")
+def odoo_usage(context: AssetExecutionContext, odoo: OdooAPI) -> Output[pd.DataFrame]:
+    """Odoo's usage ledger (what NexaCloud pushed to ``/usage``), summed by Odoo per subscription
+    per local day of the period."""
+    window = window_of(context.partition_key)
+    with odoo.get_client() as client:
+        frame = queries.fetch_usage(client, MODELS, window)
+        cost, source = _cost(client), client.describe()
+    return validated_output(
+        context,
+        frame,
+        contracts.odoo_usage(window),
+        window,
+        source=source,
+        metadata={
+            **cost,
+            "cpu_hours": round(int(frame["cpu_milliseconds"].sum()) / 3_600_000, 3),
+            "ledger_records": int(frame["records"].sum()),
+            "subscriptions_with_usage": int(frame["subscription_id"].nunique()),
+        },
+    )
+
+
+@multi_asset(
+    outs={
+        "invoices": AssetOut(
+            key=[GROUP, "invoices"],
+            description="Odoo's customer invoices and refunds of the period (refunds negative), draft or posted.",
+            **{"group_name": GROUP, "owners": OWNERS, "kinds": KINDS},
+        ),
+        "invoice_lines": AssetOut(
+            key=[GROUP, "invoice_lines"],
+            description="The product lines of those invoices that belong to the period "
+            "(by deferred start date, else invoice date).",
+            **{"group_name": GROUP, "owners": OWNERS, "kinds": KINDS},
+        ),
+    },
+    partitions_def=billing_periods,
+    pool=POOL,
+)
+def odoo_invoices(context: AssetExecutionContext, odoo: OdooAPI):
+    """Odoo's invoices of the period and their lines, read together: the lines come in batches
+    of ``move_id in [...]``, never one call per invoice."""
+    window = window_of(context.partition_key)
+    with odoo.get_client() as client:
+        invoices, lines = queries.fetch_invoices_and_lines(client, MODELS, window)
+        cost, source = _cost(client), client.describe()
+    yield validated_output(
+        context,
+        invoices,
+        contracts.odoo_invoices(window),
+        window,
+        source=source,
+        output_name="invoices",
+        metadata={
+            **cost,
+            "total_invoiced": format_cents(int(invoices["total_cents"].sum())),
+            "untaxed_invoiced": format_cents(int(invoices["untaxed_cents"].sum())),
+            "tax_invoiced": format_cents(int(invoices["tax_cents"].sum())),
+            "refunds": int((invoices["move_type"] == "out_refund").sum()),
+            "invoices_by_state": MetadataValue.json(
+                invoices.groupby("state").size().to_dict() if len(invoices) else {}
+            ),
+        },
+    )
+    yield validated_output(
+        context,
+        lines,
+        contracts.odoo_invoice_lines(window),
+        window,
+        source=source,
+        output_name="invoice_lines",
+        metadata={"subtotal_of_lines": format_cents(int(lines["subtotal_cents"].sum()))},
+    )
+
+
+@_odoo_asset(
+    "partners",
+    ins={
+        "account_links": AssetIn(key=[GROUP, "account_links"]),
+        "invoices": AssetIn(key=[GROUP, "invoices"]),
+    },
+)
+def odoo_partners(
+    context: AssetExecutionContext, odoo: OdooAPI, account_links: pd.DataFrame, invoices: pd.DataFrame
+) -> Output[pd.DataFrame]:
+    """The Odoo partners that matter for the period: every partner mapped to a NexaCloud customer
+    and every partner invoiced in the period, mapped or not."""
+    window = window_of(context.partition_key)
+    linked = account_links.loc[account_links["link_kind"] == "customer", "odoo_id"]
+    partner_ids = set(linked.astype(int)) | set(invoices["partner_id"].astype(int))
+    with odoo.get_client() as client:
+        frame = queries.fetch_partners(client, MODELS, partner_ids)
+        cost, source = _cost(client), client.describe()
+    return validated_output(
+        context,
+        frame,
+        contracts.odoo_partners(),
+        window,
+        source=source,
+        metadata={**cost, "archived_partners": int((~frame["active"]).sum())},
+    )
+
+
+@asset_check(
+    asset=odoo_partners,
+    additional_ins={"invoices": AssetIn(key=[GROUP, "invoices"])},
+    blocking=True,
+    description="Every invoiced partner exists in Odoo.",
+)
+def invoiced_partners_exist(context, odoo_partners: pd.DataFrame, invoices: pd.DataFrame) -> AssetCheckResult:
+    missing = invoices.loc[~invoices["partner_id"].isin(odoo_partners["partner_id"]), "move_id"]
+    return referential_check_result(context, missing, "move_id", "invoices whose partner does not exist")
+
+
+@asset_check(
+    asset=[GROUP, "invoice_lines"],
+    additional_ins={"invoices": AssetIn(key=[GROUP, "invoices"])},
+    blocking=True,
+    description="Every Odoo invoice line's invoice (move) is among the period's invoices.",
+)
+def invoice_lines_belong_to_known_invoices(
+    context, invoice_lines: pd.DataFrame, invoices: pd.DataFrame
+) -> AssetCheckResult:
+    orphans = invoice_lines.loc[~invoice_lines["move_id"].isin(invoices["move_id"]), "line_id"]
+    return referential_check_result(context, orphans, "line_id", "invoice lines whose invoice is missing")
+
+
+assets = [odoo_account_links, odoo_subscriptions, odoo_usage, odoo_invoices, odoo_partners]
+asset_checks = [invoiced_partners_exist, invoice_lines_belong_to_known_invoices]

@@ -1,0 +1,392 @@
+"""Odoo's side of a billing period as frames: links, partners, subscriptions, usage, invoices.
+
+Model and field names are configuration (``OdooModels``) with the defaults of DESIGN §5, not
+literals scattered through the code. Reads are batched: records page by keyset, invoice lines
+come in batches of ``move_id in [...]``, and the usage ledger is summed by Odoo itself with
+``formatted_read_group`` (``read_group`` over ``/jsonrpc``), never pulled record by record.
+Amounts arrive as floats in currency units and become integer cents through ``Decimal(str(x))``
+with half-up rounding; refunds count negative.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+
+from fusion_billing_assets.billing.money import dollars_to_cents
+from fusion_billing_assets.billing.periods import PeriodWindow, local_day
+from fusion_billing_assets.sources.odoo import OdooClient
+
+BATCH_SIZE = 500
+
+
+@dataclass(frozen=True)
+class OdooModels:
+    """Where the Nexa billing module keeps things in Odoo (DESIGN §5)."""
+
+    link: str = "ir.model.data"
+    link_module: str = "nexacloud"
+    partner: str = "res.partner"
+    subscription: str = "sale.order"
+    subscription_line: str = "sale.order.line"
+    usage: str = "fusion.billing.usage"
+    usage_module: str = "fusion_billing"
+    usage_metric: str = "cpu_seconds"
+    invoice: str = "account.move"
+    invoice_line: str = "account.move.line"
+    product: str = "product.product"
+    plan_product_prefix: str = "NC-PLAN-"
+    overage_product_code: str = "NC-CPU-OVERAGE"
+    # Invoices are found by date first, then kept when a line belongs to the period: wide enough
+    # for subscriptions billed in advance and for invoices issued weeks after the period.
+    invoice_days_before: int = 45
+    invoice_days_after: int = 75
+
+
+LINK_COLUMNS = ["link_kind", "nexacloud_id", "odoo_model", "odoo_id", "xml_id"]
+PARTNER_COLUMNS = ["partner_id", "name", "ref", "email", "commercial_partner_id", "active"]
+SUBSCRIPTION_COLUMNS = [
+    "subscription_id",
+    "name",
+    "partner_id",
+    "plan_name",
+    "state",
+    "start_date",
+    "end_date",
+    "currency",
+    "plan_product_code",
+    "plan_fee_cents",
+    "overage_cents_per_cpu_hour",
+]
+ODOO_USAGE_COLUMNS = ["subscription_id", "usage_date", "cpu_milliseconds", "records"]
+INVOICE_COLUMNS = [
+    "move_id",
+    "name",
+    "move_type",
+    "state",
+    "partner_id",
+    "currency",
+    "invoice_date",
+    "invoice_origin",
+    "untaxed_cents",
+    "tax_cents",
+    "total_cents",
+]
+INVOICE_LINE_COLUMNS = [
+    "line_id",
+    "move_id",
+    "product_code",
+    "description",
+    "quantity",
+    "price_unit",
+    "subtotal_cents",
+    "tax_cents",
+    "total_cents",
+    "subscription_id",
+    "deferred_start_date",
+    "deferred_end_date",
+    "line_period",
+]
+
+
+def fetch_account_links(client: OdooClient, models: OdooModels) -> pd.DataFrame:
+    """The importer's mapping: ``customer_<id>`` → partner, ``deployment_<id>`` → subscription."""
+    records = client.search_read_all(
+        models.link,
+        [["module", "=", models.link_module], ["model", "in", [models.partner, models.subscription]]],
+        ["module", "name", "model", "res_id"],
+    )
+    rows = []
+    for record in records:
+        kind, _, nexacloud_id = record["name"].partition("_")
+        if kind not in ("customer", "deployment") or not nexacloud_id.isdigit():
+            continue  # other records the importer keeps under the same module
+        rows.append(
+            (
+                kind,
+                int(nexacloud_id),
+                record["model"],
+                int(record["res_id"]),
+                f"{record['module']}.{record['name']}",
+            )
+        )
+    return _frame(rows, LINK_COLUMNS, ints=["nexacloud_id", "odoo_id"])
+
+
+def fetch_partners(client: OdooClient, models: OdooModels, partner_ids: Iterable[int]) -> pd.DataFrame:
+    rows = [
+        (
+            record["id"],
+            record["name"] or "",
+            _text(record.get("ref")),
+            _text(record.get("email")),
+            _many2one_id(record.get("commercial_partner_id")),
+            bool(record.get("active")),
+        )
+        for record in _read_by_ids(
+            client, models.partner, partner_ids, ["name", "ref", "email", "commercial_partner_id", "active"]
+        )
+    ]
+    frame = _frame(rows, PARTNER_COLUMNS, ints=["partner_id"])
+    frame["commercial_partner_id"] = frame["commercial_partner_id"].astype("Int64")
+    return frame
+
+
+def fetch_subscriptions(client: OdooClient, models: OdooModels, window: PeriodWindow) -> pd.DataFrame:
+    """Subscriptions running at some point of the period, with the prices on their order lines."""
+    last_day = window.last_day.isoformat()
+    domain = [
+        ["is_subscription", "=", True],
+        ["start_date", "<=", last_day],
+        "|",
+        ["end_date", "=", False],
+        ["end_date", ">=", window.key],
+    ]
+    fields = [
+        "name",
+        "partner_id",
+        "plan_id",
+        "subscription_state",
+        "start_date",
+        "end_date",
+        "currency_id",
+        "order_line",
+    ]
+    orders = client.search_read_all(models.subscription, domain, fields)
+    line_ids = [line_id for order in orders for line_id in order["order_line"] or []]
+    lines = _read_by_ids(client, models.subscription_line, line_ids, ["order_id", "product_id", "price_unit"])
+    codes = _product_codes(client, models, (_many2one_id(line["product_id"]) for line in lines))
+    prices: dict[int, dict[str, Any]] = {}
+    for line in lines:
+        code = codes.get(_many2one_id(line["product_id"]), "")
+        order_prices = prices.setdefault(_many2one_id(line["order_id"]), {})
+        if code.startswith(models.plan_product_prefix):
+            order_prices["plan_product_code"] = code
+            order_prices["plan_fee_cents"] = dollars_to_cents(line["price_unit"])
+        elif code == models.overage_product_code:
+            # The order line prices one CPU-hour in currency units; keep the rate exact in cents.
+            order_prices["overage_cents_per_cpu_hour"] = Decimal(str(line["price_unit"])) * 100
+    rows = [
+        (
+            order["id"],
+            order["name"],
+            _many2one_id(order["partner_id"]),
+            _many2one_name(order.get("plan_id")),
+            _text(order.get("subscription_state")),
+            _date(order.get("start_date")),
+            _date(order.get("end_date")),
+            _many2one_name(order.get("currency_id")),
+            prices.get(order["id"], {}).get("plan_product_code"),
+            prices.get(order["id"], {}).get("plan_fee_cents"),
+            prices.get(order["id"], {}).get("overage_cents_per_cpu_hour"),
+        )
+        for order in orders
+    ]
+    frame = _frame(rows, SUBSCRIPTION_COLUMNS, ints=["subscription_id", "partner_id"])
+    frame["plan_fee_cents"] = frame["plan_fee_cents"].astype("Int64")
+    return frame
+
+
+def fetch_usage(client: OdooClient, models: OdooModels, window: PeriodWindow) -> pd.DataFrame:
+    """The module's usage ledger summed by Odoo per subscription per local day of the period."""
+    domain = [
+        ["metric", "=", models.usage_metric],
+        ["timestamp", ">=", _odoo_datetime(window.start_utc)],
+        ["timestamp", "<", _odoo_datetime(window.end_utc)],
+    ]
+    groups = client.read_group(
+        models.usage,
+        domain,
+        groupby=["subscription_id", "timestamp:day"],
+        aggregates=["quantity:sum", "__count"],
+        context={**client.context, "tz": window.timezone},
+    )
+    rows = [
+        (
+            _many2one_id(group["subscription_id"]),
+            _day_of_bucket(group["timestamp:day"], window),
+            _milliseconds(group["quantity:sum"]),
+            int(group["__count"]),
+        )
+        for group in groups
+    ]
+    frame = _frame(rows, ODOO_USAGE_COLUMNS, ints=["subscription_id", "cpu_milliseconds", "records"])
+    return frame.sort_values(["subscription_id", "usage_date"], ignore_index=True)
+
+
+def fetch_invoices_and_lines(
+    client: OdooClient, models: OdooModels, window: PeriodWindow
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Customer invoices and refunds with at least one product line in the period.
+
+    A line belongs to the period of its ``deferred_start_date``, or of its invoice's
+    ``invoice_date`` when that is empty. Draft and posted invoices both count during dual-run;
+    cancelled ones never do. Refund amounts are negated.
+    """
+    first = window.period - timedelta(days=models.invoice_days_before)
+    last = window.last_day + timedelta(days=models.invoice_days_after)
+    moves = client.search_read_all(
+        models.invoice,
+        [
+            ["move_type", "in", ["out_invoice", "out_refund"]],
+            ["state", "!=", "cancel"],
+            ["invoice_date", ">=", first.isoformat()],
+            ["invoice_date", "<=", last.isoformat()],
+        ],
+        [
+            "name",
+            "move_type",
+            "state",
+            "partner_id",
+            "currency_id",
+            "invoice_date",
+            "invoice_origin",
+            "amount_untaxed",
+            "amount_tax",
+            "amount_total",
+        ],
+    )
+    by_id = {move["id"]: move for move in moves}
+    line_records = []
+    for batch in _batches(list(by_id)):
+        line_records += client.search_read_all(
+            models.invoice_line,
+            [["move_id", "in", batch], ["display_type", "=", "product"]],
+            [
+                "move_id",
+                "product_id",
+                "name",
+                "quantity",
+                "price_unit",
+                "price_subtotal",
+                "price_total",
+                "subscription_id",
+                "deferred_start_date",
+                "deferred_end_date",
+            ],
+        )
+    codes = _product_codes(client, models, (_many2one_id(line["product_id"]) for line in line_records))
+    line_rows = []
+    for line in line_records:
+        move = by_id[_many2one_id(line["move_id"])]
+        sign = -1 if move["move_type"] == "out_refund" else 1
+        deferred_start = _date(line.get("deferred_start_date"))
+        line_period = (deferred_start or _date(move["invoice_date"])).replace(day=1)
+        if line_period != window.period:
+            continue
+        subtotal = sign * dollars_to_cents(line["price_subtotal"])
+        total = sign * dollars_to_cents(line["price_total"])
+        line_rows.append(
+            (
+                line["id"],
+                move["id"],
+                codes.get(_many2one_id(line["product_id"])),
+                _text(line.get("name")),
+                Decimal(str(line["quantity"])),
+                Decimal(str(line["price_unit"])),
+                subtotal,
+                total - subtotal,
+                total,
+                _many2one_id(line.get("subscription_id")),
+                deferred_start,
+                _date(line.get("deferred_end_date")),
+                line_period,
+            )
+        )
+    lines = _frame(
+        line_rows,
+        INVOICE_LINE_COLUMNS,
+        ints=["line_id", "move_id", "subtotal_cents", "tax_cents", "total_cents"],
+    )
+    lines["subscription_id"] = lines["subscription_id"].astype("Int64")
+    in_period = set(lines["move_id"])
+    invoice_rows = []
+    for move in moves:
+        if move["id"] not in in_period:
+            continue
+        sign = -1 if move["move_type"] == "out_refund" else 1
+        invoice_rows.append(
+            (
+                move["id"],
+                move["name"],
+                move["move_type"],
+                move["state"],
+                _many2one_id(move["partner_id"]),
+                _many2one_name(move["currency_id"]),
+                _date(move["invoice_date"]),
+                _text(move.get("invoice_origin")),
+                sign * dollars_to_cents(move["amount_untaxed"]),
+                sign * dollars_to_cents(move["amount_tax"]),
+                sign * dollars_to_cents(move["amount_total"]),
+            )
+        )
+    invoices = _frame(
+        invoice_rows,
+        INVOICE_COLUMNS,
+        ints=["move_id", "partner_id", "untaxed_cents", "tax_cents", "total_cents"],
+    )
+    return invoices, lines
+
+
+def _product_codes(
+    client: OdooClient, models: OdooModels, product_ids: Iterable[int | None]
+) -> dict[int, str]:
+    records = _read_by_ids(client, models.product, product_ids, ["default_code"])
+    return {record["id"]: record["default_code"] or "" for record in records}
+
+
+def _read_by_ids(
+    client: OdooClient, model: str, ids: Iterable[int | None], fields: Sequence[str]
+) -> list[dict]:
+    wanted = sorted({int(i) for i in ids if i})
+    records = []
+    for batch in _batches(wanted):
+        records += client.search_read_all(model, [["id", "in", batch]], fields)
+    return records
+
+
+def _batches(ids: Sequence[int], size: int = BATCH_SIZE) -> Iterable[list[int]]:
+    for start in range(0, len(ids), size):
+        yield list(ids[start : start + size])
+
+
+def _frame(rows: list[tuple], columns: list[str], *, ints: Sequence[str] = ()) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(rows, columns=columns)
+    for column in ints:
+        frame[column] = frame[column].astype("int64")
+    return frame
+
+
+def _many2one_id(value: Any) -> int | None:
+    return int(value[0]) if value else None
+
+
+def _many2one_name(value: Any) -> str | None:
+    return str(value[1]) if value else None
+
+
+def _text(value: Any) -> str | None:
+    return value if value else None  # Odoo reads an empty char as false
+
+
+def _date(value: Any) -> date | None:
+    return date.fromisoformat(value[:10]) if value else None
+
+
+def _odoo_datetime(moment) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _milliseconds(quantity: Any) -> int:
+    return int((Decimal(str(quantity)) * 1000).to_integral_value())
+
+
+def _day_of_bucket(bucket: Any, window: PeriodWindow) -> date:
+    """The local day of a ``timestamp:day`` group: ``[utc_start, label]``, the start in UTC."""
+    start = datetime.strptime(bucket[0], "%Y-%m-%d %H:%M:%S")
+    return local_day(start, window.timezone)

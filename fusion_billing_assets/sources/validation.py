@@ -1,0 +1,312 @@
+"""Data-quality contracts of the source frames, as pandera schemas, and the report of a violation.
+
+A frame that breaks its contract stops its asset: the error names every failing record by its key
+and the field and check it failed, so a billing engineer can go straight to the source row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import pandera.pandas as pa
+
+from fusion_billing_assets.billing.periods import PeriodWindow
+
+ISO_CURRENCY = r"^[A-Z]{3}$"
+MAX_REPORTED_FAILURES = 50
+
+
+@dataclass(frozen=True)
+class FrameContract:
+    """A frame's schema and the columns that identify one of its records."""
+
+    name: str
+    schema: pa.DataFrameSchema
+    key: Sequence[str]
+
+
+class DataQualityError(ValueError):
+    """A source frame broke its contract; ``failures`` lists every failing record and field."""
+
+    def __init__(self, contract_name: str, failures: pd.DataFrame):
+        self.contract_name = contract_name
+        self.failures = failures
+        shown = "; ".join(failures["record"] + ": " + failures["field"] + " " + failures["problem"])
+        more = len(failures) - min(len(failures), 5)
+        lines = "; ".join(shown.split("; ")[:5]) + (f"; and {more} more" if more > 0 else "")
+        super().__init__(f"{contract_name}: {len(failures)} failing check(s): {lines}")
+
+
+def validate(frame: pd.DataFrame, contract: FrameContract) -> pd.DataFrame:
+    try:
+        return contract.schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as errors:
+        raise DataQualityError(contract.name, _failures(frame, contract, errors.failure_cases)) from None
+
+
+def _failures(frame: pd.DataFrame, contract: FrameContract, cases: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for case in cases.head(MAX_REPORTED_FAILURES).itertuples(index=False):
+        index = case.index
+        if index is not None and not pd.isna(index) and index in frame.index:
+            record = ", ".join(f"{column}={frame.at[index, column]}" for column in contract.key)
+        else:
+            record = "(frame)"
+        field = str(case.column) if case.column is not None else "(row)"
+        rows.append(
+            {"record": record, "field": field, "problem": f"{case.check} (got {case.failure_case!r})"}
+        )
+    return pd.DataFrame(rows, columns=["record", "field", "problem"])
+
+
+def _ids(*columns: str, nullable: Sequence[str] = ()) -> dict[str, pa.Column]:
+    return {
+        column: pa.Column(
+            "Int64" if column in nullable else "int64", pa.Check.gt(0), nullable=column in nullable
+        )
+        for column in columns
+    }
+
+
+def _cents(*columns: str) -> dict[str, pa.Column]:
+    return {column: pa.Column("int64") for column in columns}
+
+
+def _text(*columns: str, nullable: Sequence[str] = ()) -> dict[str, pa.Column]:
+    return {column: pa.Column(str, nullable=column in nullable) for column in columns}
+
+
+def _utc(column: str, *, nullable: bool = False, before=None) -> pa.Column:
+    checks = [pa.Check.lt(pd.Timestamp(before))] if before is not None else []
+    return pa.Column(pd.DatetimeTZDtype(tz="UTC"), checks, nullable=nullable)
+
+
+def nexacloud_customers(window: PeriodWindow) -> FrameContract:
+    schema = pa.DataFrameSchema(
+        {
+            **_ids("customer_id"),
+            **_text("name", "email", "status"),
+            "province": pa.Column(str, pa.Check.str_matches(r"^[A-Z]{2}$")),
+            "currency": pa.Column(str, pa.Check.str_matches(ISO_CURRENCY)),
+            "created_at": _utc("created_at", before=window.end_utc),
+        },
+        unique=["customer_id"],
+        strict=True,
+    )
+    return FrameContract("nexacloud/customers", schema, ["customer_id"])
+
+
+def nexacloud_plans() -> FrameContract:
+    schema = pa.DataFrameSchema(
+        {
+            **_ids("plan_id"),
+            **_text("plan_code", "plan_name"),
+            "monthly_price_cents": pa.Column("int64", pa.Check.ge(0)),
+            "included_cpu_seconds": pa.Column("int64", pa.Check.ge(0)),
+            "overage_cents_per_cpu_hour": pa.Column(object, pa.Check(lambda rates: rates.map(_non_negative))),
+            "currency": pa.Column(str, pa.Check.str_matches(ISO_CURRENCY)),
+        },
+        unique=["plan_id"],
+        strict=True,
+    )
+    return FrameContract("nexacloud/plans", schema, ["plan_id"])
+
+
+def nexacloud_deployments(window: PeriodWindow) -> FrameContract:
+    schema = pa.DataFrameSchema(
+        {
+            **_ids("deployment_id", "customer_id", "plan_id"),
+            **_text("name", "region", "status"),
+            "created_at": _utc("created_at", before=window.end_utc),
+            "terminated_at": _utc("terminated_at", nullable=True),
+            "active_days": pa.Column("int64", [pa.Check.ge(1), pa.Check.le(window.days)]),
+        },
+        checks=pa.Check(
+            lambda frame: frame["terminated_at"].isna() | (frame["terminated_at"] > frame["created_at"]),
+            error="terminated_at after created_at",
+        ),
+        unique=["deployment_id"],
+        strict=True,
+    )
+    return FrameContract("nexacloud/deployments", schema, ["deployment_id"])
+
+
+def nexacloud_usage(window: PeriodWindow) -> FrameContract:
+    days = window.local_days()
+    schema = pa.DataFrameSchema(
+        {
+            **_ids("deployment_id"),
+            "usage_date": pa.Column(object, pa.Check.isin(days, error="usage_date inside the period")),
+            "cpu_milliseconds": pa.Column("int64", pa.Check.ge(0, error="quantity >= 0")),
+            "records": pa.Column("int64", pa.Check.gt(0)),
+            "late_cpu_milliseconds": pa.Column("int64", pa.Check.ge(0, error="quantity >= 0")),
+            "late_records": pa.Column("int64", pa.Check.ge(0)),
+        },
+        unique=["deployment_id", "usage_date"],
+        strict=True,
+    )
+    return FrameContract("nexacloud/usage", schema, ["deployment_id", "usage_date"])
+
+
+def nexacloud_invoices(window: PeriodWindow) -> FrameContract:
+    schema = pa.DataFrameSchema(
+        {
+            **_ids("invoice_id", "customer_id"),
+            "period_start": pa.Column(
+                object, pa.Check.isin(window.local_days(), error="period_start inside the period")
+            ),
+            "period_end": pa.Column(object),
+            "currency": pa.Column(str, pa.Check.str_matches(ISO_CURRENCY)),
+            **_cents("subtotal_cents", "tax_cents", "total_cents"),
+            "status": pa.Column(str, pa.Check.isin(["draft", "open", "paid", "uncollectible"])),
+            "stripe_invoice_id": pa.Column(str, nullable=True),
+            "issued_at": _utc("issued_at", nullable=True),
+        },
+        checks=[
+            pa.Check(
+                lambda frame: frame["total_cents"] == frame["subtotal_cents"] + frame["tax_cents"],
+                error="total_cents = subtotal_cents + tax_cents",
+            ),
+            pa.Check(
+                lambda frame: frame["period_end"] >= frame["period_start"], error="period_end >= period_start"
+            ),
+        ],
+        unique=["invoice_id"],
+        strict=True,
+    )
+    return FrameContract("nexacloud/invoices", schema, ["invoice_id"])
+
+
+def nexacloud_invoice_lines() -> FrameContract:
+    schema = pa.DataFrameSchema(
+        {
+            **_ids("invoice_line_id", "invoice_id"),
+            **_ids("deployment_id", nullable=["deployment_id"]),
+            "kind": pa.Column(str, pa.Check.isin(["base", "overage", "credit", "adjustment"])),
+            "description": pa.Column(str),
+            "quantity": pa.Column(object),
+            "unit_price_cents": pa.Column(object),
+            **_cents("amount_cents", "tax_cents"),
+        },
+        unique=["invoice_line_id"],
+        strict=True,
+    )
+    return FrameContract("nexacloud/invoice_lines", schema, ["invoice_line_id"])
+
+
+def _non_negative(value) -> bool:
+    return value is not None and value >= 0
+
+
+def odoo_account_links() -> FrameContract:
+    schema = pa.DataFrameSchema(
+        {
+            "link_kind": pa.Column(str, pa.Check.isin(["customer", "deployment"])),
+            **_ids("nexacloud_id", "odoo_id"),
+            "odoo_model": pa.Column(str),
+            "xml_id": pa.Column(str),
+        },
+        # One NexaCloud record maps to one Odoo record: two would make every total ambiguous.
+        unique=["link_kind", "nexacloud_id"],
+        strict=True,
+    )
+    return FrameContract("odoo/account_links", schema, ["xml_id"])
+
+
+def odoo_partners() -> FrameContract:
+    schema = pa.DataFrameSchema(
+        {
+            **_ids("partner_id"),
+            **_ids("commercial_partner_id", nullable=["commercial_partner_id"]),
+            "name": pa.Column(str),
+            **_text("ref", "email", nullable=["ref", "email"]),
+            "active": pa.Column(bool),
+        },
+        unique=["partner_id"],
+        strict=True,
+    )
+    return FrameContract("odoo/partners", schema, ["partner_id"])
+
+
+def odoo_subscriptions() -> FrameContract:
+    schema = pa.DataFrameSchema(
+        {
+            **_ids("subscription_id", "partner_id"),
+            "name": pa.Column(str),
+            **_text(
+                "plan_name",
+                "state",
+                "plan_product_code",
+                nullable=["plan_name", "state", "plan_product_code"],
+            ),
+            "start_date": pa.Column(object),
+            "end_date": pa.Column(object, nullable=True),
+            "currency": pa.Column(str, pa.Check.str_matches(ISO_CURRENCY)),
+            "plan_fee_cents": pa.Column("Int64", pa.Check.ge(0), nullable=True),
+            "overage_cents_per_cpu_hour": pa.Column(
+                object, pa.Check(lambda rates: rates.map(lambda r: r is None or r >= 0)), nullable=True
+            ),
+        },
+        unique=["subscription_id"],
+        strict=True,
+    )
+    return FrameContract("odoo/subscriptions", schema, ["subscription_id"])
+
+
+def odoo_usage(window: PeriodWindow) -> FrameContract:
+    schema = pa.DataFrameSchema(
+        {
+            **_ids("subscription_id"),
+            "usage_date": pa.Column(
+                object, pa.Check.isin(window.local_days(), error="usage_date inside the period")
+            ),
+            "cpu_milliseconds": pa.Column("int64", pa.Check.ge(0, error="quantity >= 0")),
+            "records": pa.Column("int64", pa.Check.gt(0)),
+        },
+        unique=["subscription_id", "usage_date"],
+        strict=True,
+    )
+    return FrameContract("odoo/usage", schema, ["subscription_id", "usage_date"])
+
+
+def odoo_invoices(window: PeriodWindow) -> FrameContract:
+    schema = pa.DataFrameSchema(
+        {
+            **_ids("move_id", "partner_id"),
+            "name": pa.Column(str, nullable=True),
+            "move_type": pa.Column(str, pa.Check.isin(["out_invoice", "out_refund"])),
+            "state": pa.Column(str, pa.Check.isin(["draft", "posted"])),
+            "currency": pa.Column(str, pa.Check.str_matches(ISO_CURRENCY)),
+            "invoice_date": pa.Column(object),
+            "invoice_origin": pa.Column(str, nullable=True),
+            **_cents("untaxed_cents", "tax_cents", "total_cents"),
+        },
+        checks=pa.Check(
+            lambda frame: frame["total_cents"] == frame["untaxed_cents"] + frame["tax_cents"],
+            error="total = untaxed + tax",
+        ),
+        unique=["move_id"],
+        strict=True,
+    )
+    return FrameContract("odoo/invoices", schema, ["move_id"])
+
+
+def odoo_invoice_lines(window: PeriodWindow) -> FrameContract:
+    schema = pa.DataFrameSchema(
+        {
+            **_ids("line_id", "move_id"),
+            **_ids("subscription_id", nullable=["subscription_id"]),
+            **_text("product_code", "description", nullable=["product_code", "description"]),
+            "quantity": pa.Column(object),
+            "price_unit": pa.Column(object),
+            **_cents("subtotal_cents", "tax_cents", "total_cents"),
+            "deferred_start_date": pa.Column(object, nullable=True),
+            "deferred_end_date": pa.Column(object, nullable=True),
+            "line_period": pa.Column(object, pa.Check.eq(window.period, error="line belongs to the period")),
+        },
+        unique=["line_id"],
+        strict=True,
+    )
+    return FrameContract("odoo/invoice_lines", schema, ["line_id"])

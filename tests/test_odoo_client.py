@@ -31,9 +31,10 @@ def _json2_partner_server(requests: list[httpx.Request]):
     return handle
 
 
-def _client(handler, **options) -> OdooClient:
+def _client(handler, sleeps: list[float] | None = None, **options) -> OdooClient:
     http = httpx.Client(base_url="https://odoo.example.com", transport=httpx.MockTransport(handler))
-    return OdooClient(http, database="nexa", api_key=API_KEY, **options)
+    sleeps = [] if sleeps is None else sleeps
+    return OdooClient(http, database="nexa", api_key=API_KEY, sleep=sleeps.append, **options)
 
 
 def test_keyset_paging_reads_every_record_once_in_ceil_n_over_page_size_requests():
@@ -168,9 +169,59 @@ def test_jsonrpc_login_refused():
     assert API_KEY not in str(raised.value)
 
 
-def test_a_timeout_is_an_odoo_error_naming_the_call():
-    def handle(request):
-        raise httpx.ReadTimeout("timed out", request=request)
+def _scripted(*answers):
+    """A server that gives these answers in turn (an exception instance is raised instead)."""
+    remaining = list(answers)
+    seen: list[httpx.Request] = []
 
-    with pytest.raises(OdooError, match=r"did not answer res\.partner\.search_count in time"):
+    def handle(request):
+        seen.append(request)
+        answer = remaining.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    return handle, seen
+
+
+def test_a_503_is_retried_with_backoff_and_then_succeeds():
+    handle, seen = _scripted(httpx.Response(503), httpx.Response(502), httpx.Response(200, json=42))
+    sleeps: list[float] = []
+    client = _client(handle, sleeps)
+    assert client.call("res.partner", "search_count", domain=[]) == 42
+    assert len(seen) == 3 and client.stats.requests == 3 and client.stats.retries == 2
+    assert len(sleeps) == 2 and 0 <= sleeps[0] <= 0.5 and 0 <= sleeps[1] <= 1.0  # full jitter, doubling
+
+
+def test_a_429_waits_as_long_as_retry_after_says():
+    handle, seen = _scripted(httpx.Response(429, headers={"Retry-After": "7"}), httpx.Response(200, json=3))
+    sleeps: list[float] = []
+    assert _client(handle, sleeps).call("res.partner", "search_count", domain=[]) == 3
+    assert sleeps == [7.0]
+
+
+def test_timeouts_are_retried_a_bounded_number_of_times_then_fail_clearly():
+    handle, seen = _scripted(*[httpx.ReadTimeout("timed out")] * 5)
+    sleeps: list[float] = []
+    with pytest.raises(
+        OdooError, match=r"did not answer res\.partner\.search_count in time \(ReadTimeout, 5 attempts\)"
+    ):
+        _client(handle, sleeps).call("res.partner", "search_count", domain=[])
+    assert len(seen) == 5 and len(sleeps) == 4
+
+
+def test_a_503_that_never_ends_surfaces_after_the_last_attempt():
+    handle, seen = _scripted(*[httpx.Response(503)] * 5)
+    with pytest.raises(OdooError, match=r"HTTP 503"):
         _client(handle).call("res.partner", "search_count", domain=[])
+    assert len(seen) == 5
+
+
+def test_a_rejected_key_is_not_retried():
+    handle, seen = _scripted(
+        httpx.Response(401, json={"name": "werkzeug.exceptions.Unauthorized", "message": "no"})
+    )
+    sleeps: list[float] = []
+    with pytest.raises(OdooAuthenticationError):
+        _client(handle, sleeps).call("res.partner", "search_count", domain=[])
+    assert len(seen) == 1 and sleeps == []

@@ -48,6 +48,7 @@ def _cost(client: OdooClient) -> dict:
     return {
         "odoo_requests": client.stats.requests,
         "odoo_pages": client.stats.pages,
+        "odoo_retries": client.stats.retries,
         "odoo_calls": MetadataValue.json(client.stats.calls_by_method),
     }
 

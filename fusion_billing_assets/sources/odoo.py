@@ -10,8 +10,12 @@ never put into a message, a log line or metadata.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -23,6 +27,25 @@ DEFAULT_PAGE_SIZE = 500
 # Groups are small (a key and a few sums): fetch many per request.
 GROUP_PAGE_SIZE = 5000
 PROTOCOLS = ("json2", "jsonrpc")
+
+
+# Answers worth another try: the server is busy, restarting or behind a struggling proxy.
+RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded retries with exponential backoff and full jitter; ``Retry-After`` wins when sent."""
+
+    max_attempts: int = 5
+    base_delay_seconds: float = 0.5
+    max_delay_seconds: float = 30.0
+
+    def delay(self, attempt: int, retry_after: float | None, jitter: random.Random) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.max_delay_seconds)
+        ceiling = min(self.max_delay_seconds, self.base_delay_seconds * 2 ** (attempt - 1))
+        return jitter.uniform(0, ceiling)
 
 
 class OdooError(RuntimeError):
@@ -44,6 +67,7 @@ class OdooCallStats:
 
     requests: int = 0
     pages: int = 0
+    retries: int = 0
     calls_by_method: dict[str, int] = field(default_factory=dict)
 
     def count(self, model: str, method: str) -> None:
@@ -63,6 +87,8 @@ class OdooClient:
         login: str | None = None,
         page_size: int = DEFAULT_PAGE_SIZE,
         context: Mapping[str, Any] | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ):
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown Odoo protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
@@ -80,6 +106,9 @@ class OdooClient:
         self.page_size = page_size
         self.context = dict(DEFAULT_CONTEXT if context is None else context)
         self.stats = OdooCallStats()
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._jitter = random.Random()
 
     @property
     def server(self) -> str:
@@ -249,17 +278,35 @@ class OdooClient:
     def _post(
         self, model: str, method: str, path: str, body: Mapping[str, Any], headers: Mapping[str, str]
     ) -> httpx.Response:
-        self.stats.count(model, method)
-        try:
-            return self._http.post(path, json=body, headers=headers)
-        except httpx.TimeoutException as error:
-            raise OdooError(
-                f"{self.describe()} did not answer {model}.{method} in time ({type(error).__name__})."
-            ) from None
-        except httpx.TransportError as error:
-            raise OdooError(
-                f"{self.describe()} is unreachable for {model}.{method}: {type(error).__name__}: {error}."
-            ) from None
+        """POST with bounded retries; every call this client makes is a read, so a retry is safe."""
+        for attempt in range(1, self.retry.max_attempts + 1):
+            self.stats.count(model, method)
+            last_attempt = attempt == self.retry.max_attempts
+            try:
+                response = self._http.post(path, json=body, headers=headers)
+            except httpx.TimeoutException as error:
+                if last_attempt:
+                    raise OdooError(
+                        f"{self.describe()} did not answer {model}.{method} in time "
+                        f"({type(error).__name__}, {attempt} attempts)."
+                    ) from None
+                self.stats.retries += 1
+                self._sleep(self.retry.delay(attempt, None, self._jitter))
+                continue
+            except httpx.TransportError as error:
+                if last_attempt:
+                    raise OdooError(
+                        f"{self.describe()} is unreachable for {model}.{method} after {attempt} attempts: "
+                        f"{type(error).__name__}: {error}."
+                    ) from None
+                self.stats.retries += 1
+                self._sleep(self.retry.delay(attempt, None, self._jitter))
+                continue
+            if response.status_code not in RETRYABLE_STATUSES or last_attempt:
+                return response
+            self.stats.retries += 1
+            self._sleep(self.retry.delay(attempt, _retry_after_seconds(response), self._jitter))
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _json2_error(self, model: str, method: str, response: httpx.Response) -> OdooError:
         status = response.status_code
@@ -306,6 +353,19 @@ def _formatted_group(
             row.get("__count") if aggregate == "__count" else row.get(aggregate.split(":")[0], 0)
         )
     return group
+
+
+def _retry_after_seconds(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
 
 
 def _is_access_error(error_name: str) -> bool:

@@ -20,7 +20,7 @@ import pandas as pd
 
 from fusion_billing_assets.billing.money import dollars_to_cents
 from fusion_billing_assets.billing.periods import PeriodWindow, local_day
-from fusion_billing_assets.sources.odoo import OdooClient
+from fusion_billing_assets.sources.odoo import OdooClient, OdooError
 
 BATCH_SIZE = 500
 
@@ -199,13 +199,24 @@ def fetch_usage(client: OdooClient, models: OdooModels, window: PeriodWindow) ->
         ["timestamp", ">=", _odoo_datetime(window.start_utc)],
         ["timestamp", "<", _odoo_datetime(window.end_utc)],
     ]
-    groups = client.read_group(
-        models.usage,
-        domain,
-        groupby=["subscription_id", "timestamp:day"],
-        aggregates=["quantity:sum", "__count"],
-        context={**client.context, "tz": window.timezone},
-    )
+    try:
+        groups = client.read_group(
+            models.usage,
+            domain,
+            groupby=["subscription_id", "timestamp:day"],
+            aggregates=["quantity:sum", "__count"],
+            # Day buckets are cut in the time zone of the context: the billing time zone.
+            context={**client.context, "tz": window.timezone},
+        )
+    except OdooError as error:
+        if error.status == 404 or "does not exist" in str(error):
+            raise OdooError(
+                f"{error} The usage ledger model {models.usage!r} is provided by the Nexa billing module "
+                f"({models.usage_module}); is it installed in this database?",
+                status=error.status,
+                error_name=error.error_name,
+            ) from None
+        raise
     rows = [
         (
             _many2one_id(group["subscription_id"]),

@@ -195,7 +195,7 @@ class OdooClient:
     def _read_group_page(self, model, domain, groupby, aggregates, context, order, *, offset):
         context = dict(self.context if context is None else context)
         if self.protocol == "json2":
-            return self.call(
+            groups = self.call(
                 model,
                 "formatted_read_group",
                 domain=list(domain),
@@ -206,6 +206,7 @@ class OdooClient:
                 offset=offset,
                 context=context,
             )
+            return [{key: group.get(key) for key in (*groupby, *aggregates)} for group in groups]
         # Legacy read_group names sums after the bare field, labels date buckets and puts their
         # UTC bounds in __range: reshape to formatted_read_group's answer.
         rows = self.call(

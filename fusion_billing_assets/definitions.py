@@ -6,7 +6,6 @@ from dagster import AssetSelection, Definitions, define_asset_job, in_process_ex
 
 from fusion_billing_assets.defs import nexacloud, odoo
 from fusion_billing_assets.defs.resources import build_resources
-from fusion_billing_assets.partitions import billing_periods
 from fusion_billing_assets.settings import load_settings
 
 settings = load_settings()
@@ -16,7 +15,6 @@ billing_period_job_name = "reconcile_billing_period"
 reconcile_billing_period = define_asset_job(
     billing_period_job_name,
     selection=AssetSelection.all(),
-    partitions_def=billing_periods,
     description="Everything one billing period needs: the sources of both systems, then their reconciliation.",
 )
 

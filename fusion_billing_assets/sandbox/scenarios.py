@@ -1,0 +1,184 @@
+"""The sandbox's cast: which customer plays which injected difference or edge case, and in which period.
+
+Every reconciliation status of DESIGN §6 is injected at least once, each on a customer of its
+own, and shaped so the status is unambiguous under any sensible precedence with a tolerance of
+one cent: a difference has exactly one cause, and every other leg (usage, rates, tax rule,
+currency, invoice count) agrees. Edge cases are the realistic situations a reconciliation must
+get right and still call ``match``. The generator (``sandbox.generator``) builds the data each
+role describes; this module only decides who plays what, so the ground truth reads in one place.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from enum import StrEnum
+
+# DESIGN §6, in the order of its table.
+STATUSES = (
+    "match",
+    "within_tolerance",
+    "rounding_difference",
+    "usage_mismatch",
+    "rate_mismatch",
+    "tax_mismatch",
+    "amount_mismatch",
+    "missing_in_odoo",
+    "missing_in_nexacloud",
+    "unmapped",
+    "duplicate",
+    "currency_mismatch",
+    "waived",
+)
+
+# The tolerance the expected statuses assume: the one-cent difference is within it, every other
+# difference is at least two cents.
+TOLERANCE_CENTS = 1
+
+
+class Role(StrEnum):
+    # Injected differences.
+    ONE_CENT_OFF = "one_cent_off"
+    GLOBAL_TAX_ROUNDING = "global_tax_rounding"
+    LOST_USAGE_PUSHES = "lost_usage_pushes"
+    DOUBLED_USAGE_PUSHES = "doubled_usage_pushes"
+    OLD_PLAN_PRICE = "old_plan_price"
+    WRONG_PROVINCE_TAX = "wrong_province_tax"
+    UNEXPLAINED_LINE = "unexplained_line"
+    NO_ODOO_INVOICE = "no_odoo_invoice"
+    VOID_NEXACLOUD_INVOICE = "void_nexacloud_invoice"
+    CUSTOMER_NOT_IMPORTED = "customer_not_imported"
+    PARTNER_NOT_FROM_NEXACLOUD = "partner_not_from_nexacloud"
+    INVOICE_GENERATED_TWICE = "invoice_generated_twice"
+    INVOICE_IN_USD = "invoice_in_usd"
+    WAIVED_ONBOARDING_FEE = "waived_onboarding_fee"
+    # Edge cases that must reconcile as match.
+    CREATED_MID_MONTH = "created_mid_month"
+    TERMINATED_MID_MONTH = "terminated_mid_month"
+    SEVERAL_DEPLOYMENTS = "several_deployments"
+    DST_CHANGE = "dst_change"
+    LATE_USAGE = "late_usage"
+    REFUND = "refund"
+    ZERO_USAGE = "zero_usage"
+    USAGE_AT_QUOTA = "usage_at_quota"
+    DRAFT_INVOICE = "draft_invoice"
+    CANCELLED_INVOICE = "cancelled_invoice"
+    UNDATED_LINES = "undated_lines"
+    PROVINCE_ON = "province_on"
+    PROVINCE_NS = "province_ns"
+    PROVINCE_NB = "province_nb"
+    PROVINCE_QC = "province_qc"
+    PROVINCE_AB = "province_ab"
+
+
+class Scope(StrEnum):
+    PERIOD = "period"  # shows in one closed period
+    EVERY_PERIOD = "every_period"  # a property of the set-up, so every closed period shows it
+
+
+@dataclass(frozen=True)
+class RoleSpec:
+    role: Role
+    status: str
+    scope: Scope
+    province: str | None = None  # the province the role needs (its tax rate matters)
+    difference: bool = True  # False: an edge case expected to match
+    has_customer: bool = True  # False: an Odoo partner with no NexaCloud customer
+
+
+def _edge(role: Role, scope: Scope = Scope.PERIOD, province: str | None = None) -> RoleSpec:
+    return RoleSpec(role, "match", scope, province, difference=False)
+
+
+ROLE_SPECS: tuple[RoleSpec, ...] = (
+    RoleSpec(Role.ONE_CENT_OFF, "within_tolerance", Scope.PERIOD, "ON"),
+    RoleSpec(Role.GLOBAL_TAX_ROUNDING, "rounding_difference", Scope.PERIOD, "ON"),
+    RoleSpec(Role.LOST_USAGE_PUSHES, "usage_mismatch", Scope.PERIOD),
+    RoleSpec(Role.DOUBLED_USAGE_PUSHES, "usage_mismatch", Scope.PERIOD),
+    RoleSpec(Role.OLD_PLAN_PRICE, "rate_mismatch", Scope.EVERY_PERIOD),
+    RoleSpec(Role.WRONG_PROVINCE_TAX, "tax_mismatch", Scope.EVERY_PERIOD, "AB"),
+    RoleSpec(Role.UNEXPLAINED_LINE, "amount_mismatch", Scope.PERIOD),
+    RoleSpec(Role.NO_ODOO_INVOICE, "missing_in_odoo", Scope.PERIOD),
+    RoleSpec(Role.VOID_NEXACLOUD_INVOICE, "missing_in_nexacloud", Scope.PERIOD),
+    RoleSpec(Role.CUSTOMER_NOT_IMPORTED, "unmapped", Scope.EVERY_PERIOD),
+    RoleSpec(Role.PARTNER_NOT_FROM_NEXACLOUD, "unmapped", Scope.PERIOD, "ON", has_customer=False),
+    RoleSpec(Role.INVOICE_GENERATED_TWICE, "duplicate", Scope.PERIOD),
+    RoleSpec(Role.INVOICE_IN_USD, "currency_mismatch", Scope.PERIOD),
+    RoleSpec(Role.WAIVED_ONBOARDING_FEE, "waived", Scope.PERIOD),
+    _edge(Role.CREATED_MID_MONTH),
+    _edge(Role.TERMINATED_MID_MONTH),
+    _edge(Role.SEVERAL_DEPLOYMENTS, Scope.EVERY_PERIOD),
+    _edge(Role.DST_CHANGE),
+    _edge(Role.LATE_USAGE),
+    _edge(Role.REFUND, province="ON"),
+    _edge(Role.ZERO_USAGE),
+    _edge(Role.USAGE_AT_QUOTA),
+    _edge(Role.DRAFT_INVOICE),
+    _edge(Role.CANCELLED_INVOICE),
+    _edge(Role.UNDATED_LINES),
+    _edge(Role.PROVINCE_ON, Scope.EVERY_PERIOD, "ON"),
+    _edge(Role.PROVINCE_NS, Scope.EVERY_PERIOD, "NS"),
+    _edge(Role.PROVINCE_NB, Scope.EVERY_PERIOD, "NB"),
+    _edge(Role.PROVINCE_QC, Scope.EVERY_PERIOD, "QC"),
+    _edge(Role.PROVINCE_AB, Scope.EVERY_PERIOD, "AB"),
+)
+SPECS_BY_ROLE = {spec.role: spec for spec in ROLE_SPECS}
+
+# Customers nobody casts, so each period has matches that exercise nothing in particular.
+PLAIN_CUSTOMERS_AT_LEAST = 3
+MINIMUM_CUSTOMERS = sum(spec.has_customer for spec in ROLE_SPECS) + PLAIN_CUSTOMERS_AT_LEAST
+
+
+@dataclass(frozen=True)
+class Casting:
+    """One role played by one customer (``None`` for an Odoo-only partner) in one closed period.
+
+    ``period`` is ``None`` for a role of scope ``EVERY_PERIOD``.
+    """
+
+    role: Role
+    customer_id: int | None
+    period: date | None
+
+    @property
+    def spec(self) -> RoleSpec:
+        return SPECS_BY_ROLE[self.role]
+
+    def applies_to(self, period: date) -> bool:
+        return self.period is None or self.period == period
+
+
+def cast_roles(
+    customer_ids: Sequence[int],
+    closed_periods: Sequence[date],
+    dst_period: date | None,
+    rng: random.Random,
+) -> tuple[Casting, ...]:
+    """Give every role a customer of its own and a closed period, drawn from ``rng``.
+
+    The DST edge case is only cast when a closed period contains a DST change (``dst_period``).
+    """
+    if len(customer_ids) < MINIMUM_CUSTOMERS:
+        raise ValueError(
+            f"the sandbox needs at least {MINIMUM_CUSTOMERS} customers to hold one customer per injected "
+            f"difference and edge case, got {len(customer_ids)}"
+        )
+    if not closed_periods:
+        raise ValueError("the sandbox needs at least one closed period to inject differences into")
+    candidates = sorted(customer_ids)
+    rng.shuffle(candidates)
+    castings = []
+    for spec in ROLE_SPECS:
+        if spec.role is Role.DST_CHANGE and dst_period is None:
+            continue
+        customer_id = candidates.pop() if spec.has_customer else None
+        if spec.role is Role.DST_CHANGE:
+            period = dst_period
+        elif spec.scope is Scope.EVERY_PERIOD:
+            period = None
+        else:
+            period = rng.choice(list(closed_periods))
+        castings.append(Casting(spec.role, customer_id, period))
+    return tuple(castings)

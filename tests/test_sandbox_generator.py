@@ -1,0 +1,767 @@
+"""Sandbox generator contract (DESIGN §4, §6, §7).
+
+The generated world is deterministic from its seed; the NexaCloud tables follow the §4 schema on
+SQLite and PostgreSQL alike; the manifest covers every reconciliation status and has one expected
+row per customer per closed period; and the data is consistent enough that the ground truth is
+true: every expected status can be read off the generated data by the rules of §5 and §6.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.dialects.sqlite import DATETIME as SQLITE_DATETIME
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+from sqlalchemy.engine import make_url
+
+from fusion_billing_assets.billing.charges import (
+    active_days,
+    base_charge_cents,
+    line_tax_cents,
+    overage_charge_cents,
+)
+from fusion_billing_assets.billing.money import dollars_to_cents, round_half_up
+from fusion_billing_assets.billing.periods import as_utc, period_of, period_window
+from fusion_billing_assets.billing.tax import tax_rate
+from fusion_billing_assets.sandbox.__main__ import main as sandbox_cli
+from fusion_billing_assets.sandbox.generator import SandboxScale, Summary, generate
+from fusion_billing_assets.sandbox.odoo_models import MODELS, SANDBOX_API_KEY, SANDBOX_DATABASE
+from fusion_billing_assets.sandbox.scenarios import MINIMUM_CUSTOMERS, STATUSES
+from fusion_billing_assets.sources import nexacloud_schema as schema
+
+TIMEZONE = "America/Toronto"
+# Closed October and November 2026 (November holds the DST change), provisional December.
+SMALL = SandboxScale(
+    customers=MINIMUM_CUSTOMERS, max_deployments_per_customer=3, usage_window_minutes=360, periods=3
+)
+END_PERIOD = date(2026, 12, 1)
+SEED = 11
+TABLES = [table.name for table in schema.metadata.sorted_tables]
+
+
+@dataclass
+class Sandbox:
+    out: Path
+    url: str
+    summary: Summary
+    manifest: dict[str, Any]
+    odoo: dict[str, list[dict[str, Any]]]
+    tables: dict[str, list[dict[str, Any]]]
+
+    @property
+    def closed_periods(self) -> list[str]:
+        return [p["period"] for p in self.manifest["periods"] if p["closed"]]
+
+    def mapped_partner(self) -> dict[int, int]:
+        return {
+            int(row["name"].removeprefix("customer_")): row["res_id"]
+            for row in self.odoo["ir.model.data"]
+            if row["module"] == "nexacloud" and row["name"].startswith("customer_")
+        }
+
+    def mapped_subscription(self) -> dict[int, int]:
+        return {
+            int(row["name"].removeprefix("deployment_")): row["res_id"]
+            for row in self.odoo["ir.model.data"]
+            if row["module"] == "nexacloud" and row["name"].startswith("deployment_")
+        }
+
+
+def _generate(out: Path, *, seed: int = SEED, url: str | None = None) -> Sandbox:
+    url = url or f"sqlite:///{out / 'nexacloud.sqlite'}"
+    summary = generate(url, out, seed=seed, scale=SMALL, end_period=END_PERIOD, timezone=TIMEZONE)
+    return _load(out, url, summary)
+
+
+def _load(out: Path, url: str, summary: Summary) -> Sandbox:
+    return Sandbox(
+        out=out,
+        url=url,
+        summary=summary,
+        manifest=json.loads((out / "manifest.json").read_text()),
+        odoo=json.loads((out / "odoo.json").read_text())["models"],
+        tables=_read_tables(url),
+    )
+
+
+def _read_tables(url: str) -> dict[str, list[dict[str, Any]]]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return {
+                table.name: [
+                    dict(row._mapping) for row in connection.execute(select(table).order_by(table.c.id))
+                ]
+                for table in schema.metadata.sorted_tables
+            }
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory) -> Sandbox:
+    return _generate(tmp_path_factory.mktemp("sandbox"))
+
+
+# --- determinism ---------------------------------------------------------------------------------
+
+
+def _digest(sandbox: Sandbox) -> str:
+    digest = hashlib.sha256()
+    for name in TABLES:
+        for row in sandbox.tables[name]:
+            digest.update(repr(sorted(row.items())).encode())
+    for name in ("odoo.json", "manifest.json", "waivers.csv"):
+        digest.update((sandbox.out / name).read_bytes())
+    return digest.hexdigest()
+
+
+def test_the_same_seed_gives_identical_data_and_another_seed_different_data(tmp_path):
+    first = _generate(tmp_path / "first")
+    second = _generate(tmp_path / "second")
+    other = _generate(tmp_path / "other", seed=SEED + 1)
+    assert _digest(first) == _digest(second)
+    assert _digest(first) != _digest(other)
+
+
+def test_generating_again_into_the_same_database_replaces_the_world(tmp_path):
+    first = _generate(tmp_path, seed=SEED + 1)
+    again = _generate(tmp_path, seed=SEED + 1)
+    assert again.summary.nexacloud_rows == first.summary.nexacloud_rows
+    assert _digest(again) == _digest(first)
+
+
+# --- schema and storage --------------------------------------------------------------------------
+
+# DESIGN §4: (data type, length or (precision, scale), nullable) per column, as PostgreSQL reports them.
+DESIGN_COLUMNS = {
+    "customers": {
+        "id": ("bigint", None, False),
+        "name": ("text", None, False),
+        "email": ("text", None, False),
+        "province": ("character", 2, False),
+        "currency": ("character", 3, False),
+        "status": ("text", None, False),
+        "created_at": ("timestamp with time zone", None, False),
+    },
+    "plans": {
+        "id": ("bigint", None, False),
+        "code": ("text", None, False),
+        "name": ("text", None, False),
+        "monthly_price_cents": ("bigint", None, False),
+        "included_cpu_seconds": ("bigint", None, False),
+        "overage_cents_per_cpu_hour": ("numeric", (12, 4), False),
+        "currency": ("character", 3, False),
+    },
+    "deployments": {
+        "id": ("bigint", None, False),
+        "customer_id": ("bigint", None, False),
+        "plan_id": ("bigint", None, False),
+        "name": ("text", None, False),
+        "region": ("text", None, False),
+        "status": ("text", None, False),
+        "created_at": ("timestamp with time zone", None, False),
+        "terminated_at": ("timestamp with time zone", None, True),
+    },
+    "usage_records": {
+        "id": ("bigint", None, False),
+        "deployment_id": ("bigint", None, False),
+        "metric": ("text", None, False),
+        "window_start": ("timestamp with time zone", None, False),
+        "window_end": ("timestamp with time zone", None, False),
+        "quantity": ("numeric", (18, 3), False),
+        "recorded_at": ("timestamp with time zone", None, False),
+        "idempotency_key": ("text", None, False),
+    },
+    "invoices": {
+        "id": ("bigint", None, False),
+        "customer_id": ("bigint", None, False),
+        "period_start": ("date", None, False),
+        "period_end": ("date", None, False),
+        "currency": ("character", 3, False),
+        "subtotal_cents": ("bigint", None, False),
+        "tax_cents": ("bigint", None, False),
+        "total_cents": ("bigint", None, False),
+        "status": ("text", None, False),
+        "stripe_invoice_id": ("text", None, True),
+        "issued_at": ("timestamp with time zone", None, True),
+    },
+    "invoice_lines": {
+        "id": ("bigint", None, False),
+        "invoice_id": ("bigint", None, False),
+        "deployment_id": ("bigint", None, True),
+        "kind": ("text", None, False),
+        "description": ("text", None, False),
+        "quantity": ("numeric", (18, 3), False),
+        "unit_price_cents": ("numeric", (12, 4), False),
+        "amount_cents": ("bigint", None, False),
+        "tax_cents": ("bigint", None, False),
+    },
+}
+
+
+def _normalized(tables: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """Rows as comparable values: SQLite hands back naive UTC and floats, PostgreSQL aware UTC and Decimals."""
+    scales = {
+        column.name: column.type.scale
+        for table in schema.metadata.sorted_tables
+        for column in table.columns
+        if getattr(column.type, "scale", None) is not None
+    }
+
+    def value(column: str, item: Any) -> Any:
+        if isinstance(item, datetime):
+            return as_utc(item)
+        if isinstance(item, (Decimal, float)) and column in scales:
+            return Decimal(str(item)).quantize(Decimal(1).scaleb(-scales[column]))
+        return item
+
+    return {name: [{k: value(k, v) for k, v in row.items()} for row in rows] for name, rows in tables.items()}
+
+
+@pytest.mark.postgres
+def test_postgres_gets_the_design_schema_and_the_same_data_as_sqlite(
+    postgres_database_url, sandbox, tmp_path, capsys
+):
+    # Through the command line, with a password in the URL (trust auth ignores it): it must not be printed.
+    url = make_url(postgres_database_url).set(password="hunter2-secret").render_as_string(hide_password=False)
+    arguments = ["generate", "--out", str(tmp_path), "--nexacloud-url", url, "--seed", str(SEED)]
+    arguments += [
+        "--customers",
+        str(SMALL.customers),
+        "--usage-window-minutes",
+        str(SMALL.usage_window_minutes),
+    ]
+    arguments += [
+        "--periods",
+        str(SMALL.periods),
+        "--end-period",
+        END_PERIOD.isoformat(),
+        "--timezone",
+        TIMEZONE,
+    ]
+    assert sandbox_cli(arguments) == 0
+    output = capsys.readouterr().out
+    assert "hunter2-secret" not in output
+    assert "***" in output
+    assert "Sandbox generated in" in output
+
+    engine = create_engine(postgres_database_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text(
+                    "SELECT table_name, column_name, data_type, character_maximum_length, numeric_precision, "
+                    "numeric_scale, is_nullable, column_default FROM information_schema.columns "
+                    "WHERE table_schema = 'public'"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    found = defaultdict(dict)
+    defaults = {}
+    for table, column, data_type, length, precision, scale, nullable, default in rows:
+        size = length if data_type == "character" else (precision, scale) if data_type == "numeric" else None
+        found[table][column] = (data_type, size, nullable == "YES")
+        defaults[(table, column)] = default
+    assert dict(found) == DESIGN_COLUMNS
+    assert "CAD" in defaults[("customers", "currency")]
+
+    assert _normalized(_read_tables(postgres_database_url)) == _normalized(sandbox.tables)
+
+
+def test_sqlite_timestamps_are_stored_as_sqlalchemy_binds_them(sandbox):
+    """Naive UTC text in SQLAlchemy's storage format, so queries with bound datetimes compare correctly."""
+    database = make_url(sandbox.url).database
+    with sqlite3.connect(database) as connection:
+        stored = connection.execute(
+            "SELECT window_start, recorded_at FROM usage_records ORDER BY id LIMIT 50"
+        ).fetchall()
+        created = connection.execute("SELECT created_at, terminated_at FROM deployments").fetchall()
+    bind = SQLITE_DATETIME().bind_processor(SQLiteDialect_pysqlite())
+    for text_value in [value for row in stored + created for value in row if value is not None]:
+        assert bind(datetime.fromisoformat(text_value)) == text_value
+
+    window = period_window("2026-11-01", TIMEZONE)
+    expected = sum(
+        1
+        for row in sandbox.tables["usage_records"]
+        if window.start_utc <= as_utc(row["window_start"]) < window.end_utc
+    )
+    engine = create_engine(sandbox.url)
+    try:
+        with engine.connect() as connection:
+            counted = connection.execute(
+                select(func.count()).where(
+                    schema.usage_records.c.window_start >= window.start_utc,
+                    schema.usage_records.c.window_start < window.end_utc,
+                )
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    assert counted == expected > 0
+
+
+# --- the manifest --------------------------------------------------------------------------------
+
+
+def test_every_status_is_injected_in_a_closed_period(sandbox):
+    closed = set(sandbox.closed_periods)
+    rows = sandbox.manifest["differences"] + sandbox.manifest["edge_cases"]
+    assert {row["status"] for row in rows if row["period"] in closed} == set(STATUSES)
+    assert all(row["period"] in closed for row in rows)
+    assert all(row["description"].endswith(".") for row in rows)
+    assert sandbox.manifest["tolerance_cents"] == 1
+
+
+def test_expected_has_one_row_per_customer_per_closed_period_plus_unmapped_partners(sandbox):
+    expected = sandbox.manifest["expected"]
+    customer_ids = [row["id"] for row in sandbox.tables["customers"]]
+    keyed = Counter((row["period"], row["customer_id"], row["partner_id"]) for row in expected)
+    assert max(keyed.values()) == 1
+    for period in sandbox.closed_periods:
+        of_period = [row for row in expected if row["period"] == period]
+        assert (
+            sorted(row["customer_id"] for row in of_period if row["customer_id"] is not None) == customer_ids
+        )
+        for row in of_period:
+            if row["customer_id"] is None:
+                assert row["status"] == "unmapped"
+                assert row["partner_id"] not in sandbox.mapped_partner().values()
+        statuses = Counter(row["status"] for row in of_period)
+        assert statuses["match"] * 2 > len(of_period), f"most rows of {period} should match: {statuses}"
+    partner_rows = [row for row in expected if row["customer_id"] is None]
+    assert len(partner_rows) == 1
+
+
+def test_every_difference_and_edge_case_is_an_expected_row_with_its_status(sandbox):
+    expected = {
+        (row["period"], row["customer_id"], row["partner_id"]): row["status"]
+        for row in sandbox.manifest["expected"]
+    }
+    for row in sandbox.manifest["differences"] + sandbox.manifest["edge_cases"]:
+        assert expected[(row["period"], row["customer_id"], row["partner_id"])] == row["status"]
+    differing = {(row["period"], row["customer_id"]) for row in sandbox.manifest["differences"]}
+    for row in sandbox.manifest["expected"]:
+        assert (row["status"] != "match") == ((row["period"], row["customer_id"]) in differing)
+
+
+def test_the_edge_cases_are_present(sandbox):
+    edge_cases = sandbox.manifest["edge_cases"]
+    roles = {row["role"] for row in edge_cases}
+    assert roles >= {
+        "created_mid_month",
+        "terminated_mid_month",
+        "several_deployments",
+        "dst_change",
+        "late_usage",
+        "refund",
+        "zero_usage",
+        "usage_at_quota",
+        "draft_invoice",
+        "cancelled_invoice",
+        "undated_lines",
+    }
+    assert {row["status"] for row in edge_cases} == {"match"}
+    (dst,) = [row for row in edge_cases if row["role"] == "dst_change"]
+    assert dst["period"] == "2026-11-01"
+    provinces = {row["province"] for row in sandbox.tables["customers"]}
+    assert provinces >= {"ON", "NS", "NB", "QC", "AB"}
+    on = sum(row["province"] == "ON" for row in sandbox.tables["customers"])
+    assert on == max(Counter(row["province"] for row in sandbox.tables["customers"]).values())
+
+
+def test_the_edge_cases_have_the_shape_they_claim(sandbox):
+    by_role = {row["role"]: row for row in sandbox.manifest["edge_cases"]}
+    deployments = sandbox.tables["deployments"]
+    usage_by_deployment = defaultdict(list)
+    for usage in sandbox.tables["usage_records"]:
+        usage_by_deployment[usage["deployment_id"]].append(usage)
+
+    def window_of(role: str):
+        return period_window(by_role[role]["period"], TIMEZONE)
+
+    created = [d for d in deployments if d["customer_id"] == by_role["created_mid_month"]["customer_id"]]
+    assert any(
+        0 < active_days(d["created_at"], d["terminated_at"], window_of("created_mid_month")) < 28
+        for d in created
+    )
+    ended = [d for d in deployments if d["customer_id"] == by_role["terminated_mid_month"]["customer_id"]]
+    assert any(
+        d["status"] == "terminated"
+        and 0 < active_days(d["created_at"], d["terminated_at"], window_of("terminated_mid_month")) < 28
+        for d in ended
+    )
+    several = [d for d in deployments if d["customer_id"] == by_role["several_deployments"]["customer_id"]]
+    assert len(several) == SMALL.max_deployments_per_customer
+
+    late_window = window_of("late_usage")
+    late = [
+        u
+        for d in deployments
+        if d["customer_id"] == by_role["late_usage"]["customer_id"]
+        for u in usage_by_deployment[d["id"]]
+        if late_window.contains(u["window_start"]) and as_utc(u["recorded_at"]) > late_window.end_utc
+    ]
+    assert late
+
+    zero_window = window_of("zero_usage")
+    zero_customer = by_role["zero_usage"]["customer_id"]
+    assert any(
+        not any(zero_window.contains(u["window_start"]) for u in usage_by_deployment[d["id"]])
+        for d in deployments
+        if d["customer_id"] == zero_customer
+    )
+
+    quota_window = window_of("usage_at_quota")
+    plans = {plan["id"]: plan for plan in sandbox.tables["plans"]}
+    assert any(
+        sum(
+            Decimal(str(u["quantity"]))
+            for u in usage_by_deployment[d["id"]]
+            if quota_window.contains(u["window_start"])
+        )
+        == plans[d["plan_id"]]["included_cpu_seconds"]
+        for d in deployments
+        if d["customer_id"] == by_role["usage_at_quota"]["customer_id"]
+    )
+
+    refund_customer = by_role["refund"]["customer_id"]
+    credits = [
+        line
+        for invoice in sandbox.tables["invoices"]
+        if invoice["customer_id"] == refund_customer
+        and invoice["period_start"].isoformat() == by_role["refund"]["period"]
+        for line in sandbox.tables["invoice_lines"]
+        if line["invoice_id"] == invoice["id"] and line["kind"] == "credit"
+    ]
+    assert len(credits) == 1
+    assert credits[0]["amount_cents"] < 0
+    refunds = [m for m in sandbox.odoo["account.move"] if m["move_type"] == "out_refund"]
+    assert [m["partner_id"] for m in refunds] == [by_role["refund"]["partner_id"]]
+
+
+def test_the_waiver_file_accepts_the_waived_difference(sandbox):
+    (waived,) = [row for row in sandbox.manifest["differences"] if row["status"] == "waived"]
+    lines = (sandbox.out / "waivers.csv").read_text().splitlines()
+    assert lines[0] == "period,customer_id,delta_cents,reason,approver,expires_on"
+    assert len(lines) == 2
+    period, customer_id, delta, *_rest, expires_on = lines[1].split(",")
+    assert (period, int(customer_id)) == (waived["period"], waived["customer_id"])
+    totals = _Totals(sandbox)
+    key = (waived["period"], waived["customer_id"])
+    assert int(delta) == totals.odoo_for(key)["total"] - totals.nexacloud[key]["total"]
+    assert date.fromisoformat(expires_on) > END_PERIOD
+
+
+def test_the_provisional_period_has_usage_and_no_invoices(sandbox):
+    provisional = sandbox.manifest["periods"][-1]
+    assert provisional == {"period": END_PERIOD.isoformat(), "closed": False, "provisional": True}
+    window = period_window(END_PERIOD, TIMEZONE)
+    assert not [i for i in sandbox.tables["invoices"] if i["period_start"] >= END_PERIOD]
+    assert not [
+        line for line in sandbox.odoo["account.move.line"] if (line["deferred_start_date"] or "") >= "2026-12"
+    ]
+    assert not [m for m in sandbox.odoo["account.move"] if m["invoice_date"] >= "2026-12-02"]
+    in_period = [u for u in sandbox.tables["usage_records"] if window.contains(u["window_start"])]
+    cutoff = datetime.fromisoformat(sandbox.manifest["provisional_usage_cutoff"]).replace(tzinfo=UTC)
+    assert in_period
+    assert all(as_utc(u["window_end"]) <= cutoff for u in in_period)
+
+
+def test_too_small_a_scale_is_refused_with_the_reason(tmp_path):
+    cases = [
+        (SandboxScale(customers=MINIMUM_CUSTOMERS - 1), f"at least {MINIMUM_CUSTOMERS} customers"),
+        (SandboxScale(max_deployments_per_customer=2), "max deployments per customer"),
+        (SandboxScale(usage_window_minutes=7), "must divide a day"),
+        (SandboxScale(periods=1), "at least 2 periods"),
+    ]
+    for scale, reason in cases:
+        with pytest.raises(ValueError, match=reason):
+            generate(
+                f"sqlite:///{tmp_path / 'x.sqlite'}", tmp_path, seed=1, scale=scale, end_period=END_PERIOD
+            )
+
+
+# --- internal consistency ------------------------------------------------------------------------
+
+
+class _Totals:
+    """Both systems' invoices per customer and period, read by the rules of DESIGN §4 and §5."""
+
+    def __init__(self, sandbox: Sandbox):
+        self.sandbox = sandbox
+        self.nexacloud: dict[tuple[str, int], dict[str, int]] = {}
+        for invoice in sandbox.tables["invoices"]:
+            if invoice["status"] == "void":
+                continue
+            key = (invoice["period_start"].isoformat(), invoice["customer_id"])
+            assert key not in self.nexacloud, f"NexaCloud billed {key} twice"
+            self.nexacloud[key] = {
+                "subtotal": invoice["subtotal_cents"],
+                "tax": invoice["tax_cents"],
+                "total": invoice["total_cents"],
+            }
+        currencies = {c["id"]: c["name"] for c in sandbox.odoo["res.currency"]}
+        moves = {m["id"]: m for m in sandbox.odoo["account.move"] if m["state"] != "cancel"}
+        self.odoo: dict[tuple[str, int], dict[str, Any]] = defaultdict(
+            lambda: {"subtotal": 0, "tax": 0, "total": 0, "invoices": set(), "currencies": set()}
+        )
+        for line in sandbox.odoo["account.move.line"]:
+            move = moves.get(line["move_id"])
+            if move is None:
+                continue
+            day = line["deferred_start_date"] or move["invoice_date"]
+            key = (day[:8] + "01", move["partner_id"])
+            sign = -1 if move["move_type"] == "out_refund" else 1
+            subtotal = dollars_to_cents(line["price_subtotal"])
+            total = dollars_to_cents(line["price_total"])
+            leg = self.odoo[key]
+            leg["subtotal"] += sign * subtotal
+            leg["tax"] += sign * (total - subtotal)
+            leg["total"] += sign * total
+            leg["currencies"].add(currencies[move["currency_id"]])
+            if move["move_type"] == "out_invoice":
+                leg["invoices"].add(move["id"])
+        self.partner_of = sandbox.mapped_partner()
+
+    def odoo_for(self, key: tuple[str, int]) -> dict[str, Any]:
+        return self.odoo.get(
+            (key[0], self.partner_of.get(key[1])),
+            {"subtotal": 0, "tax": 0, "total": 0, "invoices": set(), "currencies": set()},
+        )
+
+
+def _usage_by_deployment_and_period(sandbox: Sandbox) -> tuple[dict, dict]:
+    """CPU milliseconds per (deployment, period) in NexaCloud and in Odoo's ledger."""
+    nexacloud = defaultdict(int)
+    for usage in sandbox.tables["usage_records"]:
+        period = period_of(usage["window_start"], TIMEZONE).isoformat()
+        nexacloud[(usage["deployment_id"], period)] += round_half_up(Decimal(str(usage["quantity"])) * 1000)
+    deployment_of = {
+        subscription: deployment for deployment, subscription in sandbox.mapped_subscription().items()
+    }
+    odoo = defaultdict(int)
+    for entry in sandbox.odoo["fusion.billing.usage"]:
+        moment = datetime.fromisoformat(entry["timestamp"]).replace(tzinfo=UTC)
+        period = period_of(moment, TIMEZONE).isoformat()
+        odoo[(deployment_of[entry["subscription_id"]], period)] += round_half_up(
+            Decimal(str(entry["quantity"])) * 1000
+        )
+    return nexacloud, odoo
+
+
+def test_every_invoice_adds_up(sandbox):
+    lines_of = defaultdict(list)
+    for line in sandbox.tables["invoice_lines"]:
+        lines_of[line["invoice_id"]].append(line)
+    provinces = {c["id"]: c["province"] for c in sandbox.tables["customers"]}
+    for invoice in sandbox.tables["invoices"]:
+        lines = lines_of[invoice["id"]]
+        rate = tax_rate(provinces[invoice["customer_id"]], invoice["period_start"])
+        assert invoice["subtotal_cents"] == sum(line["amount_cents"] for line in lines)
+        assert invoice["tax_cents"] == sum(line["tax_cents"] for line in lines)
+        assert invoice["total_cents"] == invoice["subtotal_cents"] + invoice["tax_cents"]
+        assert all(line["tax_cents"] == line_tax_cents(line["amount_cents"], rate) for line in lines)
+        assert invoice["period_end"] == period_window(invoice["period_start"], TIMEZONE).last_day
+        assert as_utc(invoice["issued_at"]) > period_window(invoice["period_start"], TIMEZONE).end_utc
+
+    odoo_lines = defaultdict(list)
+    for line in sandbox.odoo["account.move.line"]:
+        odoo_lines[line["move_id"]].append(line)
+    for move in sandbox.odoo["account.move"]:
+        lines = odoo_lines[move["id"]]
+        untaxed = dollars_to_cents(move["amount_untaxed"])
+        assert untaxed == sum(dollars_to_cents(line["price_subtotal"]) for line in lines)
+        assert dollars_to_cents(move["amount_total"]) == sum(
+            dollars_to_cents(line["price_total"]) for line in lines
+        )
+        assert dollars_to_cents(move["amount_total"]) == untaxed + dollars_to_cents(move["amount_tax"])
+
+
+def test_nexacloud_bills_what_the_charge_math_expects(sandbox):
+    """Base and overage lines are billing.charges applied to the plans, deployments and usage."""
+    plans = {plan["id"]: plan for plan in sandbox.tables["plans"]}
+    deployments = {d["id"]: d for d in sandbox.tables["deployments"]}
+    invoices = {i["id"]: i for i in sandbox.tables["invoices"]}
+    usage, _ = _usage_by_deployment_and_period(sandbox)
+    for line in sandbox.tables["invoice_lines"]:
+        if line["kind"] not in ("base", "overage"):
+            continue
+        deployment = deployments[line["deployment_id"]]
+        plan = plans[deployment["plan_id"]]
+        window = period_window(invoices[line["invoice_id"]]["period_start"], TIMEZONE)
+        if line["kind"] == "base":
+            days = active_days(deployment["created_at"], deployment["terminated_at"], window)
+            assert line["amount_cents"] == base_charge_cents(plan["monthly_price_cents"], days, window.days)
+        else:
+            cpu_seconds = Decimal(usage[(deployment["id"], window.key)]).scaleb(-3)
+            rate = Decimal(str(plan["overage_cents_per_cpu_hour"]))
+            assert line["amount_cents"] == overage_charge_cents(
+                cpu_seconds, plan["included_cpu_seconds"], rate
+            )
+
+
+def test_usage_records_are_whole_windows_inside_each_deployments_life(sandbox):
+    deployments = {d["id"]: d for d in sandbox.tables["deployments"]}
+    length = timedelta(minutes=SMALL.usage_window_minutes)
+    for usage in sandbox.tables["usage_records"]:
+        start, end = as_utc(usage["window_start"]), as_utc(usage["window_end"])
+        deployment = deployments[usage["deployment_id"]]
+        assert end - start == length
+        assert start.timestamp() % length.total_seconds() == 0
+        assert as_utc(usage["recorded_at"]) > end
+        assert usage["quantity"] >= 0
+        assert as_utc(deployment["created_at"]) <= start
+        assert deployment["terminated_at"] is None or end <= as_utc(deployment["terminated_at"])
+
+
+def test_idempotency_keys_are_unique_and_every_push_comes_from_a_usage_record(sandbox):
+    keys = [u["idempotency_key"] for u in sandbox.tables["usage_records"]]
+    assert len(set(keys)) == len(keys)
+    pushed = [entry["idempotency_key"] for entry in sandbox.odoo["fusion.billing.usage"]]
+    assert len(set(pushed)) == len(pushed)
+    assert {key.removesuffix("-retry") for key in pushed} <= set(keys)
+
+
+def test_the_odoo_ledger_matches_nexacloud_usage_except_where_pushes_were_lost_or_doubled(sandbox):
+    nexacloud, odoo = _usage_by_deployment_and_period(sandbox)
+    customer_of = {d["id"]: d["customer_id"] for d in sandbox.tables["deployments"]}
+    usage_differences = {
+        (row["period"], row["customer_id"])
+        for row in sandbox.manifest["differences"]
+        if row["status"] == "usage_mismatch"
+    }
+    mapped = sandbox.mapped_subscription()
+    assert len(usage_differences) == 2
+    for (deployment_id, period), millis in nexacloud.items():
+        if deployment_id not in mapped:
+            continue
+        injected = (period, customer_of[deployment_id]) in usage_differences
+        assert (odoo.get((deployment_id, period), 0) != millis) == injected, (deployment_id, period)
+
+
+def test_odoo_records_follow_the_storage_format(sandbox):
+    document = json.loads((sandbox.out / "odoo.json").read_text())
+    assert document["database"] == SANDBOX_DATABASE
+    assert document["api_key"] == SANDBOX_API_KEY
+    for model, records in sandbox.odoo.items():
+        stored = {name for name, field in MODELS[model].items() if field.type != "one2many"}
+        ids = [record["id"] for record in records]
+        assert ids == sorted(set(ids)), model
+        assert all(set(record) == stored | {"id"} for record in records), model
+    codes = {p["default_code"] for p in sandbox.odoo["product.product"]}
+    assert codes >= {"NC-PLAN-starter", "NC-PLAN-standard", "NC-PLAN-pro", "NC-CPU-OVERAGE"}
+    partners = {p["id"]: p for p in sandbox.odoo["res.partner"]}
+    for customer_id, partner_id in sandbox.mapped_partner().items():
+        assert partners[partner_id]["ref"] == f"NC-{customer_id}"
+    # Compact and sorted, so regenerating is byte-stable and diffable.
+    text_form = (sandbox.out / "odoo.json").read_text()
+    assert text_form == json.dumps(document, sort_keys=True, separators=(",", ":"))
+
+
+def test_each_expected_status_can_be_read_off_the_data(sandbox):
+    """The ground truth is true: for each expected row, the data shows exactly the claimed situation."""
+    totals = _Totals(sandbox)
+    tolerance = sandbox.manifest["tolerance_cents"]
+    nexacloud_usage, odoo_usage = _usage_by_deployment_and_period(sandbox)
+    deployments_of = defaultdict(list)
+    for deployment in sandbox.tables["deployments"]:
+        deployments_of[deployment["customer_id"]].append(deployment["id"])
+    plans = {plan["id"]: plan for plan in sandbox.tables["plans"]}
+    plan_of = {d["id"]: plans[d["plan_id"]] for d in sandbox.tables["deployments"]}
+    subscription_of = sandbox.mapped_subscription()
+    order_lines = defaultdict(list)
+    for line in sandbox.odoo["sale.order.line"]:
+        order_lines[line["order_id"]].append(line)
+
+    def usage_differs(key) -> bool:
+        period, customer_id = key
+        return any(
+            nexacloud_usage.get((d, period), 0) != odoo_usage.get((d, period), 0)
+            for d in deployments_of[customer_id]
+        )
+
+    def rates_differ(customer_id) -> bool:
+        for deployment_id in deployments_of[customer_id]:
+            plan = plan_of[deployment_id]
+            prices = {round(line["price_unit"], 6) for line in order_lines[subscription_of[deployment_id]]}
+            if prices != {
+                plan["monthly_price_cents"] / 100,
+                round(float(plan["overage_cents_per_cpu_hour"]) / 100, 6),
+            }:
+                return True
+        return False
+
+    for row in sandbox.manifest["expected"]:
+        status = row["status"]
+        if row["customer_id"] is None:
+            leg = totals.odoo[(row["period"], row["partner_id"])]
+            assert status == "unmapped" and leg["invoices"]
+            continue
+        key = (row["period"], row["customer_id"])
+        nexacloud = totals.nexacloud.get(key)
+        odoo = totals.odoo_for(key)
+        mapped = row["customer_id"] in totals.partner_of
+        assert (status == "unmapped") == (not mapped), row
+        assert (status == "missing_in_odoo") == (mapped and nexacloud is not None and not odoo["invoices"]), (
+            row
+        )
+        assert (status == "missing_in_nexacloud") == (nexacloud is None), row
+        if status in ("unmapped", "missing_in_odoo", "missing_in_nexacloud"):
+            continue
+        assert (status == "duplicate") == (len(odoo["invoices"]) > 1), row
+        assert (status == "currency_mismatch") == (odoo["currencies"] != {"CAD"}), row
+        assert (status == "usage_mismatch") == usage_differs(key), row
+        assert (status == "rate_mismatch") == rates_differ(row["customer_id"]), row
+        if status in ("duplicate", "currency_mismatch"):
+            continue
+        delta = odoo["total"] - nexacloud["total"]
+        same_subtotal = odoo["subtotal"] == nexacloud["subtotal"]
+        if status == "match":
+            assert delta == 0, row
+        elif status == "within_tolerance":
+            assert 0 < abs(delta) <= tolerance, row
+        elif status == "rounding_difference":
+            assert same_subtotal and abs(delta) > tolerance, row
+            assert odoo["tax"] == _globally_rounded_tax(sandbox, key), row
+        elif status == "tax_mismatch":
+            assert (
+                same_subtotal
+                and abs(delta) > tolerance
+                and odoo["tax"] != _globally_rounded_tax(sandbox, key)
+            ), row
+        elif status in ("amount_mismatch", "waived"):
+            assert not same_subtotal and abs(delta) > tolerance, row
+        else:
+            assert status in ("usage_mismatch", "rate_mismatch") and abs(delta) > tolerance, row
+
+
+def _globally_rounded_tax(sandbox: Sandbox, key: tuple[str, int]) -> int:
+    """NexaCloud's lines taxed with round_globally: the rounding difference Odoo would show."""
+    period, customer_id = key
+    (invoice,) = [
+        i
+        for i in sandbox.tables["invoices"]
+        if i["customer_id"] == customer_id
+        and i["period_start"].isoformat() == period
+        and i["status"] != "void"
+    ]
+    province = next(c["province"] for c in sandbox.tables["customers"] if c["id"] == customer_id)
+    rate = tax_rate(province, invoice["period_start"])
+    amounts = [
+        line["amount_cents"]
+        for line in sandbox.tables["invoice_lines"]
+        if line["invoice_id"] == invoice["id"]
+    ]
+    return round_half_up(sum(Decimal(amount) * rate for amount in amounts))

@@ -20,7 +20,6 @@ reconcile_billing_period = define_asset_job(
 
 defs = Definitions(
     assets=[*nexacloud.assets, *odoo.assets],
-    asset_checks=[*nexacloud.asset_checks, *odoo.asset_checks],
     jobs=[reconcile_billing_period],
     resources=build_resources(settings),
     # A period's steps are small and share their sources; starting one interpreter per step would

@@ -15,6 +15,7 @@ import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
     Failure,
     MetadataValue,
@@ -78,15 +79,19 @@ def frame_metadata(frame: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def referential_check_result(context, offending_ids: pd.Series, id_name: str, what: str) -> AssetCheckResult:
+def referential_check_result(
+    check: AssetCheckSpec, window: PeriodWindow, offending_ids: pd.Series, id_name: str, what: str
+) -> AssetCheckResult:
     """A blocking check's verdict: the offending ids and the billing period judged, in metadata."""
     ids = sorted(int(value) for value in offending_ids.unique())
     return AssetCheckResult(
+        asset_key=check.asset_key,
+        check_name=check.name,
         passed=not ids,
         severity=AssetCheckSeverity.ERROR,
         description=f"{len(ids)} {what}" if ids else f"no {what}",
         metadata={
-            "billing_period": context.partition_key if context.has_partition_key else "unpartitioned run",
+            "billing_period": window.key,
             "offending_count": len(ids),
             f"offending_{id_name}s": MetadataValue.json(ids[:MAX_LISTED_IDS]),
         },

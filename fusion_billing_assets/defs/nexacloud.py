@@ -2,31 +2,44 @@
 
 Each asset reads one billing period from NexaCloud's database (read-only), validates the frame
 against its contract and records what a person needs to trust it. The SQL lives in
-``sources.nexacloud``; the referential checks below block downstream assets of a broken period.
+``sources.nexacloud``. Blocking checks on deployments, usage and invoice lines verify that the
+frames of a period reference each other; a failure stops everything downstream of that period.
 """
 
 import pandas as pd
-from dagster import (
-    AssetCheckResult,
-    AssetExecutionContext,
-    AssetIn,
-    MetadataValue,
-    Output,
-    asset,
-    asset_check,
-)
+from dagster import AssetCheckSpec, AssetExecutionContext, AssetIn, MetadataValue, Output, asset
 
 from fusion_billing_assets.billing.charges import active_days
 from fusion_billing_assets.billing.money import format_cents
 from fusion_billing_assets.defs.frames import OWNERS, referential_check_result, validated_output
 from fusion_billing_assets.defs.resources import NexaCloudDatabase
 from fusion_billing_assets.partitions import billing_periods, window_of
+from fusion_billing_assets.sources import integrity
 from fusion_billing_assets.sources import nexacloud as queries
 from fusion_billing_assets.sources import validation as contracts
 
 GROUP = "nexacloud"
 POOL = "nexacloud_db"
 KINDS = {"sql", "pandas"}
+
+DEPLOYMENTS_REFERENCE_KNOWN_CUSTOMERS_AND_PLANS = AssetCheckSpec(
+    "deployments_reference_known_customers_and_plans",
+    asset=[GROUP, "deployments"],
+    blocking=True,
+    description="Every deployment's customer and plan exist in the same period's frames.",
+)
+USAGE_REFERENCES_KNOWN_DEPLOYMENTS = AssetCheckSpec(
+    "usage_references_known_deployments",
+    asset=[GROUP, "usage"],
+    blocking=True,
+    description="Every deployment with usage in the period is a deployment alive in the period.",
+)
+INVOICE_LINES_ADD_UP_TO_THEIR_INVOICES = AssetCheckSpec(
+    "invoice_lines_add_up_to_their_invoices",
+    asset=[GROUP, "invoice_lines"],
+    blocking=True,
+    description="Every line belongs to one of the period's invoices, whose subtotal and tax its lines add up to.",
+)
 
 
 def _nexacloud_asset(name: str, **options):
@@ -68,10 +81,14 @@ def nexacloud_plans(context: AssetExecutionContext, nexacloud: NexaCloudDatabase
     return validated_output(context, frame, contracts.nexacloud_plans(), window, source=nexacloud.describe())
 
 
-@_nexacloud_asset("deployments")
+@_nexacloud_asset(
+    "deployments",
+    ins={"customers": AssetIn(key=[GROUP, "customers"]), "plans": AssetIn(key=[GROUP, "plans"])},
+    check_specs=[DEPLOYMENTS_REFERENCE_KNOWN_CUSTOMERS_AND_PLANS],
+)
 def nexacloud_deployments(
-    context: AssetExecutionContext, nexacloud: NexaCloudDatabase
-) -> Output[pd.DataFrame]:
+    context: AssetExecutionContext, nexacloud: NexaCloudDatabase, customers: pd.DataFrame, plans: pd.DataFrame
+):
     """Deployments alive at any moment of the billing period, with the number of local calendar
     days they were active (what the plan fee is prorated by)."""
     window = window_of(context.partition_key)
@@ -85,38 +102,56 @@ def nexacloud_deployments(
         index=frame.index,
         dtype="int64",
     )
-    partial = int((frame["active_days"] < window.days).sum())
-    return validated_output(
+    output = validated_output(
         context,
         frame,
         contracts.nexacloud_deployments(window),
         window,
         source=nexacloud.describe(),
-        metadata={"deployments_active_part_of_the_period": partial},
+        metadata={"deployments_active_part_of_the_period": int((frame["active_days"] < window.days).sum())},
+    )
+    yield output
+    yield referential_check_result(
+        DEPLOYMENTS_REFERENCE_KNOWN_CUSTOMERS_AND_PLANS,
+        window,
+        integrity.deployments_with_unknown_customer_or_plan(output.value, customers, plans),
+        "deployment_id",
+        "deployments with an unknown customer or plan",
     )
 
 
-@_nexacloud_asset("usage")
-def nexacloud_usage(context: AssetExecutionContext, nexacloud: NexaCloudDatabase) -> Output[pd.DataFrame]:
+@_nexacloud_asset(
+    "usage",
+    ins={"deployments": AssetIn(key=[GROUP, "deployments"])},
+    check_specs=[USAGE_REFERENCES_KNOWN_DEPLOYMENTS],
+)
+def nexacloud_usage(context: AssetExecutionContext, nexacloud: NexaCloudDatabase, deployments: pd.DataFrame):
     """Metered CPU usage per deployment per local day of the period, summed by NexaCloud's
     database; usage ingested after the period ended (late usage) is also counted apart."""
     window = window_of(context.partition_key)
     with nexacloud.get_connection() as connection:
         frame = queries.fetch_usage(connection, window)
-    total_ms, late_ms = int(frame["cpu_milliseconds"].sum()), int(frame["late_cpu_milliseconds"].sum())
-    return validated_output(
+    output = validated_output(
         context,
         frame,
         contracts.nexacloud_usage(window),
         window,
         source=nexacloud.describe(),
         metadata={
-            "cpu_hours": round(total_ms / 3_600_000, 3),
-            "late_cpu_hours": round(late_ms / 3_600_000, 3),
+            "cpu_hours": round(int(frame["cpu_milliseconds"].sum()) / 3_600_000, 3),
+            "late_cpu_hours": round(int(frame["late_cpu_milliseconds"].sum()) / 3_600_000, 3),
             "usage_records": int(frame["records"].sum()),
             "late_usage_records": int(frame["late_records"].sum()),
             "deployments_with_usage": int(frame["deployment_id"].nunique()),
         },
+    )
+    yield output
+    yield referential_check_result(
+        USAGE_REFERENCES_KNOWN_DEPLOYMENTS,
+        window,
+        integrity.usage_of_unknown_deployments(output.value, deployments),
+        "deployment_id",
+        "deployments with usage that are not alive in the period",
     )
 
 
@@ -126,6 +161,7 @@ def nexacloud_invoices(context: AssetExecutionContext, nexacloud: NexaCloudDatab
     window = window_of(context.partition_key)
     with nexacloud.get_connection() as connection:
         frame = queries.fetch_invoices(connection, window)
+    by_status = frame.groupby("status").size().to_dict() if len(frame) else {}
     return validated_output(
         context,
         frame,
@@ -136,23 +172,25 @@ def nexacloud_invoices(context: AssetExecutionContext, nexacloud: NexaCloudDatab
             "total_billed": format_cents(int(frame["total_cents"].sum())),
             "subtotal_billed": format_cents(int(frame["subtotal_cents"].sum())),
             "tax_billed": format_cents(int(frame["tax_cents"].sum())),
-            "invoices_by_status": MetadataValue.json(
-                frame.groupby("status").size().to_dict() if len(frame) else {}
-            ),
+            "invoices_by_status": MetadataValue.json(by_status),
         },
     )
 
 
-@_nexacloud_asset("invoice_lines")
+@_nexacloud_asset(
+    "invoice_lines",
+    ins={"invoices": AssetIn(key=[GROUP, "invoices"])},
+    check_specs=[INVOICE_LINES_ADD_UP_TO_THEIR_INVOICES],
+)
 def nexacloud_invoice_lines(
-    context: AssetExecutionContext, nexacloud: NexaCloudDatabase
-) -> Output[pd.DataFrame]:
+    context: AssetExecutionContext, nexacloud: NexaCloudDatabase, invoices: pd.DataFrame
+):
     """The lines of the period's NexaCloud invoices: plan fee, overage, credits and adjustments."""
     window = window_of(context.partition_key)
     with nexacloud.get_connection() as connection:
         frame = queries.fetch_invoice_lines(connection, window)
-    amount_by_kind = frame.groupby("kind")["amount_cents"].sum() if len(frame) else pd.Series(dtype="int64")
-    return validated_output(
+    amount_by_kind = frame.groupby("kind")["amount_cents"].sum().to_dict() if len(frame) else {}
+    output = validated_output(
         context,
         frame,
         contracts.nexacloud_invoice_lines(),
@@ -161,65 +199,16 @@ def nexacloud_invoice_lines(
         metadata={
             "amount_by_kind": MetadataValue.json(
                 {kind: format_cents(int(c)) for kind, c in amount_by_kind.items()}
-            ),
+            )
         },
     )
-
-
-@asset_check(
-    asset=nexacloud_deployments,
-    additional_ins={"customers": AssetIn(key=[GROUP, "customers"]), "plans": AssetIn(key=[GROUP, "plans"])},
-    blocking=True,
-    description="Every deployment's customer and plan exist in the same period's frames.",
-)
-def deployments_reference_known_customers_and_plans(
-    context, nexacloud_deployments: pd.DataFrame, customers: pd.DataFrame, plans: pd.DataFrame
-) -> AssetCheckResult:
-    orphans = nexacloud_deployments[
-        ~nexacloud_deployments["customer_id"].isin(customers["customer_id"])
-        | ~nexacloud_deployments["plan_id"].isin(plans["plan_id"])
-    ]
-    return referential_check_result(
-        context, orphans["deployment_id"], "deployment_id", "deployments with an unknown customer or plan"
-    )
-
-
-@asset_check(
-    asset=nexacloud_usage,
-    additional_ins={"deployments": AssetIn(key=[GROUP, "deployments"])},
-    blocking=True,
-    description="Every deployment with usage in the period is a deployment alive in the period.",
-)
-def usage_references_known_deployments(
-    context, nexacloud_usage: pd.DataFrame, deployments: pd.DataFrame
-) -> AssetCheckResult:
-    orphans = nexacloud_usage[~nexacloud_usage["deployment_id"].isin(deployments["deployment_id"])]
-    return referential_check_result(
-        context, orphans["deployment_id"], "deployment_id", "usage of deployments not alive in the period"
-    )
-
-
-@asset_check(
-    asset=nexacloud_invoice_lines,
-    additional_ins={"invoices": AssetIn(key=[GROUP, "invoices"])},
-    blocking=True,
-    description="Every invoice line belongs to one of the period's invoices, whose totals its lines add up to.",
-)
-def invoice_lines_add_up_to_their_invoices(
-    context, nexacloud_invoice_lines: pd.DataFrame, invoices: pd.DataFrame
-) -> AssetCheckResult:
-    sums = nexacloud_invoice_lines.groupby("invoice_id")[["amount_cents", "tax_cents"]].sum()
-    joined = invoices.set_index("invoice_id").join(sums, how="left", rsuffix="_lines").fillna(0)
-    disagreeing = joined[
-        (joined["subtotal_cents"] != joined["amount_cents"])
-        | (joined["tax_cents"] != joined["tax_cents_lines"])
-    ].reset_index()
-    orphan_lines = nexacloud_invoice_lines[
-        ~nexacloud_invoice_lines["invoice_id"].isin(invoices["invoice_id"])
-    ]
-    offenders = pd.concat([disagreeing[["invoice_id"]], orphan_lines[["invoice_id"]]]).drop_duplicates()
-    return referential_check_result(
-        context, offenders["invoice_id"], "invoice_id", "invoices whose lines do not add up or are missing"
+    yield output
+    yield referential_check_result(
+        INVOICE_LINES_ADD_UP_TO_THEIR_INVOICES,
+        window,
+        integrity.invoices_whose_lines_disagree(invoices, output.value),
+        "invoice_id",
+        "invoices whose lines do not add up to them, or lines of unknown invoices",
     )
 
 
@@ -230,9 +219,4 @@ assets = [
     nexacloud_usage,
     nexacloud_invoices,
     nexacloud_invoice_lines,
-]
-asset_checks = [
-    deployments_reference_known_customers_and_plans,
-    usage_references_known_deployments,
-    invoice_lines_add_up_to_their_invoices,
 ]

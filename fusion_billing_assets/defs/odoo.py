@@ -7,14 +7,13 @@ figures a person checks.
 
 import pandas as pd
 from dagster import (
-    AssetCheckResult,
+    AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
     AssetOut,
     MetadataValue,
     Output,
     asset,
-    asset_check,
     multi_asset,
 )
 
@@ -22,6 +21,7 @@ from fusion_billing_assets.billing.money import format_cents
 from fusion_billing_assets.defs.frames import OWNERS, referential_check_result, validated_output
 from fusion_billing_assets.defs.resources import OdooAPI
 from fusion_billing_assets.partitions import billing_periods, window_of
+from fusion_billing_assets.sources import integrity
 from fusion_billing_assets.sources import odoo_frames as queries
 from fusion_billing_assets.sources import validation as contracts
 from fusion_billing_assets.sources.odoo import OdooClient
@@ -30,6 +30,20 @@ GROUP = "odoo"
 POOL = "odoo_api"
 KINDS = {"odoo", "pandas"}
 MODELS = queries.OdooModels()
+
+
+INVOICED_PARTNERS_EXIST = AssetCheckSpec(
+    "invoiced_partners_exist",
+    asset=[GROUP, "partners"],
+    blocking=True,
+    description="Every partner invoiced in the period exists in Odoo.",
+)
+INVOICE_LINES_BELONG_TO_KNOWN_INVOICES = AssetCheckSpec(
+    "invoice_lines_belong_to_known_invoices",
+    asset=[GROUP, "invoice_lines"],
+    blocking=True,
+    description="Every Odoo invoice line's invoice (move) is among the period's invoices.",
+)
 
 
 def _odoo_asset(name: str, **options):
@@ -134,6 +148,7 @@ def odoo_usage(context: AssetExecutionContext, odoo: OdooAPI) -> Output[pd.DataF
     },
     partitions_def=billing_periods,
     pool=POOL,
+    check_specs=[INVOICE_LINES_BELONG_TO_KNOWN_INVOICES],
 )
 def odoo_invoices(context: AssetExecutionContext, odoo: OdooAPI):
     """Odoo's invoices of the period and their lines, read together: the lines come in batches
@@ -169,6 +184,13 @@ def odoo_invoices(context: AssetExecutionContext, odoo: OdooAPI):
         output_name="invoice_lines",
         metadata={"subtotal_of_lines": format_cents(int(lines["subtotal_cents"].sum()))},
     )
+    yield referential_check_result(
+        INVOICE_LINES_BELONG_TO_KNOWN_INVOICES,
+        window,
+        integrity.lines_of_unknown_moves(lines, invoices),
+        "line_id",
+        "invoice lines whose invoice is missing",
+    )
 
 
 @_odoo_asset(
@@ -177,10 +199,11 @@ def odoo_invoices(context: AssetExecutionContext, odoo: OdooAPI):
         "account_links": AssetIn(key=[GROUP, "account_links"]),
         "invoices": AssetIn(key=[GROUP, "invoices"]),
     },
+    check_specs=[INVOICED_PARTNERS_EXIST],
 )
 def odoo_partners(
     context: AssetExecutionContext, odoo: OdooAPI, account_links: pd.DataFrame, invoices: pd.DataFrame
-) -> Output[pd.DataFrame]:
+):
     """The Odoo partners that matter for the period: every partner mapped to a NexaCloud customer
     and every partner invoiced in the period, mapped or not."""
     window = window_of(context.partition_key)
@@ -189,7 +212,7 @@ def odoo_partners(
     with odoo.get_client() as client:
         frame = queries.fetch_partners(client, MODELS, partner_ids)
         cost, source = _cost(client), client.describe()
-    return validated_output(
+    output = validated_output(
         context,
         frame,
         contracts.odoo_partners(),
@@ -197,31 +220,14 @@ def odoo_partners(
         source=source,
         metadata={**cost, "archived_partners": int((~frame["active"]).sum())},
     )
-
-
-@asset_check(
-    asset=odoo_partners,
-    additional_ins={"invoices": AssetIn(key=[GROUP, "invoices"])},
-    blocking=True,
-    description="Every invoiced partner exists in Odoo.",
-)
-def invoiced_partners_exist(context, odoo_partners: pd.DataFrame, invoices: pd.DataFrame) -> AssetCheckResult:
-    missing = invoices.loc[~invoices["partner_id"].isin(odoo_partners["partner_id"]), "move_id"]
-    return referential_check_result(context, missing, "move_id", "invoices whose partner does not exist")
-
-
-@asset_check(
-    asset=[GROUP, "invoice_lines"],
-    additional_ins={"invoices": AssetIn(key=[GROUP, "invoices"])},
-    blocking=True,
-    description="Every Odoo invoice line's invoice (move) is among the period's invoices.",
-)
-def invoice_lines_belong_to_known_invoices(
-    context, invoice_lines: pd.DataFrame, invoices: pd.DataFrame
-) -> AssetCheckResult:
-    orphans = invoice_lines.loc[~invoice_lines["move_id"].isin(invoices["move_id"]), "line_id"]
-    return referential_check_result(context, orphans, "line_id", "invoice lines whose invoice is missing")
+    yield output
+    yield referential_check_result(
+        INVOICED_PARTNERS_EXIST,
+        window,
+        integrity.invoices_of_unknown_partners(invoices, output.value),
+        "move_id",
+        "invoices whose partner does not exist",
+    )
 
 
 assets = [odoo_account_links, odoo_subscriptions, odoo_usage, odoo_invoices, odoo_partners]
-asset_checks = [invoiced_partners_exist, invoice_lines_belong_to_known_invoices]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -32,6 +31,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.sql import Select
 
 from fusion_billing_assets.billing.periods import PeriodWindow, next_period
+from fusion_billing_assets.sources.frames import (
+    DATE,
+    DECIMAL,
+    INT,
+    NULLABLE_INT,
+    TEXT,
+    UTC_TIMESTAMP,
+    typed_frame,
+)
 from fusion_billing_assets.sources.nexacloud_schema import (
     customers,
     deployments,
@@ -75,58 +83,66 @@ def _read_only_sqlite_engine(database: str | None) -> Engine:
 
 # --- Queries (DESIGN §4). Bound parameters only; portable between PostgreSQL and SQLite. ---
 
-CUSTOMER_COLUMNS = ["customer_id", "name", "email", "province", "currency", "status", "created_at"]
-PLAN_COLUMNS = [
-    "plan_id",
-    "plan_code",
-    "plan_name",
-    "monthly_price_cents",
-    "included_cpu_seconds",
-    "overage_cents_per_cpu_hour",
-    "currency",
-]
-DEPLOYMENT_COLUMNS = [
-    "deployment_id",
-    "customer_id",
-    "plan_id",
-    "name",
-    "region",
-    "status",
-    "created_at",
-    "terminated_at",
-]
-USAGE_COLUMNS = [
-    "deployment_id",
-    "usage_date",
-    "cpu_milliseconds",
-    "records",
-    "late_cpu_milliseconds",
-    "late_records",
-]
-INVOICE_COLUMNS = [
-    "invoice_id",
-    "customer_id",
-    "period_start",
-    "period_end",
-    "currency",
-    "subtotal_cents",
-    "tax_cents",
-    "total_cents",
-    "status",
-    "stripe_invoice_id",
-    "issued_at",
-]
-INVOICE_LINE_COLUMNS = [
-    "invoice_line_id",
-    "invoice_id",
-    "deployment_id",
-    "kind",
-    "description",
-    "quantity",
-    "unit_price_cents",
-    "amount_cents",
-    "tax_cents",
-]
+CUSTOMER_COLUMNS = {
+    "customer_id": INT,
+    "name": TEXT,
+    "email": TEXT,
+    "province": TEXT,
+    "currency": TEXT,
+    "status": TEXT,
+    "created_at": UTC_TIMESTAMP,
+}
+PLAN_COLUMNS = {
+    "plan_id": INT,
+    "plan_code": TEXT,
+    "plan_name": TEXT,
+    "monthly_price_cents": INT,
+    "included_cpu_seconds": INT,
+    "overage_cents_per_cpu_hour": DECIMAL,
+    "currency": TEXT,
+}
+DEPLOYMENT_COLUMNS = {
+    "deployment_id": INT,
+    "customer_id": INT,
+    "plan_id": INT,
+    "name": TEXT,
+    "region": TEXT,
+    "status": TEXT,
+    "created_at": UTC_TIMESTAMP,
+    "terminated_at": UTC_TIMESTAMP,
+}
+USAGE_COLUMNS = {
+    "deployment_id": INT,
+    "usage_date": DATE,
+    "cpu_milliseconds": INT,
+    "records": INT,
+    "late_cpu_milliseconds": INT,
+    "late_records": INT,
+}
+INVOICE_COLUMNS = {
+    "invoice_id": INT,
+    "customer_id": INT,
+    "period_start": DATE,
+    "period_end": DATE,
+    "currency": TEXT,
+    "subtotal_cents": INT,
+    "tax_cents": INT,
+    "total_cents": INT,
+    "status": TEXT,
+    "stripe_invoice_id": TEXT,
+    "issued_at": UTC_TIMESTAMP,
+}
+INVOICE_LINE_COLUMNS = {
+    "invoice_line_id": INT,
+    "invoice_id": INT,
+    "deployment_id": NULLABLE_INT,
+    "kind": TEXT,
+    "description": TEXT,
+    "quantity": DECIMAL,
+    "unit_price_cents": DECIMAL,
+    "amount_cents": INT,
+    "tax_cents": INT,
+}
 
 
 def fetch_customers(connection: Connection, window: PeriodWindow) -> pd.DataFrame:
@@ -140,7 +156,7 @@ def fetch_customers(connection: Connection, window: PeriodWindow) -> pd.DataFram
         customers.c.status,
         customers.c.created_at,
     ).where(customers.c.created_at < window.end_utc)
-    return _frame(connection, query.order_by(customers.c.id), CUSTOMER_COLUMNS, timestamps=["created_at"])
+    return _frame(connection, query.order_by(customers.c.id), CUSTOMER_COLUMNS)
 
 
 def fetch_plans(connection: Connection) -> pd.DataFrame:
@@ -153,10 +169,7 @@ def fetch_plans(connection: Connection) -> pd.DataFrame:
         plans.c.overage_cents_per_cpu_hour,
         plans.c.currency,
     ).order_by(plans.c.id)
-    frame = _frame(connection, query, PLAN_COLUMNS)
-    # Rates stay exact: SQLite hands back floats for NUMERIC, PostgreSQL Decimals.
-    frame["overage_cents_per_cpu_hour"] = frame["overage_cents_per_cpu_hour"].map(_decimal)
-    return frame
+    return _frame(connection, query, PLAN_COLUMNS)
 
 
 def fetch_deployments(connection: Connection, window: PeriodWindow) -> pd.DataFrame:
@@ -178,7 +191,7 @@ def fetch_deployments(connection: Connection, window: PeriodWindow) -> pd.DataFr
         )
         .order_by(deployments.c.id)
     )
-    return _frame(connection, query, DEPLOYMENT_COLUMNS, timestamps=["created_at", "terminated_at"])
+    return _frame(connection, query, DEPLOYMENT_COLUMNS)
 
 
 def fetch_usage(connection: Connection, window: PeriodWindow) -> pd.DataFrame:
@@ -208,11 +221,7 @@ def fetch_usage(connection: Connection, window: PeriodWindow) -> pd.DataFrame:
         .group_by(usage_records.c.deployment_id, usage_date)
         .order_by(usage_records.c.deployment_id, usage_date)
     )
-    frame = _frame(connection, query, USAGE_COLUMNS)
-    frame["usage_date"] = pd.to_datetime(frame["usage_date"]).dt.date
-    for column in ("cpu_milliseconds", "records", "late_cpu_milliseconds", "late_records"):
-        frame[column] = frame[column].astype("int64")
-    return frame
+    return _frame(connection, query, USAGE_COLUMNS)
 
 
 def fetch_invoices(connection: Connection, window: PeriodWindow) -> pd.DataFrame:
@@ -234,7 +243,7 @@ def fetch_invoices(connection: Connection, window: PeriodWindow) -> pd.DataFrame
         .where(_invoice_in_period(window))
         .order_by(invoices.c.id)
     )
-    return _frame(connection, query, INVOICE_COLUMNS, timestamps=["issued_at"])
+    return _frame(connection, query, INVOICE_COLUMNS)
 
 
 def fetch_invoice_lines(connection: Connection, window: PeriodWindow) -> pd.DataFrame:
@@ -254,11 +263,7 @@ def fetch_invoice_lines(connection: Connection, window: PeriodWindow) -> pd.Data
         .where(_invoice_in_period(window))
         .order_by(invoice_lines.c.id)
     )
-    frame = _frame(connection, query, INVOICE_LINE_COLUMNS)
-    frame["quantity"] = frame["quantity"].map(_decimal)
-    frame["unit_price_cents"] = frame["unit_price_cents"].map(_decimal)
-    frame["deployment_id"] = frame["deployment_id"].astype("Int64")
-    return frame
+    return _frame(connection, query, INVOICE_LINE_COLUMNS)
 
 
 def _invoice_in_period(window: PeriodWindow):
@@ -291,18 +296,5 @@ def _local_day_starts_utc(window: PeriodWindow) -> list[datetime]:
     return [*starts, window.end_utc]
 
 
-def _frame(
-    connection: Connection, query: Select, columns: list[str], *, timestamps: list[str] | None = None
-) -> pd.DataFrame:
-    rows = connection.execute(query).all()
-    frame = pd.DataFrame.from_records(rows, columns=columns)
-    for column in timestamps or []:
-        # NexaCloud stores UTC; SQLite returns it naive, PostgreSQL aware.
-        frame[column] = pd.to_datetime(frame[column], utc=True)
-    return frame
-
-
-def _decimal(value):
-    if value is None:
-        return None
-    return value if isinstance(value, Decimal) else Decimal(str(value))
+def _frame(connection: Connection, query: Select, columns: dict[str, str]) -> pd.DataFrame:
+    return typed_frame(connection.execute(query).all(), columns)

@@ -20,6 +20,7 @@ import pandas as pd
 
 from fusion_billing_assets.billing.money import dollars_to_cents
 from fusion_billing_assets.billing.periods import PeriodWindow, local_day
+from fusion_billing_assets.sources.frames import BOOL, DATE, DECIMAL, INT, NULLABLE_INT, TEXT, typed_frame
 from fusion_billing_assets.sources.odoo import OdooClient, OdooError
 
 BATCH_SIZE = 500
@@ -48,50 +49,57 @@ class OdooModels:
     invoice_days_after: int = 75
 
 
-LINK_COLUMNS = ["link_kind", "nexacloud_id", "odoo_model", "odoo_id", "xml_id"]
-PARTNER_COLUMNS = ["partner_id", "name", "ref", "email", "commercial_partner_id", "active"]
-SUBSCRIPTION_COLUMNS = [
-    "subscription_id",
-    "name",
-    "partner_id",
-    "plan_name",
-    "state",
-    "start_date",
-    "end_date",
-    "currency",
-    "plan_product_code",
-    "plan_fee_cents",
-    "overage_cents_per_cpu_hour",
-]
-ODOO_USAGE_COLUMNS = ["subscription_id", "usage_date", "cpu_milliseconds", "records"]
-INVOICE_COLUMNS = [
-    "move_id",
-    "name",
-    "move_type",
-    "state",
-    "partner_id",
-    "currency",
-    "invoice_date",
-    "invoice_origin",
-    "untaxed_cents",
-    "tax_cents",
-    "total_cents",
-]
-INVOICE_LINE_COLUMNS = [
-    "line_id",
-    "move_id",
-    "product_code",
-    "description",
-    "quantity",
-    "price_unit",
-    "subtotal_cents",
-    "tax_cents",
-    "total_cents",
-    "subscription_id",
-    "deferred_start_date",
-    "deferred_end_date",
-    "line_period",
-]
+LINK_COLUMNS = {"link_kind": TEXT, "nexacloud_id": INT, "odoo_model": TEXT, "odoo_id": INT, "xml_id": TEXT}
+PARTNER_COLUMNS = {
+    "partner_id": INT,
+    "name": TEXT,
+    "ref": TEXT,
+    "email": TEXT,
+    "commercial_partner_id": NULLABLE_INT,
+    "active": BOOL,
+}
+SUBSCRIPTION_COLUMNS = {
+    "subscription_id": INT,
+    "name": TEXT,
+    "partner_id": INT,
+    "plan_name": TEXT,
+    "state": TEXT,
+    "start_date": DATE,
+    "end_date": DATE,
+    "currency": TEXT,
+    "plan_product_code": TEXT,
+    "plan_fee_cents": NULLABLE_INT,
+    "overage_cents_per_cpu_hour": DECIMAL,
+}
+ODOO_USAGE_COLUMNS = {"subscription_id": INT, "usage_date": DATE, "cpu_milliseconds": INT, "records": INT}
+INVOICE_COLUMNS = {
+    "move_id": INT,
+    "name": TEXT,
+    "move_type": TEXT,
+    "state": TEXT,
+    "partner_id": INT,
+    "currency": TEXT,
+    "invoice_date": DATE,
+    "invoice_origin": TEXT,
+    "untaxed_cents": INT,
+    "tax_cents": INT,
+    "total_cents": INT,
+}
+INVOICE_LINE_COLUMNS = {
+    "line_id": INT,
+    "move_id": INT,
+    "product_code": TEXT,
+    "description": TEXT,
+    "quantity": DECIMAL,
+    "price_unit": DECIMAL,
+    "subtotal_cents": INT,
+    "tax_cents": INT,
+    "total_cents": INT,
+    "subscription_id": NULLABLE_INT,
+    "deferred_start_date": DATE,
+    "deferred_end_date": DATE,
+    "line_period": DATE,
+}
 
 
 def fetch_account_links(client: OdooClient, models: OdooModels) -> pd.DataFrame:
@@ -115,7 +123,7 @@ def fetch_account_links(client: OdooClient, models: OdooModels) -> pd.DataFrame:
                 f"{record['module']}.{record['name']}",
             )
         )
-    return _frame(rows, LINK_COLUMNS, ints=["nexacloud_id", "odoo_id"])
+    return typed_frame(rows, LINK_COLUMNS)
 
 
 def fetch_partners(client: OdooClient, models: OdooModels, partner_ids: Iterable[int]) -> pd.DataFrame:
@@ -132,8 +140,7 @@ def fetch_partners(client: OdooClient, models: OdooModels, partner_ids: Iterable
             client, models.partner, partner_ids, ["name", "ref", "email", "commercial_partner_id", "active"]
         )
     ]
-    frame = _frame(rows, PARTNER_COLUMNS, ints=["partner_id"])
-    frame["commercial_partner_id"] = frame["commercial_partner_id"].astype("Int64")
+    frame = typed_frame(rows, PARTNER_COLUMNS)
     return frame
 
 
@@ -187,8 +194,7 @@ def fetch_subscriptions(client: OdooClient, models: OdooModels, window: PeriodWi
         )
         for order in orders
     ]
-    frame = _frame(rows, SUBSCRIPTION_COLUMNS, ints=["subscription_id", "partner_id"])
-    frame["plan_fee_cents"] = frame["plan_fee_cents"].astype("Int64")
+    frame = typed_frame(rows, SUBSCRIPTION_COLUMNS)
     return frame
 
 
@@ -226,7 +232,7 @@ def fetch_usage(client: OdooClient, models: OdooModels, window: PeriodWindow) ->
         )
         for group in groups
     ]
-    frame = _frame(rows, ODOO_USAGE_COLUMNS, ints=["subscription_id", "cpu_milliseconds", "records"])
+    frame = typed_frame(rows, ODOO_USAGE_COLUMNS)
     return frame.sort_values(["subscription_id", "usage_date"], ignore_index=True)
 
 
@@ -309,12 +315,7 @@ def fetch_invoices_and_lines(
                 line_period,
             )
         )
-    lines = _frame(
-        line_rows,
-        INVOICE_LINE_COLUMNS,
-        ints=["line_id", "move_id", "subtotal_cents", "tax_cents", "total_cents"],
-    )
-    lines["subscription_id"] = lines["subscription_id"].astype("Int64")
+    lines = typed_frame(line_rows, INVOICE_LINE_COLUMNS)
     in_period = set(lines["move_id"])
     invoice_rows = []
     for move in moves:
@@ -336,11 +337,7 @@ def fetch_invoices_and_lines(
                 sign * dollars_to_cents(move["amount_total"]),
             )
         )
-    invoices = _frame(
-        invoice_rows,
-        INVOICE_COLUMNS,
-        ints=["move_id", "partner_id", "untaxed_cents", "tax_cents", "total_cents"],
-    )
+    invoices = typed_frame(invoice_rows, INVOICE_COLUMNS)
     return invoices, lines
 
 
@@ -364,13 +361,6 @@ def _read_by_ids(
 def _batches(ids: Sequence[int], size: int = BATCH_SIZE) -> Iterable[list[int]]:
     for start in range(0, len(ids), size):
         yield list(ids[start : start + size])
-
-
-def _frame(rows: list[tuple], columns: list[str], *, ints: Sequence[str] = ()) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(rows, columns=columns)
-    for column in ints:
-        frame[column] = frame[column].astype("int64")
-    return frame
 
 
 def _many2one_id(value: Any) -> int | None:

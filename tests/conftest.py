@@ -1,10 +1,17 @@
-"""Fixtures shared by the suite: throw-away PostgreSQL databases on the local server."""
+"""Fixtures shared by the suite: throw-away PostgreSQL databases and a small generated sandbox."""
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -20,9 +27,9 @@ def _admin_engine():
     return create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
 
 
-@pytest.fixture
-def postgres_database_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+@contextmanager
+def throwaway_postgres_database() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database, dropped on exit."""
     name = f"fba_test_{uuid.uuid4().hex[:12]}"
     admin = _admin_engine()
     with admin.connect() as connection:
@@ -33,3 +40,74 @@ def postgres_database_url() -> Iterator[str]:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def postgres_database_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    with throwaway_postgres_database() as url:
+        yield url
+
+
+# --- A small generated sandbox, shared by the tests that run assets against it ------------------
+
+
+@dataclass(frozen=True)
+class GeneratedSandbox:
+    """A sandbox generated for the test session: two closed periods and the provisional month."""
+
+    out: Path
+    nexacloud_url: str
+    manifest: dict[str, Any]
+
+    @property
+    def odoo_json(self) -> Path:
+        return self.out / "odoo.json"
+
+    @property
+    def closed_periods(self) -> list[str]:
+        return [period["period"] for period in self.manifest["periods"] if period["closed"]]
+
+    @property
+    def provisional_period(self) -> str:
+        return next(period["period"] for period in self.manifest["periods"] if period["provisional"])
+
+
+SMALL_SCALE_OPTIONS = {
+    "customers": 32,
+    "max_deployments_per_customer": 3,
+    "usage_window_minutes": 360,
+    "periods": 3,
+}
+
+
+def current_billing_month() -> date:
+    return datetime.now(UTC).astimezone(ZoneInfo("America/Toronto")).date().replace(day=1)
+
+
+def generate_small_sandbox(
+    out: Path, nexacloud_url: str | None = None, *, seed: int = 11
+) -> GeneratedSandbox:
+    from fusion_billing_assets.sandbox.generator import SandboxScale, generate
+
+    out.mkdir(parents=True, exist_ok=True)
+    url = nexacloud_url or f"sqlite:///{out / 'nexacloud.sqlite'}"
+    generate(
+        url, out, seed=seed, scale=SandboxScale(**SMALL_SCALE_OPTIONS), end_period=current_billing_month()
+    )
+    return GeneratedSandbox(
+        out=out, nexacloud_url=url, manifest=json.loads((out / "manifest.json").read_text())
+    )
+
+
+@pytest.fixture(scope="session")
+def small_sandbox(tmp_path_factory) -> GeneratedSandbox:
+    """The small sandbox in SQLite: NexaCloud database, Odoo records and manifest."""
+    return generate_small_sandbox(tmp_path_factory.mktemp("small_sandbox"))
+
+
+@pytest.fixture(scope="session")
+def small_sandbox_on_postgres(tmp_path_factory) -> Iterator[GeneratedSandbox]:
+    """The same small sandbox with its NexaCloud database in a throw-away PostgreSQL database."""
+    with throwaway_postgres_database() as url:
+        yield generate_small_sandbox(tmp_path_factory.mktemp("small_sandbox_pg"), url)

@@ -18,6 +18,13 @@ from pathlib import Path
 from fusion_billing_assets.settings import LOCAL_INSTANCE_HOME, PROJECT_ROOT
 
 DEFAULT_SEED = 7
+LOCAL_INSTANCE_CONFIG = """\
+# The embedded instance of the sandbox, created by `fusion-billing reconcile`: runs, events and
+# asset values are kept in SQLite files and folders beside this file. Production uses
+# dagster_home/dagster.yaml (PostgreSQL) instead.
+telemetry:
+  enabled: false
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +53,9 @@ def _reconcile(args: argparse.Namespace) -> int:
     os.environ.setdefault("DAGSTER_HOME", str(LOCAL_INSTANCE_HOME))
     instance_home = Path(os.environ["DAGSTER_HOME"])
     instance_home.mkdir(parents=True, exist_ok=True)
+    instance_config = instance_home / "dagster.yaml"
+    if not instance_config.exists():
+        instance_config.write_text(LOCAL_INSTANCE_CONFIG)
 
     from fusion_billing_assets.settings import ConfigurationError, load_settings
 
@@ -79,11 +89,18 @@ def _reconcile(args: argparse.Namespace) -> int:
         started = time.monotonic()
         print(f"[{number}/{len(periods)}] {period} …", flush=True)
         result = job.execute_in_process(
-            partition_key=period, instance=instance, raise_on_error=False, tags={"fusion/trigger": "cli"}
+            partition_key=period,
+            instance=instance,
+            raise_on_error=False,
+            tags={"fusion/trigger": "cli"},
+            # The run's full event log is in the UI; the terminal gets one line per period.
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         )
         seconds = time.monotonic() - started
         outcome = "succeeded" if result.success else "FAILED"
         print(f"[{number}/{len(periods)}] {period} {outcome} in {seconds:.1f} s (run {result.run_id})")
+        for line in _period_report(result):
+            print(f"      {line}")
         outcomes.append((period, result))
     failed = [period for period, result in outcomes if not result.success]
     print()
@@ -91,14 +108,44 @@ def _reconcile(args: argparse.Namespace) -> int:
         f"Summary: {len(outcomes) - len(failed)} period(s) succeeded, {len(failed)} failed"
         + (f": {', '.join(failed)}" if failed else ".")
     )
+    print("Where to look:")
     print(
-        f"Results warehouse: {settings.warehouse_url if not settings.warehouse_configured else 'BILLING_WAREHOUSE_URL'}"
+        f"  the Dagster UI over these runs: DAGSTER_HOME={instance_home} "
+        f"python3 -m uv run --locked dagster dev -w {PROJECT_ROOT / 'workspace.yaml'}  (then http://localhost:3000)"
     )
-    print(
-        "Dagster UI over these runs: "
-        f"DAGSTER_HOME={instance_home} python3 -m uv run --locked dagster dev -w {PROJECT_ROOT / 'workspace.yaml'}"
-    )
+    print(f"  each asset's frame per period: {instance_home / 'storage'}")
+    if settings.uses_sandbox:
+        print(f"  the sandbox and its ground truth: {settings.sandbox_dir} (manifest.json)")
     return 1 if failed else 0
+
+
+def _period_report(result) -> list[str]:
+    """What a billing engineer wants from a period at a glance: both sides' totals, the checks."""
+    metadata = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        metadata[materialization.asset_key.to_user_string()] = {
+            key: value.value for key, value in materialization.metadata.items()
+        }
+    lines = []
+    nexacloud = metadata.get("nexacloud/invoices")
+    odoo = metadata.get("odoo/invoices")
+    if nexacloud and odoo:
+        lines.append(
+            f"NexaCloud billed {nexacloud['total_billed']} on {nexacloud['dagster/row_count']} invoices; "
+            f"Odoo invoiced {odoo['total_invoiced']} on {odoo['dagster/row_count']}"
+        )
+    checks = result.get_asset_check_evaluations()
+    failed_checks = [check.check_name for check in checks if not check.passed]
+    lines.append(
+        f"checks: {len(checks) - len(failed_checks)}/{len(checks)} passed"
+        + (f"; failed: {', '.join(failed_checks)}" if failed_checks else "")
+    )
+    for failure in result.get_step_failure_events():
+        lines.append(
+            f"failed step {failure.step_key}: {failure.event_specific_data.error.message.strip()[:300]}"
+        )
+    return lines
 
 
 def _ensure_sandbox(settings, *, regenerate: bool, seed: int) -> dict:

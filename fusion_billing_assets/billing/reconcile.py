@@ -1,0 +1,611 @@
+"""The three-way reconciliation of one billing period: NexaCloud actual, Odoo computed, expected.
+
+One row per customer (and per Odoo partner that no customer maps to), each with exactly one
+status of DESIGN §6 and a cause sentence carrying the figures that explain it. Statuses are
+decided in this order of precedence, the first that holds wins:
+
+1. ``unmapped``: the customer (or one of its deployments alive in the period) has no Odoo
+   counterpart, or an Odoo partner invoiced in the period maps to no NexaCloud customer;
+2. ``duplicate``: either side has more than one invoice (refunds aside) for the period;
+3. ``currency_mismatch``: both sides invoiced, in different currencies;
+4. ``missing_in_odoo`` / ``missing_in_nexacloud``: only one side invoiced;
+5. ``match``: the totals are equal to the cent (with no invoice on either side, usage ledgers and
+   prices still have to agree: a provisional month is judged on them);
+6. for a difference, the first explanation that holds: ``rounding_difference`` (the tax is what
+   the other rounding rule gives on the same lines), ``usage_mismatch`` (Odoo's usage ledger
+   differs from NexaCloud's metering), ``rate_mismatch`` (the subscription's plan fee or overage
+   rate differs from the plan), ``tax_mismatch`` (subtotals agree, tax does not),
+   ``within_tolerance`` (unexplained but no larger than the tolerance), else ``amount_mismatch``;
+7. ``waived``: any status but ``match`` whose exact difference is accepted in the waiver file
+   becomes ``waived``, its cause keeping the underlying one with the reason and approver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+
+import pandas as pd
+
+from fusion_billing_assets.billing.expected import tax_under_other_rounding
+from fusion_billing_assets.billing.money import format_cents
+from fusion_billing_assets.billing.tax import tax_rule
+from fusion_billing_assets.billing.waivers import Waiver, find_waiver
+from fusion_billing_assets.warehouse import LINE_COLUMNS, RESULT_COLUMNS
+
+STATUSES = (
+    "match",
+    "within_tolerance",
+    "rounding_difference",
+    "usage_mismatch",
+    "rate_mismatch",
+    "tax_mismatch",
+    "amount_mismatch",
+    "missing_in_odoo",
+    "missing_in_nexacloud",
+    "unmapped",
+    "duplicate",
+    "currency_mismatch",
+    "waived",
+)
+# Differences that are explained or accepted: they do not stand in the way of the switch.
+ACCEPTED_STATUSES = frozenset({"match", "within_tolerance", "rounding_difference", "waived"})
+
+NEXACLOUD_BASE, NEXACLOUD_OVERAGE = "base", "overage"
+
+
+@dataclass(frozen=True)
+class OdooProducts:
+    """How Odoo invoice lines are told apart: the plan fee products and the overage product."""
+
+    plan_prefix: str = "NC-PLAN-"
+    overage_code: str = "NC-CPU-OVERAGE"
+
+
+@dataclass(frozen=True)
+class Policy:
+    tolerance_cents: int = 0
+    products: OdooProducts = field(default_factory=OdooProducts)
+
+
+@dataclass(frozen=True)
+class PeriodInputs:
+    """Every frame of one period the reconciliation reads, as the source assets produce them."""
+
+    period: date
+    provisional: bool
+    customers: pd.DataFrame
+    plans: pd.DataFrame
+    deployments: pd.DataFrame
+    nexacloud_usage: pd.DataFrame
+    nexacloud_invoices: pd.DataFrame
+    nexacloud_invoice_lines: pd.DataFrame
+    account_links: pd.DataFrame
+    partners: pd.DataFrame
+    subscriptions: pd.DataFrame
+    odoo_usage: pd.DataFrame
+    odoo_invoices: pd.DataFrame
+    odoo_invoice_lines: pd.DataFrame
+    expected_lines: pd.DataFrame
+    expected_invoices: pd.DataFrame
+
+
+def account_mapping(
+    customers: pd.DataFrame,
+    deployments: pd.DataFrame,
+    account_links: pd.DataFrame,
+    partners: pd.DataFrame,
+    odoo_invoices: pd.DataFrame,
+) -> pd.DataFrame:
+    """Customer ↔ partner and deployment ↔ subscription, with the unmapped of both sides.
+
+    Columns: ``link_kind`` (customer/deployment), ``nexacloud_id`` and ``odoo_id`` (either may be
+    missing), ``mapped``. Invoice partners are folded to their commercial partner, so an invoice
+    addressed to a contact of the customer still finds it.
+    """
+    links = account_links[["link_kind", "nexacloud_id", "odoo_id"]]
+    customer_links = links[links["link_kind"] == "customer"]
+    deployment_links = links[links["link_kind"] == "deployment"]
+    customer_side = pd.DataFrame({"nexacloud_id": customers["customer_id"].astype("int64")}).merge(
+        customer_links[["nexacloud_id", "odoo_id"]], on="nexacloud_id", how="left"
+    )
+    customer_side.insert(0, "link_kind", "customer")
+    deployment_side = pd.DataFrame({"nexacloud_id": deployments["deployment_id"].astype("int64")}).merge(
+        deployment_links[["nexacloud_id", "odoo_id"]], on="nexacloud_id", how="left"
+    )
+    deployment_side.insert(0, "link_kind", "deployment")
+    invoiced = set(_commercial_partner(odoo_invoices["partner_id"], partners))
+    orphan_partners = sorted(invoiced - set(customer_links["odoo_id"]))
+    partner_side = pd.DataFrame(
+        {"link_kind": "customer", "nexacloud_id": pd.NA, "odoo_id": orphan_partners},
+        columns=customer_side.columns,
+    )
+    mapping = pd.concat([customer_side, deployment_side, partner_side], ignore_index=True)
+    mapping["nexacloud_id"] = mapping["nexacloud_id"].astype("Int64")
+    mapping["odoo_id"] = mapping["odoo_id"].astype("Int64")
+    mapping["mapped"] = mapping["nexacloud_id"].notna() & mapping["odoo_id"].notna()
+    return mapping
+
+
+def reconcile(
+    inputs: PeriodInputs,
+    mapping: pd.DataFrame,
+    waivers: Sequence[Waiver],
+    policy: Policy,
+    reconciled_at: datetime,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The period's results (one row per customer or orphan partner) and per-deployment detail."""
+    ledger = _Ledger(inputs, mapping, policy)
+    rows, lines = [], []
+    for customer in inputs.customers.itertuples(index=False):
+        row, customer_lines = ledger.customer_row(int(customer.customer_id), customer.name)
+        rows.append(row)
+        lines.extend(customer_lines)
+    for partner_id in ledger.orphan_partners():
+        rows.append(ledger.orphan_partner_row(partner_id))
+    results = pd.DataFrame(rows)
+    for row_index, row in results.iterrows():
+        waiver = (
+            find_waiver(
+                waivers, inputs.period, int(row["customer_id"]), int(row["delta_cents"]), reconciled_at.date()
+            )
+            if row["status"] != "match" and pd.notna(row["customer_id"])
+            else None
+        )
+        if waiver is not None:
+            results.at[row_index, "status"] = "waived"
+            results.at[row_index, "cause"] = (
+                f"{row['cause']} Accepted by {waiver.approver}: {waiver.reason} (waiver line {waiver.line})."
+            )
+            results.at[row_index, "waiver_reason"] = waiver.reason
+            results.at[row_index, "waiver_approver"] = waiver.approver
+    results["billing_period"] = inputs.period
+    results["provisional"] = inputs.provisional
+    results["reconciled_at"] = reconciled_at
+    return _result_frame(results), _line_frame(pd.DataFrame(lines), inputs.period)
+
+
+class _Ledger:
+    """One period's frames indexed for the questions a customer row asks."""
+
+    def __init__(self, inputs: PeriodInputs, mapping: pd.DataFrame, policy: Policy):
+        self.inputs = inputs
+        self.policy = policy
+        customers = mapping[mapping["link_kind"] == "customer"]
+        self.partner_of = {
+            int(row.nexacloud_id): int(row.odoo_id)
+            for row in customers.itertuples()
+            if pd.notna(row.nexacloud_id) and pd.notna(row.odoo_id)
+        }
+        self.orphans = sorted(int(row.odoo_id) for row in customers.itertuples() if pd.isna(row.nexacloud_id))
+        deployments = mapping[mapping["link_kind"] == "deployment"]
+        self.subscription_of = {
+            int(row.nexacloud_id): int(row.odoo_id)
+            for row in deployments.itertuples()
+            if pd.notna(row.odoo_id)
+        }
+        self.partner_names = dict(zip(inputs.partners["partner_id"], inputs.partners["name"], strict=True))
+        odoo_invoices = inputs.odoo_invoices.assign(
+            commercial_partner_id=_commercial_partner(inputs.odoo_invoices["partner_id"], inputs.partners)
+        )
+        self.odoo_invoices_by_partner = dict(tuple(odoo_invoices.groupby("commercial_partner_id")))
+        self.nexacloud_invoices_by_customer = dict(tuple(inputs.nexacloud_invoices.groupby("customer_id")))
+        self.nexacloud_lines = inputs.nexacloud_invoice_lines
+        self.odoo_lines = inputs.odoo_invoice_lines
+        self.deployments_by_customer = dict(tuple(inputs.deployments.groupby("customer_id")))
+        self.expected_by_customer = inputs.expected_invoices.set_index("customer_id")
+        self.expected_lines = inputs.expected_lines.set_index("deployment_id")
+        self.plans = inputs.plans.set_index("plan_id")
+        self.subscriptions = inputs.subscriptions.set_index("subscription_id")
+        self.nexacloud_daily = inputs.nexacloud_usage.groupby(["deployment_id", "usage_date"])[
+            "cpu_milliseconds"
+        ].sum()
+        self.odoo_daily = inputs.odoo_usage.groupby(["subscription_id", "usage_date"])[
+            "cpu_milliseconds"
+        ].sum()
+        self.province_of = dict(
+            zip(inputs.customers["customer_id"], inputs.customers["province"], strict=True)
+        )
+        self.currency_of = dict(
+            zip(inputs.customers["customer_id"], inputs.customers["currency"], strict=True)
+        )
+
+    def orphan_partners(self) -> list[int]:
+        return self.orphans
+
+    # --- one customer ---------------------------------------------------------------------------
+
+    def customer_row(self, customer_id: int, name: str) -> tuple[dict, list[dict]]:
+        partner_id = self.partner_of.get(customer_id)
+        nexacloud = self.nexacloud_invoices_by_customer.get(customer_id, _EMPTY_NEXACLOUD)
+        odoo = self.odoo_invoices_by_partner.get(partner_id, _EMPTY_ODOO) if partner_id else _EMPTY_ODOO
+        deployments = self.deployments_by_customer.get(customer_id)
+        deployment_ids = [] if deployments is None else [int(d) for d in deployments["deployment_id"]]
+        lines = [
+            self._deployment_line(customer_id, partner_id, deployment_id) for deployment_id in deployment_ids
+        ]
+        row = self._legs(customer_id, partner_id, name, nexacloud, odoo, lines)
+        row["status"], row["cause"] = self._judge(
+            customer_id, partner_id, nexacloud, odoo, deployment_ids, lines, row
+        )
+        return row, lines
+
+    def orphan_partner_row(self, partner_id: int) -> dict:
+        odoo = self.odoo_invoices_by_partner.get(partner_id, _EMPTY_ODOO)
+        name = self.partner_names.get(partner_id)
+        row = self._legs(None, partner_id, name, _EMPTY_NEXACLOUD, odoo, [])
+        row["status"] = "unmapped"
+        row["cause"] = (
+            f"Odoo partner {partner_id} ({name}) was invoiced {format_cents(row['odoo_total_cents'])} "
+            f"on {_names(odoo)} but maps to no NexaCloud customer."
+        )
+        return row
+
+    def _legs(self, customer_id, partner_id, name, nexacloud, odoo, lines) -> dict:
+        expected = (
+            self.expected_by_customer.loc[customer_id]
+            if customer_id is not None and customer_id in self.expected_by_customer.index
+            else None
+        )
+        nexacloud_kinds = self._nexacloud_amounts_by_kind(nexacloud)
+        odoo_kinds = self._odoo_amounts_by_product(odoo)
+        row = {
+            "customer_id": customer_id,
+            "partner_id": partner_id,
+            "customer_name": name,
+            "nexacloud_invoice_count": len(nexacloud),
+            "odoo_invoice_count": int((odoo["move_type"] == "out_invoice").sum()),
+            "nexacloud_currency": _currency(nexacloud["currency"]),
+            "odoo_currency": _currency(odoo["currency"]),
+            "nexacloud_subtotal_cents": int(nexacloud["subtotal_cents"].sum()),
+            "nexacloud_tax_cents": int(nexacloud["tax_cents"].sum()),
+            "nexacloud_total_cents": int(nexacloud["total_cents"].sum()),
+            "odoo_subtotal_cents": int(odoo["untaxed_cents"].sum()),
+            "odoo_tax_cents": int(odoo["tax_cents"].sum()),
+            "odoo_total_cents": int(odoo["total_cents"].sum()),
+            "expected_subtotal_cents": int(expected["subtotal_cents"]) if expected is not None else 0,
+            "expected_tax_cents": int(expected["tax_cents"]) if expected is not None else 0,
+            "expected_total_cents": int(expected["total_cents"]) if expected is not None else 0,
+            "plan_fee_delta_cents": odoo_kinds["plan_fee"] - nexacloud_kinds[NEXACLOUD_BASE],
+            "overage_delta_cents": odoo_kinds["overage"] - nexacloud_kinds[NEXACLOUD_OVERAGE],
+            "nexacloud_cpu_seconds": _seconds(sum(line["nexacloud_cpu_milliseconds"] for line in lines)),
+            "odoo_cpu_seconds": _seconds(sum(line["odoo_cpu_milliseconds"] for line in lines)),
+            "waiver_reason": None,
+            "waiver_approver": None,
+        }
+        row["delta_cents"] = row["odoo_total_cents"] - row["nexacloud_total_cents"]
+        row["tax_delta_cents"] = row["odoo_tax_cents"] - row["nexacloud_tax_cents"]
+        return row
+
+    def _judge(self, customer_id, partner_id, nexacloud, odoo, deployment_ids, lines, row) -> tuple[str, str]:
+        nexacloud_total, odoo_total = row["nexacloud_total_cents"], row["odoo_total_cents"]
+        if partner_id is None:
+            return "unmapped", (
+                f"NexaCloud customer {customer_id} maps to no Odoo partner (no ir.model.data "
+                f"customer_{customer_id}); NexaCloud billed {format_cents(nexacloud_total)}."
+            )
+        unmapped = [
+            deployment_id for deployment_id in deployment_ids if deployment_id not in self.subscription_of
+        ]
+        if unmapped:
+            return "unmapped", (
+                f"Deployment{'s' if len(unmapped) > 1 else ''} {_listing(unmapped)} of customer {customer_id} "
+                f"map{'' if len(unmapped) > 1 else 's'} to no Odoo subscription; NexaCloud billed "
+                f"{format_cents(nexacloud_total)}, Odoo {format_cents(odoo_total)}."
+            )
+        if row["nexacloud_invoice_count"] > 1:
+            return "duplicate", (
+                f"NexaCloud has {row['nexacloud_invoice_count']} invoices for the period "
+                f"({_listing(nexacloud['invoice_id'])}) totalling {format_cents(nexacloud_total)}; "
+                f"Odoo invoiced {format_cents(odoo_total)}."
+            )
+        if row["odoo_invoice_count"] > 1:
+            return "duplicate", (
+                f"Odoo has {row['odoo_invoice_count']} invoices for the period ({_names(odoo, 'out_invoice')}) "
+                f"totalling {format_cents(odoo_total)} where NexaCloud billed {format_cents(nexacloud_total)} once."
+            )
+        has_nexacloud, has_odoo = len(nexacloud) > 0, len(odoo) > 0
+        if has_nexacloud and has_odoo and row["nexacloud_currency"] != row["odoo_currency"]:
+            return "currency_mismatch", (
+                f"NexaCloud bills this customer in {row['nexacloud_currency']} "
+                f"({format_cents(nexacloud_total)}) but Odoo invoiced in {row['odoo_currency']} "
+                f"({format_cents(odoo_total)} on {_names(odoo)})."
+            )
+        if has_nexacloud and not has_odoo:
+            return "missing_in_odoo", (
+                f"NexaCloud billed {format_cents(nexacloud_total)} (invoice {_listing(nexacloud['invoice_id'])}); "
+                f"Odoo has no invoice for partner {partner_id} in the period."
+            )
+        if has_odoo and not has_nexacloud:
+            return "missing_in_nexacloud", (
+                f"Odoo invoiced {format_cents(odoo_total)} ({_names(odoo)}) but NexaCloud has no "
+                f"non-void invoice for the period."
+            )
+        usage_gaps = self._usage_gaps(lines)
+        rate_gaps = self._rate_gaps(lines)
+        delta = row["delta_cents"]
+        if delta == 0:
+            if not has_nexacloud and not has_odoo:
+                return self._without_invoices(usage_gaps, rate_gaps, row)
+            note = f" Odoo's usage ledger differs nonetheless: {usage_gaps}" if usage_gaps else ""
+            return "match", (
+                f"NexaCloud and Odoo both billed {format_cents(nexacloud_total)} "
+                f"(subtotal {format_cents(row['nexacloud_subtotal_cents'])} + tax "
+                f"{format_cents(row['nexacloud_tax_cents'])}).{note}"
+            )
+        difference = f"Odoo − NexaCloud = {format_cents(delta)}"
+        rounding = self._rounding_explanation(customer_id, nexacloud, row)
+        if rounding:
+            return "rounding_difference", f"{difference}: {rounding}"
+        if usage_gaps:
+            return "usage_mismatch", f"{usage_gaps} {difference} ({self._components(row)})."
+        if rate_gaps:
+            return "rate_mismatch", f"{rate_gaps} {difference} ({self._components(row)})."
+        if row["odoo_subtotal_cents"] == row["nexacloud_subtotal_cents"]:
+            return "tax_mismatch", (
+                f"Subtotals agree at {format_cents(row['nexacloud_subtotal_cents'])} but Odoo charged "
+                f"{format_cents(row['odoo_tax_cents'])} tax where NexaCloud charged "
+                f"{format_cents(row['nexacloud_tax_cents'])} ({self._tax_label(customer_id)} for "
+                f"{self.province_of.get(customer_id)}): {difference}, beyond any rounding."
+            )
+        if abs(delta) <= self.policy.tolerance_cents:
+            return "within_tolerance", (
+                f"{difference}, within the tolerance of {format_cents(self.policy.tolerance_cents)}; "
+                "usage, prices and tax rule agree."
+            )
+        return "amount_mismatch", (
+            f"{difference} that usage, prices and the tax rule do not explain ({self._components(row)})."
+        )
+
+    def _without_invoices(self, usage_gaps: str, rate_gaps: str, row: dict) -> tuple[str, str]:
+        when = "so far this month" if self.inputs.provisional else "for the period"
+        if usage_gaps:
+            return "usage_mismatch", f"No invoice on either side {when}, but: {usage_gaps}"
+        if rate_gaps:
+            return "rate_mismatch", f"No invoice on either side {when}, but: {rate_gaps}"
+        return "match", (
+            f"No invoice on either side {when}; usage ledgers and prices agree "
+            f"(expected so far {format_cents(row['expected_total_cents'])})."
+        )
+
+    # --- explanations ---------------------------------------------------------------------------
+
+    def _rounding_explanation(self, customer_id: int, nexacloud: pd.DataFrame, row: dict) -> str | None:
+        if row["odoo_subtotal_cents"] != row["nexacloud_subtotal_cents"] or row["tax_delta_cents"] == 0:
+            return None
+        amounts = self.nexacloud_lines.loc[
+            self.nexacloud_lines["invoice_id"].isin(nexacloud["invoice_id"]), "amount_cents"
+        ].tolist()
+        rule = self._tax_rule(customer_id)
+        if not amounts or rule is None:
+            return None
+        alternatives = tax_under_other_rounding([int(amount) for amount in amounts], rule.rate)
+        for name, tax_cents in alternatives.items():
+            if tax_cents == row["odoo_tax_cents"] and name != "per_line_half_up":
+                return (
+                    f"subtotals agree at {format_cents(row['nexacloud_subtotal_cents'])}; Odoo's tax "
+                    f"{format_cents(row['odoo_tax_cents'])} is the {rule.label} of the {len(amounts)} lines "
+                    f"rounded {_ROUNDING_NAMES.get(name, name)}, NexaCloud's {format_cents(row['nexacloud_tax_cents'])} "
+                    "rounded per line, half-up."
+                )
+        return None
+
+    def _usage_gaps(self, lines: list[dict]) -> str:
+        sentences = []
+        for line in lines:
+            difference = line["odoo_cpu_milliseconds"] - line["nexacloud_cpu_milliseconds"]
+            if line["subscription_id"] is None or difference == 0:
+                continue
+            days = self._days_that_differ(line["deployment_id"], line["subscription_id"])
+            more_or_less = "more" if difference > 0 else "less"
+            sentences.append(
+                f"Odoo's usage ledger for subscription {line['subscription_id']} has "
+                f"{_seconds_text(abs(difference))} CPU-seconds {more_or_less} than NexaCloud metered for "
+                f"deployment {line['deployment_id']}"
+                + (f", differing on {_listing(days)}" if days else "")
+                + "."
+            )
+        return " ".join(sentences)
+
+    def _days_that_differ(self, deployment_id: int, subscription_id: int) -> list[str]:
+        nexacloud = _series_at(self.nexacloud_daily, deployment_id)
+        odoo = _series_at(self.odoo_daily, subscription_id)
+        days = sorted(set(nexacloud.index) | set(odoo.index))
+        return [day.isoformat() for day in days if nexacloud.get(day, 0) != odoo.get(day, 0)]
+
+    def _rate_gaps(self, lines: list[dict]) -> str:
+        sentences = []
+        for line in lines:
+            if line["subscription_id"] is None:
+                continue
+            nexacloud_fee, odoo_fee = line["nexacloud_plan_price_cents"], line["odoo_plan_price_cents"]
+            if odoo_fee is not None and nexacloud_fee is not None and odoo_fee != nexacloud_fee:
+                sentences.append(
+                    f"Odoo's subscription {line['subscription_id']} (deployment {line['deployment_id']}) carries a "
+                    f"plan fee of {format_cents(odoo_fee)} where NexaCloud's {line['plan_code']} plan is "
+                    f"{format_cents(nexacloud_fee)}."
+                )
+            nexacloud_rate, odoo_rate = line["nexacloud_overage_rate"], line["odoo_overage_rate"]
+            if odoo_rate is not None and nexacloud_rate is not None and odoo_rate != nexacloud_rate:
+                sentences.append(
+                    f"Odoo's subscription {line['subscription_id']} (deployment {line['deployment_id']}) prices "
+                    f"overage at {odoo_rate.normalize()}¢ per CPU-hour where the {line['plan_code']} plan says "
+                    f"{nexacloud_rate.normalize()}¢."
+                )
+        return " ".join(sentences)
+
+    def _components(self, row: dict) -> str:
+        other = (
+            row["delta_cents"]
+            - row["plan_fee_delta_cents"]
+            - row["overage_delta_cents"]
+            - row["tax_delta_cents"]
+        )
+        parts = [
+            f"plan fee {format_cents(row['plan_fee_delta_cents'])}",
+            f"overage {format_cents(row['overage_delta_cents'])}",
+            f"tax {format_cents(row['tax_delta_cents'])}",
+        ]
+        if other:
+            parts.append(f"other lines {format_cents(other)}")
+        return "; ".join(parts)
+
+    def _tax_rule(self, customer_id: int):
+        province = self.province_of.get(customer_id)
+        try:
+            return tax_rule(province, self.inputs.period) if province else None
+        except ValueError:
+            return None
+
+    def _tax_label(self, customer_id: int) -> str:
+        rule = self._tax_rule(customer_id)
+        return rule.label if rule else "no known tax rule"
+
+    # --- per deployment -------------------------------------------------------------------------
+
+    def _deployment_line(self, customer_id: int, partner_id: int | None, deployment_id: int) -> dict:
+        subscription_id = self.subscription_of.get(deployment_id)
+        expected = (
+            self.expected_lines.loc[deployment_id] if deployment_id in self.expected_lines.index else None
+        )
+        plan = self.plans.loc[int(expected["plan_id"])] if expected is not None else None
+        subscription = (
+            self.subscriptions.loc[subscription_id]
+            if subscription_id is not None and subscription_id in self.subscriptions.index
+            else None
+        )
+        nexacloud_lines = self.nexacloud_lines[self.nexacloud_lines["deployment_id"] == deployment_id]
+        odoo_lines = (
+            self.odoo_lines[self.odoo_lines["subscription_id"] == subscription_id]
+            if subscription_id is not None
+            else self.odoo_lines.iloc[0:0]
+        )
+        products = self.policy.products
+        odoo_fee = odoo_lines["product_code"].fillna("").str.startswith(products.plan_prefix)
+        odoo_overage = odoo_lines["product_code"] == products.overage_code
+        return {
+            "customer_id": customer_id,
+            "partner_id": partner_id,
+            "deployment_id": deployment_id,
+            "subscription_id": subscription_id,
+            "plan_code": None if expected is None else expected["plan_code"],
+            "active_days": None if expected is None else int(expected["active_days"]),
+            "nexacloud_cpu_milliseconds": int(_series_at(self.nexacloud_daily, deployment_id).sum()),
+            "odoo_cpu_milliseconds": (
+                int(_series_at(self.odoo_daily, subscription_id).sum()) if subscription_id is not None else 0
+            ),
+            "nexacloud_plan_price_cents": None if plan is None else int(plan["monthly_price_cents"]),
+            "odoo_plan_price_cents": (
+                None
+                if subscription is None or pd.isna(subscription["plan_fee_cents"])
+                else int(subscription["plan_fee_cents"])
+            ),
+            "nexacloud_overage_rate": None if plan is None else Decimal(plan["overage_cents_per_cpu_hour"]),
+            "odoo_overage_rate": None if subscription is None else subscription["overage_cents_per_cpu_hour"],
+            "nexacloud_base_cents": int(
+                nexacloud_lines.loc[nexacloud_lines["kind"] == NEXACLOUD_BASE, "amount_cents"].sum()
+            ),
+            "nexacloud_overage_cents": int(
+                nexacloud_lines.loc[nexacloud_lines["kind"] == NEXACLOUD_OVERAGE, "amount_cents"].sum()
+            ),
+            "nexacloud_tax_cents": int(nexacloud_lines["tax_cents"].sum()),
+            "odoo_plan_fee_cents": int(odoo_lines.loc[odoo_fee, "subtotal_cents"].sum()),
+            "odoo_overage_cents": int(odoo_lines.loc[odoo_overage, "subtotal_cents"].sum()),
+            "odoo_tax_cents": int(odoo_lines["tax_cents"].sum()),
+            "expected_base_cents": 0 if expected is None else int(expected["base_cents"]),
+            "expected_overage_cents": 0 if expected is None else int(expected["overage_cents"]),
+            "expected_tax_cents": 0 if expected is None else int(expected["tax_cents"]),
+            "note": None if subscription_id is not None else "no Odoo subscription mapped",
+        }
+
+    def _nexacloud_amounts_by_kind(self, invoices: pd.DataFrame) -> dict[str, int]:
+        lines = self.nexacloud_lines[self.nexacloud_lines["invoice_id"].isin(invoices["invoice_id"])]
+        sums = lines.groupby("kind")["amount_cents"].sum()
+        return {kind: int(sums.get(kind, 0)) for kind in (NEXACLOUD_BASE, NEXACLOUD_OVERAGE)}
+
+    def _odoo_amounts_by_product(self, invoices: pd.DataFrame) -> dict[str, int]:
+        lines = self.odoo_lines[self.odoo_lines["move_id"].isin(invoices["move_id"])]
+        codes = lines["product_code"].fillna("")
+        products = self.policy.products
+        return {
+            "plan_fee": int(lines.loc[codes.str.startswith(products.plan_prefix), "subtotal_cents"].sum()),
+            "overage": int(lines.loc[codes == products.overage_code, "subtotal_cents"].sum()),
+        }
+
+
+_ROUNDING_NAMES = {"global_half_up": "globally (round_globally)", "per_line_half_even": "per line, half-even"}
+_EMPTY_NEXACLOUD = pd.DataFrame(
+    {"invoice_id": pd.Series(dtype="int64"), "currency": pd.Series(dtype=object)}
+    | {column: pd.Series(dtype="int64") for column in ("subtotal_cents", "tax_cents", "total_cents")}
+)
+_EMPTY_ODOO = pd.DataFrame(
+    {
+        "move_id": pd.Series(dtype="int64"),
+        "name": pd.Series(dtype=object),
+        "move_type": pd.Series(dtype=object),
+        "currency": pd.Series(dtype=object),
+    }
+    | {column: pd.Series(dtype="int64") for column in ("untaxed_cents", "tax_cents", "total_cents")}
+)
+
+
+def _commercial_partner(partner_ids: pd.Series, partners: pd.DataFrame) -> pd.Series:
+    commercial = dict(zip(partners["partner_id"], partners["commercial_partner_id"], strict=True))
+    return partner_ids.map(lambda pid: int(commercial[pid]) if pd.notna(commercial.get(pid)) else int(pid))
+
+
+def _series_at(series: pd.Series, key: int) -> pd.Series:
+    try:
+        return series.loc[key]
+    except KeyError:
+        return pd.Series(dtype="int64")
+
+
+def _currency(values: pd.Series) -> str | None:
+    currencies = sorted(set(values.dropna()))
+    return "/".join(currencies) if currencies else None
+
+
+def _names(odoo: pd.DataFrame, move_type: str | None = None) -> str:
+    moves = odoo if move_type is None else odoo[odoo["move_type"] == move_type]
+    return ", ".join(
+        str(name) if name else f"move {move_id}"
+        for move_id, name in zip(moves["move_id"], moves["name"], strict=True)
+    )
+
+
+def _listing(values) -> str:
+    items = [str(value) for value in values]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _seconds(milliseconds: int) -> Decimal:
+    return Decimal(int(milliseconds)) / 1000
+
+
+def _seconds_text(milliseconds: int) -> str:
+    seconds = _seconds(milliseconds)
+    return f"{seconds:,.3f}".rstrip("0").rstrip(".")
+
+
+def _result_frame(results: pd.DataFrame) -> pd.DataFrame:
+    frame = results.reindex(columns=RESULT_COLUMNS)
+    for column in ("customer_id", "partner_id"):
+        frame[column] = frame[column].astype("Int64")
+    return frame
+
+
+def _line_frame(lines: pd.DataFrame, period: date) -> pd.DataFrame:
+    if lines.empty:
+        return pd.DataFrame(columns=LINE_COLUMNS)
+    lines = lines.assign(
+        billing_period=period,
+        nexacloud_cpu_seconds=lines["nexacloud_cpu_milliseconds"].map(_seconds),
+        odoo_cpu_seconds=lines["odoo_cpu_milliseconds"].map(_seconds),
+    )
+    frame = lines.reindex(columns=LINE_COLUMNS)
+    for column in ("customer_id", "partner_id", "deployment_id", "subscription_id"):
+        frame[column] = frame[column].astype("Int64")
+    return frame

@@ -28,6 +28,7 @@ LOCAL_INSTANCE_HOME = PROJECT_ROOT / "dagster_home" / "local"
 DEFAULT_TIMEZONE = "America/Toronto"
 DEFAULT_START_PERIOD = "2026-01-01"
 ODOO_PROTOCOLS = ("json2", "jsonrpc")
+TAX_ROUNDINGS = ("round_per_line", "round_globally")
 SUPPORTED_DATABASES = ("postgresql", "sqlite")
 
 
@@ -44,6 +45,16 @@ class OdooSettings:
 
 
 @dataclass(frozen=True)
+class ReconciliationSettings:
+    # None: the default of the systems reconciled (0 in production, the sandbox's own otherwise).
+    tolerance_cents: int | None
+    tax_rounding: str
+    waivers_file: Path | None
+    reports_dir: Path
+    flip_ready_periods: int
+
+
+@dataclass(frozen=True)
 class Settings:
     timezone: str
     start_period: date
@@ -53,6 +64,7 @@ class Settings:
     # None on both means the embedded sandbox serves NexaCloud and Odoo.
     nexacloud_url: str | None
     odoo: OdooSettings | None
+    reconciliation: ReconciliationSettings
 
     @property
     def uses_sandbox(self) -> bool:
@@ -88,6 +100,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         warehouse_configured=configured_warehouse is not None,
         nexacloud_url=nexacloud_url and _database_url(env, "NEXACLOUD_DATABASE_URL", nexacloud_url),
         odoo=_odoo(env, odoo_url) if odoo_url else None,
+        reconciliation=_reconciliation(env, instance_home),
     )
 
 
@@ -137,6 +150,40 @@ def _database_url(env: Mapping[str, str], name: str, value: str) -> str:
     if url.get_backend_name() == "postgresql" and not url.database:
         raise ConfigurationError(f"{name} names no database (…/dbname at the end of the URL).")
     return value
+
+
+def _reconciliation(env: Mapping[str, str], instance_home: Path) -> ReconciliationSettings:
+    tolerance = _get(env, "BILLING_TOLERANCE_CENTS")
+    rounding = _get(env, "BILLING_TAX_ROUNDING") or TAX_ROUNDINGS[0]
+    if rounding not in TAX_ROUNDINGS:
+        raise ConfigurationError(
+            f"BILLING_TAX_ROUNDING={rounding!r} is not one of {', '.join(TAX_ROUNDINGS)}."
+        )
+    waivers = _get(env, "BILLING_WAIVERS_FILE")
+    return ReconciliationSettings(
+        tolerance_cents=None
+        if tolerance is None
+        else _non_negative_int(tolerance, "BILLING_TOLERANCE_CENTS"),
+        tax_rounding=rounding,
+        waivers_file=Path(waivers) if waivers else None,
+        reports_dir=Path(_get(env, "BILLING_REPORTS_DIR") or instance_home / "reports"),
+        flip_ready_periods=_positive_int(
+            _get(env, "BILLING_FLIP_READY_PERIODS") or "1", "BILLING_FLIP_READY_PERIODS"
+        ),
+    )
+
+
+def _non_negative_int(value: str, name: str) -> int:
+    if not value.isdigit():
+        raise ConfigurationError(f"{name}={value!r} is not a whole, non-negative number.")
+    return int(value)
+
+
+def _positive_int(value: str, name: str) -> int:
+    number = _non_negative_int(value, name)
+    if number == 0:
+        raise ConfigurationError(f"{name} must be at least 1.")
+    return number
 
 
 def _odoo(env: Mapping[str, str], url: str) -> OdooSettings:

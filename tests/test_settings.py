@@ -21,6 +21,10 @@ def test_nothing_set_means_the_embedded_sandbox_in_toronto(tmp_path):
     assert settings.start_period == date(2026, 1, 1)
     assert settings.warehouse_url == f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
     assert settings.sandbox_dir == Path(tmp_path) / "sandbox"
+    assert settings.reconciliation.tolerance_cents is None  # the sandbox's own, or 0 in production
+    assert settings.reconciliation.tax_rounding == "round_per_line"
+    assert settings.reconciliation.reports_dir == Path(tmp_path) / "reports"
+    assert settings.reconciliation.flip_ready_periods == 1
 
 
 def test_both_sources_configured():
@@ -58,6 +62,10 @@ def test_half_configured_sources_name_the_missing_variable(environ, named, missi
         ({"BILLING_TIMEZONE": "Mars/Olympus_Mons"}, "BILLING_TIMEZONE"),
         ({"BILLING_START_PERIOD": "2026-01-15"}, "BILLING_START_PERIOD"),
         ({"BILLING_START_PERIOD": "January"}, "BILLING_START_PERIOD"),
+        ({"BILLING_TOLERANCE_CENTS": "-1"}, "BILLING_TOLERANCE_CENTS"),
+        ({"BILLING_TOLERANCE_CENTS": "0.5"}, "BILLING_TOLERANCE_CENTS"),
+        ({"BILLING_TAX_ROUNDING": "half_even"}, "BILLING_TAX_ROUNDING"),
+        ({"BILLING_FLIP_READY_PERIODS": "0"}, "BILLING_FLIP_READY_PERIODS"),
     ],
 )
 def test_a_malformed_setting_names_its_variable_and_never_echoes_a_secret(override, variable):

@@ -102,6 +102,24 @@ class Warehouse(ConfigurableResource):
         return create_engine(url, pool_pre_ping=True)
 
 
+class ReconciliationPolicy(ConfigurableResource):
+    """The rules a reconciliation is judged by: tolerance, tax rounding, waivers, readiness."""
+
+    tolerance_cents: int = Field(
+        default=0, description="Largest unexplained difference still acceptable, in cents."
+    )
+    tax_rounding: str = Field(default="round_per_line", description="round_per_line or round_globally.")
+    waivers_file: str | None = Field(default=None, description="The version-controlled waiver file (CSV).")
+    reports_dir: str = Field(description="Where each period's CSV and HTML reports are written.")
+    flip_ready_periods: int = Field(
+        default=1, description="Consecutive clean closed periods needed before the switch to Odoo."
+    )
+
+
+# The waiver file of the real systems, kept under version control with the code.
+PRODUCTION_WAIVERS_FILE = Path(__file__).resolve().parent.parent / "waivers.csv"
+
+
 def sandbox_paths(sandbox_dir: Path) -> dict[str, Path]:
     return {
         "nexacloud": sandbox_dir / "nexacloud.sqlite",
@@ -117,11 +135,21 @@ def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
     warehouse = Warehouse(
         url=EnvVar("BILLING_WAREHOUSE_URL") if settings.warehouse_configured else settings.warehouse_url
     )
+    policy = settings.reconciliation
     if settings.uses_sandbox:
         from fusion_billing_assets.sandbox.odoo_models import SANDBOX_API_KEY, SANDBOX_DATABASE, SANDBOX_LOGIN
+        from fusion_billing_assets.sandbox.scenarios import TOLERANCE_CENTS
 
         paths = sandbox_paths(settings.sandbox_dir)
         return {
+            "reconciliation_policy": ReconciliationPolicy(
+                # The sandbox's ground truth assumes its own tolerance unless one is configured.
+                tolerance_cents=TOLERANCE_CENTS if policy.tolerance_cents is None else policy.tolerance_cents,
+                tax_rounding=policy.tax_rounding,
+                waivers_file=str(policy.waivers_file or paths["waivers"]),
+                reports_dir=str(policy.reports_dir),
+                flip_ready_periods=policy.flip_ready_periods,
+            ),
             "nexacloud": NexaCloudDatabase(url=f"sqlite:///{paths['nexacloud']}"),
             "odoo": OdooAPI(
                 url=SANDBOX_ODOO_URL,
@@ -135,6 +163,13 @@ def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
     odoo = settings.odoo
     assert odoo is not None  # load_settings guarantees both sources or neither
     return {
+        "reconciliation_policy": ReconciliationPolicy(
+            tolerance_cents=policy.tolerance_cents or 0,
+            tax_rounding=policy.tax_rounding,
+            waivers_file=str(policy.waivers_file or PRODUCTION_WAIVERS_FILE),
+            reports_dir=str(policy.reports_dir),
+            flip_ready_periods=policy.flip_ready_periods,
+        ),
         "nexacloud": NexaCloudDatabase(url=EnvVar("NEXACLOUD_DATABASE_URL")),
         "odoo": OdooAPI(
             url=odoo.url,

@@ -15,9 +15,12 @@ import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from fusion_billing_assets.settings import LOCAL_INSTANCE_HOME, PROJECT_ROOT
+from fusion_billing_assets.settings import LOCAL_INSTANCE_HOME, PROJECT_ROOT, redact_url
 
 DEFAULT_SEED = 7
+RUN_TAGS = {"fusion/trigger": "cli"}
+# The run's full event log is in the UI; the terminal gets a few lines per period.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 LOCAL_INSTANCE_CONFIG = """\
 # The embedded instance of the sandbox, created by `fusion-billing reconcile`: runs, events and
 # asset values are kept in SQLite files and folders beside this file. Production uses
@@ -79,7 +82,7 @@ def _reconcile(args: argparse.Namespace) -> int:
 
     from dagster import DagsterInstance
 
-    from fusion_billing_assets.definitions import billing_period_job_name, defs
+    from fusion_billing_assets.definitions import billing_period_job_name, defs, flip_readiness_job_name
 
     instance = DagsterInstance.get()
     job = defs.resolve_job_def(billing_period_job_name)
@@ -89,12 +92,7 @@ def _reconcile(args: argparse.Namespace) -> int:
         started = time.monotonic()
         print(f"[{number}/{len(periods)}] {period} …", flush=True)
         result = job.execute_in_process(
-            partition_key=period,
-            instance=instance,
-            raise_on_error=False,
-            tags={"fusion/trigger": "cli"},
-            # The run's full event log is in the UI; the terminal gets one line per period.
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            partition_key=period, instance=instance, raise_on_error=False, tags=RUN_TAGS, run_config=QUIET
         )
         seconds = time.monotonic() - started
         outcome = "succeeded" if result.success else "FAILED"
@@ -103,38 +101,42 @@ def _reconcile(args: argparse.Namespace) -> int:
             print(f"      {line}")
         outcomes.append((period, result))
     failed = [period for period, result in outcomes if not result.success]
+    readiness = defs.resolve_job_def(flip_readiness_job_name).execute_in_process(
+        instance=instance, raise_on_error=False, tags=RUN_TAGS, run_config=QUIET
+    )
     print()
     print(
-        f"Summary: {len(outcomes) - len(failed)} period(s) succeeded, {len(failed)} failed"
+        f"Summary: {len(outcomes) - len(failed)} period(s) reconciled, {len(failed)} failed"
         + (f": {', '.join(failed)}" if failed else ".")
     )
+    for line in _readiness_report(readiness):
+        print(line)
     print("Where to look:")
     print(
         f"  the Dagster UI over these runs: DAGSTER_HOME={instance_home} "
         f"python3 -m uv run --locked dagster dev -w {PROJECT_ROOT / 'workspace.yaml'}  (then http://localhost:3000)"
     )
-    print(f"  each asset's frame per period: {instance_home / 'storage'}")
+    print(f"  results: table billing_reconciliation in {_warehouse_location(settings)}")
+    print(f"  reports for finance (CSV, HTML) per period: {settings.reconciliation.reports_dir}")
     if settings.uses_sandbox:
         print(f"  the sandbox and its ground truth: {settings.sandbox_dir} (manifest.json)")
     return 1 if failed else 0
 
 
 def _period_report(result) -> list[str]:
-    """What a billing engineer wants from a period at a glance: both sides' totals, the checks."""
-    metadata = {}
-    for event in result.get_asset_materialization_events():
-        materialization = event.event_specific_data.materialization
-        metadata[materialization.asset_key.to_user_string()] = {
-            key: value.value for key, value in materialization.metadata.items()
-        }
+    """A period at a glance: the statuses, the variance, the checks, where its report is."""
+    metadata = _materialization_metadata(result)
     lines = []
-    nexacloud = metadata.get("nexacloud/invoices")
-    odoo = metadata.get("odoo/invoices")
-    if nexacloud and odoo:
+    reconciliation = metadata.get("billing/reconciliation")
+    if reconciliation:
+        counts = {status: count for status, count in reconciliation["counts_by_status"].items() if count}
+        lines.append(", ".join(f"{count} {status}" for status, count in counts.items()))
         lines.append(
-            f"NexaCloud billed {nexacloud['total_billed']} on {nexacloud['dagster/row_count']} invoices; "
-            f"Odoo invoiced {odoo['total_invoiced']} on {odoo['dagster/row_count']}"
+            f"variance {reconciliation['total_variance']}; "
+            f"{reconciliation['unexplained_differences']} unexplained difference(s)"
+            + ("; provisional" if reconciliation["provisional"] else "")
         )
+        lines.append(f"report: {reconciliation.get('report_html', '(none)')}")
     checks = result.get_asset_check_evaluations()
     failed_checks = [check.check_name for check in checks if not check.passed]
     lines.append(
@@ -146,6 +148,28 @@ def _period_report(result) -> list[str]:
             f"failed step {failure.step_key}: {failure.event_specific_data.error.message.strip()[:300]}"
         )
     return lines
+
+
+def _readiness_report(result) -> list[str]:
+    readiness = _materialization_metadata(result).get("billing/flip_readiness")
+    if not readiness:
+        return ["Flip readiness: could not be judged (see the assess_flip_readiness run in the UI)."]
+    judged = ", ".join(readiness["periods_judged"]) or "no closed period"
+    return [f"Flip readiness: {readiness['verdict'].upper()} (judged {judged})", readiness["reasons"]]
+
+
+def _materialization_metadata(result) -> dict[str, dict]:
+    metadata = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        metadata[materialization.asset_key.to_user_string()] = {
+            key: value.value for key, value in materialization.metadata.items()
+        }
+    return metadata
+
+
+def _warehouse_location(settings) -> str:
+    return redact_url(settings.warehouse_url)
 
 
 def _ensure_sandbox(settings, *, regenerate: bool, seed: int) -> dict:

@@ -1,0 +1,388 @@
+"""The reconciliation: account mapping, expected charges, the three-way diff and flip readiness.
+
+The assets are thin: they hand the period's frames to ``billing.reconcile`` and record the result.
+The ``reconciliation`` asset replaces the period's rows in the warehouse in one transaction,
+reads them back, judges them with its checks and writes the period's report for finance.
+"""
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetIn,
+    MaterializeResult,
+    MetadataValue,
+    Output,
+    asset,
+)
+
+from fusion_billing_assets.billing.charges import TaxRounding
+from fusion_billing_assets.billing.expected import expected_charges as compute_expected_charges
+from fusion_billing_assets.billing.expected import expected_invoices
+from fusion_billing_assets.billing.money import format_cents
+from fusion_billing_assets.billing.readiness import flip_readiness as judge_flip_readiness
+from fusion_billing_assets.billing.reconcile import (
+    ACCEPTED_STATUSES,
+    PeriodInputs,
+    Policy,
+    reconcile,
+)
+from fusion_billing_assets.billing.reconcile import (
+    account_mapping as map_accounts,
+)
+from fusion_billing_assets.billing.waivers import load_waivers
+from fusion_billing_assets.defs.frames import OWNERS, frame_metadata, period_metadata
+from fusion_billing_assets.defs.resources import ReconciliationPolicy, Warehouse
+from fusion_billing_assets.partitions import billing_periods, window_of
+from fusion_billing_assets.reports import (
+    largest_differences_markdown,
+    status_counts,
+    svg_markdown_image,
+    total_variance_cents,
+    variance_chart_svg,
+    write_period_report,
+)
+from fusion_billing_assets.warehouse import ensure_tables, read_period, read_results, replace_period
+
+GROUP = "reconciliation"
+KEY_PREFIX = "billing"
+MAX_LISTED_IDS = 50
+
+ONE_ROW_PER_CUSTOMER = AssetCheckSpec(
+    "one_row_per_customer",
+    asset=[KEY_PREFIX, "reconciliation"],
+    description="Exactly one result row per customer (and per unmapped invoiced partner); no customer lost.",
+)
+LEG_TOTALS_MATCH_INVOICES = AssetCheckSpec(
+    "leg_totals_match_invoices",
+    asset=[KEY_PREFIX, "reconciliation"],
+    description="Each leg's total in the results equals the total of that system's invoices for the period.",
+)
+NO_UNEXPLAINED_DIFFERENCES = AssetCheckSpec(
+    "no_unexplained_differences",
+    asset=[KEY_PREFIX, "reconciliation"],
+    description="Every difference is matched, within tolerance, a rounding difference or waived.",
+)
+
+
+def _ins(**keys: tuple[str, str]) -> dict[str, AssetIn]:
+    return {name: AssetIn(key=list(key)) for name, key in keys.items()}
+
+
+@asset(
+    key=[KEY_PREFIX, "account_mapping"],
+    group_name=GROUP,
+    partitions_def=billing_periods,
+    kinds={"pandas"},
+    owners=OWNERS,
+    ins=_ins(
+        customers=("nexacloud", "customers"),
+        deployments=("nexacloud", "deployments"),
+        account_links=("odoo", "account_links"),
+        partners=("odoo", "partners"),
+        odoo_invoices=("odoo", "invoices"),
+    ),
+)
+def account_mapping(
+    context: AssetExecutionContext,
+    customers: pd.DataFrame,
+    deployments: pd.DataFrame,
+    account_links: pd.DataFrame,
+    partners: pd.DataFrame,
+    odoo_invoices: pd.DataFrame,
+) -> Output[pd.DataFrame]:
+    """Which NexaCloud customer is which Odoo partner, and which deployment which subscription,
+    for the period — with the unmapped of both sides, which cannot be reconciled."""
+    window = window_of(context.partition_key)
+    mapping = map_accounts(customers, deployments, account_links, partners, odoo_invoices)
+    unmapped = mapping[~mapping["mapped"]]
+    return Output(
+        mapping,
+        metadata={
+            **period_metadata(window, "nexacloud and odoo frames"),
+            **frame_metadata(mapping),
+            "mapped_customers": int(((mapping["link_kind"] == "customer") & mapping["mapped"]).sum()),
+            "mapped_deployments": int(((mapping["link_kind"] == "deployment") & mapping["mapped"]).sum()),
+            "unmapped_customers": MetadataValue.json(
+                _ids(
+                    unmapped[(unmapped["link_kind"] == "customer") & unmapped["nexacloud_id"].notna()][
+                        "nexacloud_id"
+                    ]
+                )
+            ),
+            "unmapped_deployments": MetadataValue.json(
+                _ids(unmapped[unmapped["link_kind"] == "deployment"]["nexacloud_id"])
+            ),
+            "invoiced_partners_without_customer": MetadataValue.json(
+                _ids(unmapped[unmapped["nexacloud_id"].isna()]["odoo_id"])
+            ),
+        },
+    )
+
+
+@asset(
+    key=[KEY_PREFIX, "expected_charges"],
+    group_name=GROUP,
+    partitions_def=billing_periods,
+    kinds={"pandas"},
+    owners=OWNERS,
+    ins=_ins(
+        customers=("nexacloud", "customers"),
+        plans=("nexacloud", "plans"),
+        deployments=("nexacloud", "deployments"),
+        usage=("nexacloud", "usage"),
+    ),
+)
+def expected_charges(
+    context: AssetExecutionContext,
+    reconciliation_policy: ReconciliationPolicy,
+    customers: pd.DataFrame,
+    plans: pd.DataFrame,
+    deployments: pd.DataFrame,
+    usage: pd.DataFrame,
+) -> Output[pd.DataFrame]:
+    """Our own third opinion of every bill: plan fee prorated by active days, overage above the
+    included CPU-seconds and the province's tax, per deployment, from NexaCloud's metering."""
+    window = window_of(context.partition_key)
+    rounding = TaxRounding(reconciliation_policy.tax_rounding)
+    lines = compute_expected_charges(customers, plans, deployments, usage, window, rounding=rounding)
+    return Output(
+        lines,
+        metadata={
+            **period_metadata(window, "nexacloud frames"),
+            **frame_metadata(lines),
+            "expected_total": format_cents(int(lines["total_cents"].sum())),
+            "expected_base": format_cents(int(lines["base_cents"].sum())),
+            "expected_overage": format_cents(int(lines["overage_cents"].sum())),
+            "expected_tax": format_cents(int(lines["tax_cents"].sum())),
+            "tax_rounding": rounding.value,
+        },
+    )
+
+
+@asset(
+    key=[KEY_PREFIX, "reconciliation"],
+    group_name=GROUP,
+    partitions_def=billing_periods,
+    kinds={"pandas", "sql"},
+    owners=OWNERS,
+    ins=_ins(
+        customers=("nexacloud", "customers"),
+        plans=("nexacloud", "plans"),
+        deployments=("nexacloud", "deployments"),
+        nexacloud_usage=("nexacloud", "usage"),
+        nexacloud_invoices=("nexacloud", "invoices"),
+        nexacloud_invoice_lines=("nexacloud", "invoice_lines"),
+        mapping=(KEY_PREFIX, "account_mapping"),
+        account_links=("odoo", "account_links"),
+        partners=("odoo", "partners"),
+        subscriptions=("odoo", "subscriptions"),
+        odoo_usage=("odoo", "usage"),
+        odoo_invoices=("odoo", "invoices"),
+        odoo_invoice_lines=("odoo", "invoice_lines"),
+        expected_lines=(KEY_PREFIX, "expected_charges"),
+    ),
+    check_specs=[ONE_ROW_PER_CUSTOMER, LEG_TOTALS_MATCH_INVOICES, NO_UNEXPLAINED_DIFFERENCES],
+)
+def reconciliation(
+    context: AssetExecutionContext,
+    warehouse: Warehouse,
+    reconciliation_policy: ReconciliationPolicy,
+    customers: pd.DataFrame,
+    plans: pd.DataFrame,
+    deployments: pd.DataFrame,
+    nexacloud_usage: pd.DataFrame,
+    nexacloud_invoices: pd.DataFrame,
+    nexacloud_invoice_lines: pd.DataFrame,
+    mapping: pd.DataFrame,
+    account_links: pd.DataFrame,
+    partners: pd.DataFrame,
+    subscriptions: pd.DataFrame,
+    odoo_usage: pd.DataFrame,
+    odoo_invoices: pd.DataFrame,
+    odoo_invoice_lines: pd.DataFrame,
+    expected_lines: pd.DataFrame,
+) -> MaterializeResult:
+    """The period's reconciliation, customer by customer: what NexaCloud billed, what Odoo
+    computed, what we expect, the one status that explains any difference and its cause. Written
+    to the warehouse table ``billing_reconciliation`` (replacing the period's rows atomically)
+    with a per-deployment detail table and a CSV/HTML report for finance."""
+    window = window_of(context.partition_key)
+    now = datetime.now(UTC)
+    provisional = not window.is_closed(now)
+    policy = reconciliation_policy
+    waivers = load_waivers(Path(policy.waivers_file), required=False) if policy.waivers_file else ()
+    rounding = TaxRounding(policy.tax_rounding)
+    inputs = PeriodInputs(
+        period=window.period,
+        provisional=provisional,
+        customers=customers,
+        plans=plans,
+        deployments=deployments,
+        nexacloud_usage=nexacloud_usage,
+        nexacloud_invoices=nexacloud_invoices,
+        nexacloud_invoice_lines=nexacloud_invoice_lines,
+        account_links=account_links,
+        partners=partners,
+        subscriptions=subscriptions,
+        odoo_usage=odoo_usage,
+        odoo_invoices=odoo_invoices,
+        odoo_invoice_lines=odoo_invoice_lines,
+        expected_lines=expected_lines,
+        expected_invoices=expected_invoices(expected_lines, rounding=rounding),
+    )
+    results, lines = reconcile(inputs, mapping, waivers, Policy(tolerance_cents=policy.tolerance_cents), now)
+    with warehouse.begin() as connection:
+        ensure_tables(connection)
+        replace_period(connection, window.period, results, lines)
+    # Judge and report what the warehouse now holds, not the frame we meant to write.
+    with warehouse.begin() as connection:
+        stored, stored_lines = read_period(connection, window.period)
+    reports = write_period_report(
+        Path(policy.reports_dir) / window.key,
+        window.period,
+        stored,
+        stored_lines,
+        provisional=provisional,
+        generated_at=now,
+    )
+    counts = status_counts(stored)
+    unexplained = stored[~stored["status"].isin(ACCEPTED_STATUSES)]
+    context.log.info(
+        f"reconciliation {window.key}: {len(stored)} rows, {len(unexplained)} unexplained, "
+        f"variance {format_cents(total_variance_cents(stored))}"
+    )
+    return MaterializeResult(
+        metadata={
+            **period_metadata(window, warehouse.describe()),
+            "dagster/row_count": len(stored),
+            "counts_by_status": MetadataValue.json(counts),
+            "unexplained_differences": len(unexplained),
+            "total_variance": format_cents(total_variance_cents(stored)),
+            "tolerance": format_cents(policy.tolerance_cents),
+            "waivers_file": policy.waivers_file or "none",
+            "largest_differences": MetadataValue.md(largest_differences_markdown(stored, limit=20)),
+            "variance_by_status": MetadataValue.md(svg_markdown_image(variance_chart_svg(stored))),
+            **{f"report_{kind}": MetadataValue.path(str(path)) for kind, path in reports.items()},
+        },
+        check_results=[
+            _one_row_per_customer(window.key, stored, customers),
+            _leg_totals_match_invoices(window.key, stored, nexacloud_invoices, odoo_invoices),
+            _no_unexplained_differences(window.key, unexplained),
+        ],
+    )
+
+
+@asset(
+    key=[KEY_PREFIX, "flip_readiness"],
+    group_name=GROUP,
+    kinds={"sql"},
+    owners=OWNERS,
+    deps=[reconciliation],
+)
+def flip_readiness(
+    context: AssetExecutionContext, warehouse: Warehouse, reconciliation_policy: ReconciliationPolicy
+) -> MaterializeResult:
+    """May Nexa switch billing over to Odoo? Ready when the last N consecutive closed billing
+    periods (N = BILLING_FLIP_READY_PERIODS, default 1) have no unexplained difference."""
+    now = datetime.now(UTC)
+    closed = [
+        window_of(key).period for key in billing_periods.get_partition_keys() if window_of(key).is_closed(now)
+    ]
+    with warehouse.begin() as connection:
+        ensure_tables(connection)
+        results = read_results(connection, closed)
+    readiness = judge_flip_readiness(results, closed, reconciliation_policy.flip_ready_periods)
+    context.log.info(f"flip readiness: {readiness.verdict}; " + "; ".join(readiness.reasons))
+    reasons = "\n".join(f"- {reason}" for reason in readiness.reasons) or "- every judged period is clean"
+    return MaterializeResult(
+        metadata={
+            "verdict": readiness.verdict,
+            "periods_judged": [period.isoformat() for period in readiness.periods_judged],
+            "required_clean_periods": reconciliation_policy.flip_ready_periods,
+            "reasons": MetadataValue.md(reasons),
+            "unexplained_by_period": MetadataValue.json(readiness.unexplained_by_period),
+            "judged_at": now.isoformat(timespec="seconds"),
+        }
+    )
+
+
+def _one_row_per_customer(period: str, stored: pd.DataFrame, customers: pd.DataFrame) -> AssetCheckResult:
+    customer_rows = stored[stored["customer_id"].notna()]
+    partner_rows = stored[stored["customer_id"].isna()]
+    repeated = customer_rows["customer_id"][customer_rows["customer_id"].duplicated()]
+    repeated_partners = partner_rows["partner_id"][partner_rows["partner_id"].duplicated()]
+    lost = customers.loc[~customers["customer_id"].isin(customer_rows["customer_id"]), "customer_id"]
+    unknown = customer_rows.loc[~customer_rows["customer_id"].isin(customers["customer_id"]), "customer_id"]
+    return AssetCheckResult(
+        check_name=ONE_ROW_PER_CUSTOMER.name,
+        passed=repeated.empty and repeated_partners.empty and lost.empty and unknown.empty,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "billing_period": period,
+            "customers_in": len(customers),
+            "rows_out": len(stored),
+            "repeated_customer_ids": MetadataValue.json(_ids(repeated)),
+            "repeated_partner_ids": MetadataValue.json(_ids(repeated_partners)),
+            "lost_customer_ids": MetadataValue.json(_ids(lost)),
+            "unknown_customer_ids": MetadataValue.json(_ids(unknown)),
+        },
+    )
+
+
+def _leg_totals_match_invoices(
+    period: str, stored: pd.DataFrame, nexacloud_invoices: pd.DataFrame, odoo_invoices: pd.DataFrame
+) -> AssetCheckResult:
+    legs = {
+        "nexacloud": (
+            int(stored["nexacloud_total_cents"].sum()),
+            int(nexacloud_invoices["total_cents"].sum()),
+        ),
+        "odoo": (int(stored["odoo_total_cents"].sum()), int(odoo_invoices["total_cents"].sum())),
+    }
+    return AssetCheckResult(
+        check_name=LEG_TOTALS_MATCH_INVOICES.name,
+        passed=all(results == invoices for results, invoices in legs.values()),
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "billing_period": period,
+            **{f"{leg}_in_results": format_cents(results) for leg, (results, _) in legs.items()},
+            **{f"{leg}_invoices": format_cents(invoices) for leg, (_, invoices) in legs.items()},
+        },
+    )
+
+
+def _no_unexplained_differences(period: str, unexplained: pd.DataFrame) -> AssetCheckResult:
+    worst = unexplained.reindex(unexplained["delta_cents"].abs().sort_values(ascending=False).index)
+    return AssetCheckResult(
+        check_name=NO_UNEXPLAINED_DIFFERENCES.name,
+        passed=unexplained.empty,
+        # Not blocking: the results are written either way so people can read them.
+        severity=AssetCheckSeverity.ERROR,
+        description=(
+            "no unexplained differences"
+            if unexplained.empty
+            else f"{len(unexplained)} unexplained difference(s): "
+            + ", ".join(f"{count} {status}" for status, count in unexplained["status"].value_counts().items())
+        ),
+        metadata={
+            "billing_period": period,
+            "unexplained_count": len(unexplained),
+            "offending_customer_ids": MetadataValue.json(_ids(worst["customer_id"].dropna())),
+            "offending_partner_ids": MetadataValue.json(
+                _ids(worst.loc[worst["customer_id"].isna(), "partner_id"])
+            ),
+        },
+    )
+
+
+def _ids(values: pd.Series) -> list[int]:
+    return [int(value) for value in values.dropna()][:MAX_LISTED_IDS]
+
+
+assets = [account_mapping, expected_charges, reconciliation, flip_readiness]

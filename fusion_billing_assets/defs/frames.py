@@ -44,20 +44,25 @@ def validated_output(
     try:
         frame = validate(frame, contract)
     except DataQualityError as error:
-        raise Failure(
-            description=str(error),
-            metadata={
-                "billing_period": window.key,
-                "failing_checks": len(error.failures),
-                "failures": MetadataValue.md(error.failures.to_markdown(index=False)),
-            },
-            allow_retries=False,
-        ) from None
+        raise data_quality_failure(error, window) from None
     context.log.info(f"{contract.name} {window.key}: {len(frame)} rows from {source}")
     return Output(
         frame,
         output_name=output_name,
         metadata={**period_metadata(window, source), **frame_metadata(frame), **(metadata or {})},
+    )
+
+
+def data_quality_failure(error: DataQualityError, window: PeriodWindow) -> Failure:
+    """The step failure a person reads: every failing record with its field, and the period."""
+    return Failure(
+        description=str(error),
+        metadata={
+            "billing_period": window.key,
+            "failing_checks": len(error.failures),
+            "failures": MetadataValue.md(error.failures.to_markdown(index=False)),
+        },
+        allow_retries=False,
     )
 
 

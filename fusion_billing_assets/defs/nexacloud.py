@@ -11,12 +11,18 @@ from dagster import AssetCheckSpec, AssetExecutionContext, AssetIn, MetadataValu
 
 from fusion_billing_assets.billing.charges import active_days
 from fusion_billing_assets.billing.money import format_cents
-from fusion_billing_assets.defs.frames import OWNERS, referential_check_result, validated_output
+from fusion_billing_assets.defs.frames import (
+    OWNERS,
+    data_quality_failure,
+    referential_check_result,
+    validated_output,
+)
 from fusion_billing_assets.defs.resources import NexaCloudDatabase
 from fusion_billing_assets.partitions import billing_periods, window_of
 from fusion_billing_assets.sources import integrity
 from fusion_billing_assets.sources import nexacloud as queries
 from fusion_billing_assets.sources import validation as contracts
+from fusion_billing_assets.sources.validation import DataQualityError
 
 GROUP = "nexacloud"
 POOL = "nexacloud_db"
@@ -131,6 +137,22 @@ def nexacloud_usage(context: AssetExecutionContext, nexacloud: NexaCloudDatabase
     window = window_of(context.partition_key)
     with nexacloud.get_connection() as connection:
         frame = queries.fetch_usage(connection, window)
+        negative = (
+            queries.fetch_negative_usage(connection, window) if frame["negative_records"].any() else None
+        )
+    if negative is not None:
+        failures = pd.DataFrame(
+            {
+                "record": [
+                    f"usage record {row.usage_record_id} (deployment_id={row.deployment_id}, "
+                    f"idempotency_key={row.idempotency_key}, window_start={row.window_start:%Y-%m-%d %H:%M}Z)"
+                    for row in negative.itertuples()
+                ],
+                "field": "quantity",
+                "problem": [f"quantity >= 0 (got {quantity})" for quantity in negative["quantity"]],
+            }
+        )
+        raise data_quality_failure(DataQualityError("nexacloud/usage", failures), window)
     output = validated_output(
         context,
         frame,

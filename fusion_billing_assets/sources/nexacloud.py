@@ -118,6 +118,7 @@ USAGE_COLUMNS = {
     "records": INT,
     "late_cpu_milliseconds": INT,
     "late_records": INT,
+    "negative_records": INT,
 }
 INVOICE_COLUMNS = {
     "invoice_id": INT,
@@ -212,6 +213,10 @@ def fetch_usage(connection: Connection, window: PeriodWindow) -> pd.DataFrame:
             func.count().label("records"),
             func.coalesce(func.sum(case((is_late, milliseconds), else_=0)), 0).label("late_cpu_milliseconds"),
             func.coalesce(func.sum(case((is_late, 1), else_=0)), 0).label("late_records"),
+            # Summing first would hide a negative reading inside its day: count them apart.
+            func.coalesce(func.sum(case((usage_records.c.quantity < 0, 1), else_=0)), 0).label(
+                "negative_records"
+            ),
         )
         .where(
             usage_records.c.metric == "cpu_seconds",
@@ -222,6 +227,37 @@ def fetch_usage(connection: Connection, window: PeriodWindow) -> pd.DataFrame:
         .order_by(usage_records.c.deployment_id, usage_date)
     )
     return _frame(connection, query, USAGE_COLUMNS)
+
+
+def fetch_negative_usage(connection: Connection, window: PeriodWindow, limit: int = 50) -> pd.DataFrame:
+    """The usage records of the period with a negative quantity, to name them in an error."""
+    query = (
+        select(
+            usage_records.c.id.label("usage_record_id"),
+            usage_records.c.deployment_id,
+            usage_records.c.window_start,
+            usage_records.c.quantity,
+            usage_records.c.idempotency_key,
+        )
+        .where(
+            usage_records.c.quantity < 0,
+            usage_records.c.window_start >= window.start_utc,
+            usage_records.c.window_start < window.end_utc,
+        )
+        .order_by(usage_records.c.id)
+        .limit(limit)
+    )
+    return _frame(
+        connection,
+        query,
+        {
+            "usage_record_id": INT,
+            "deployment_id": INT,
+            "window_start": UTC_TIMESTAMP,
+            "quantity": DECIMAL,
+            "idempotency_key": TEXT,
+        },
+    )
 
 
 def fetch_invoices(connection: Connection, window: PeriodWindow) -> pd.DataFrame:

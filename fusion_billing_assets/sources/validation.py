@@ -143,6 +143,9 @@ def nexacloud_usage(window: PeriodWindow) -> FrameContract:
             "records": pa.Column("int64", pa.Check.gt(0)),
             "late_cpu_milliseconds": pa.Column("int64", pa.Check.ge(0, error="quantity >= 0")),
             "late_records": pa.Column("int64", pa.Check.ge(0)),
+            "negative_records": pa.Column(
+                "int64", pa.Check.eq(0, error="quantity >= 0 on every usage record")
+            ),
         },
         unique=["deployment_id", "usage_date"],
         strict=True,

@@ -570,8 +570,9 @@ def _currency(values: pd.Series) -> str | None:
 
 def _names(odoo: pd.DataFrame, move_type: str | None = None) -> str:
     moves = odoo if move_type is None else odoo[odoo["move_type"] == move_type]
+    # Odoo names a draft "/" until it is posted.
     return ", ".join(
-        str(name) if name else f"move {move_id}"
+        str(name) if name and name != "/" else f"draft move {move_id}"
         for move_id, name in zip(moves["move_id"], moves["name"], strict=True)
     )
 

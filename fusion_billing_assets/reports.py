@@ -20,46 +20,13 @@ import pandas as pd
 
 from fusion_billing_assets.billing.money import cents_to_dollars, format_cents
 from fusion_billing_assets.billing.periods import next_period
-
-# DESIGN §6, in the order of its table: the order of every count by status.
-STATUS_MEANINGS: Mapping[str, str] = {
-    "match": "NexaCloud and Odoo totals equal to the cent",
-    "within_tolerance": "the totals differ by no more than the configured tolerance",
-    "rounding_difference": "explained by per-line vs global tax rounding, or half-even vs half-up",
-    "usage_mismatch": "Odoo's usage ledger differs from NexaCloud's metered CPU-seconds",
-    "rate_mismatch": "the plan fee or overage rate on the Odoo subscription differs from the NexaCloud plan",
-    "tax_mismatch": "subtotals agree, tax differs beyond rounding",
-    "amount_mismatch": "the totals differ and nothing above explains it",
-    "missing_in_odoo": "NexaCloud billed the customer, Odoo has no invoice for the period",
-    "missing_in_nexacloud": "Odoo invoiced, NexaCloud did not bill",
-    "unmapped": "no mapping between the NexaCloud customer and an Odoo partner",
-    "duplicate": "one side has more than one invoice for the customer and period",
-    "currency_mismatch": "the two sides bill in different currencies",
-    "waived": "a difference someone accepted in the waiver file",
-}
-STATUSES = tuple(STATUS_MEANINGS)
-
-# Differences that are accepted as they are and do not hold back the switch to Odoo.
-EXPLAINED_STATUSES = frozenset({"match", "within_tolerance", "rounding_difference", "waived"})
-
-# Most severe first, the order rows are listed in. Duplicates, currencies and missing mappings
-# make the amounts themselves meaningless; a missing invoice is a whole invoice; an unexplained
-# amount comes before the differences that carry their cause; accepted ones come last.
-SEVERITY_ORDER = (
-    "duplicate",
-    "currency_mismatch",
-    "unmapped",
-    "missing_in_odoo",
-    "missing_in_nexacloud",
-    "amount_mismatch",
-    "usage_mismatch",
-    "rate_mismatch",
-    "tax_mismatch",
-    "rounding_difference",
-    "within_tolerance",
-    "waived",
-    "match",
+from fusion_billing_assets.billing.statuses import (
+    ACCEPTED_STATUSES,
+    SEVERITY_ORDER,
+    STATUS_MEANINGS,
+    STATUSES,
 )
+
 _SEVERITY_RANK = {status: rank for rank, status in enumerate(SEVERITY_ORDER)}
 
 NO_VALUE = "—"
@@ -81,7 +48,7 @@ def total_variance_cents(results: pd.DataFrame) -> int:
 
 def unexplained(results: pd.DataFrame) -> pd.DataFrame:
     """The rows that hold back the switch to Odoo, most severe first."""
-    return in_severity_order(results[~results["status"].isin(EXPLAINED_STATUSES)])
+    return in_severity_order(results[~results["status"].isin(ACCEPTED_STATUSES)])
 
 
 def in_severity_order(results: pd.DataFrame) -> pd.DataFrame:
@@ -103,7 +70,7 @@ def largest_differences_markdown(results: pd.DataFrame, limit: int = 20) -> str:
     Rows that agree to the cent under an accepted status are left out; an unexplained status with
     no difference in the totals (a duplicate that sums up right) is kept, after the others.
     """
-    differing = results[(results["delta_cents"] != 0) | ~results["status"].isin(EXPLAINED_STATUSES)]
+    differing = results[(results["delta_cents"] != 0) | ~results["status"].isin(ACCEPTED_STATUSES)]
     if differing.empty:
         return "_No differences: every row agrees to the cent._"
     largest = differing.assign(
@@ -179,7 +146,7 @@ def variance_chart_svg(results: pd.DataFrame) -> str:
     for index, (status, cents) in enumerate(bars):
         y = _TOP + row_height * index + (row_height - bar_height) / 2
         width = max(1.0, plot_width * cents / axis_max)
-        colour = _EXPLAINED_COLOUR if status in EXPLAINED_STATUSES else _UNEXPLAINED_COLOUR
+        colour = _EXPLAINED_COLOUR if status in ACCEPTED_STATUSES else _UNEXPLAINED_COLOUR
         label = html.escape(status)
         value = html.escape(format_cents(cents))
         middle = y + bar_height / 2 + 4
@@ -372,7 +339,7 @@ def _result_row_html(row: Mapping[str, Any]) -> str:
         cause += (
             f'<div class="waiver">Waiver: {_text(row["waiver_reason"])} (approved by {_text(approver)})</div>'
         )
-    kind = "explained" if row["status"] in EXPLAINED_STATUSES else "unexplained"
+    kind = "explained" if row["status"] in ACCEPTED_STATUSES else "unexplained"
     return (
         f'<tr class="{kind}"><td>{_status_badge(row["status"])}</td><td>{_text(_customer_label(row))}</td>'
         f"<td>{_text(_id_label(row['partner_id']))}</td><td>{_text(_currencies(row))}</td>"
@@ -507,7 +474,7 @@ def _text(value: Any) -> str:
 
 
 def _status_badge(status: str) -> str:
-    kind = "explained" if status in EXPLAINED_STATUSES else "unexplained"
+    kind = "explained" if status in ACCEPTED_STATUSES else "unexplained"
     return f'<span class="status {kind}">{_text(status)}</span>'
 
 

@@ -194,7 +194,7 @@ def test_a_503_is_retried_with_backoff_and_then_succeeds():
 
 
 def test_a_429_waits_as_long_as_retry_after_says():
-    handle, seen = _scripted(httpx.Response(429, headers={"Retry-After": "7"}), httpx.Response(200, json=3))
+    handle, _ = _scripted(httpx.Response(429, headers={"Retry-After": "7"}), httpx.Response(200, json=3))
     sleeps: list[float] = []
     assert _client(handle, sleeps).call("res.partner", "search_count", domain=[]) == 3
     assert sleeps == [7.0]

@@ -32,11 +32,12 @@ from fusion_billing_assets.billing.charges import (
 )
 from fusion_billing_assets.billing.money import dollars_to_cents, round_half_up
 from fusion_billing_assets.billing.periods import as_utc, period_of, period_window
+from fusion_billing_assets.billing.statuses import STATUSES
 from fusion_billing_assets.billing.tax import tax_rate
 from fusion_billing_assets.sandbox.__main__ import main as sandbox_cli
 from fusion_billing_assets.sandbox.generator import SandboxScale, Summary, generate
 from fusion_billing_assets.sandbox.odoo_models import MODELS, SANDBOX_API_KEY, SANDBOX_DATABASE
-from fusion_billing_assets.sandbox.scenarios import MINIMUM_CUSTOMERS, STATUSES
+from fusion_billing_assets.sandbox.scenarios import MINIMUM_CUSTOMERS
 from fusion_billing_assets.sources import nexacloud_schema as schema
 
 TIMEZONE = "America/Toronto"

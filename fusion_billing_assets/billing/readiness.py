@@ -14,7 +14,7 @@ from datetime import date
 import pandas as pd
 
 from fusion_billing_assets.billing.money import format_cents
-from fusion_billing_assets.billing.reconcile import ACCEPTED_STATUSES
+from fusion_billing_assets.billing.statuses import ACCEPTED_STATUSES
 
 READY, NOT_READY = "ready", "not_ready"
 

@@ -35,24 +35,6 @@ from fusion_billing_assets.billing.tax import tax_rule
 from fusion_billing_assets.billing.waivers import Waiver, find_waiver
 from fusion_billing_assets.warehouse import LINE_COLUMNS, RESULT_COLUMNS
 
-STATUSES = (
-    "match",
-    "within_tolerance",
-    "rounding_difference",
-    "usage_mismatch",
-    "rate_mismatch",
-    "tax_mismatch",
-    "amount_mismatch",
-    "missing_in_odoo",
-    "missing_in_nexacloud",
-    "unmapped",
-    "duplicate",
-    "currency_mismatch",
-    "waived",
-)
-# Differences that are explained or accepted: they do not stand in the way of the switch.
-ACCEPTED_STATUSES = frozenset({"match", "within_tolerance", "rounding_difference", "waived"})
-
 NEXACLOUD_BASE, NEXACLOUD_OVERAGE = "base", "overage"
 
 

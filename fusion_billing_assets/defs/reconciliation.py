@@ -27,7 +27,6 @@ from fusion_billing_assets.billing.expected import expected_invoices
 from fusion_billing_assets.billing.money import format_cents
 from fusion_billing_assets.billing.readiness import flip_readiness as judge_flip_readiness
 from fusion_billing_assets.billing.reconcile import (
-    ACCEPTED_STATUSES,
     PeriodInputs,
     Policy,
     reconcile,
@@ -35,6 +34,7 @@ from fusion_billing_assets.billing.reconcile import (
 from fusion_billing_assets.billing.reconcile import (
     account_mapping as map_accounts,
 )
+from fusion_billing_assets.billing.statuses import ACCEPTED_STATUSES
 from fusion_billing_assets.billing.waivers import load_waivers
 from fusion_billing_assets.defs.frames import OWNERS, frame_metadata, period_metadata
 from fusion_billing_assets.defs.resources import ReconciliationPolicy, Warehouse

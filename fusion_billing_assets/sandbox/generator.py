@@ -58,6 +58,7 @@ from fusion_billing_assets.billing.periods import (
     period_window,
     periods_between,
 )
+from fusion_billing_assets.billing.statuses import STATUSES
 from fusion_billing_assets.billing.tax import tax_rate, tax_rule
 from fusion_billing_assets.sandbox.odoo_models import (
     MODELS,
@@ -67,7 +68,6 @@ from fusion_billing_assets.sandbox.odoo_models import (
 )
 from fusion_billing_assets.sandbox.scenarios import (
     MINIMUM_CUSTOMERS,
-    STATUSES,
     TOLERANCE_CENTS,
     Casting,
     Role,

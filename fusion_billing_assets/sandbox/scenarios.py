@@ -16,23 +16,6 @@ from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 
-# DESIGN §6, in the order of its table.
-STATUSES = (
-    "match",
-    "within_tolerance",
-    "rounding_difference",
-    "usage_mismatch",
-    "rate_mismatch",
-    "tax_mismatch",
-    "amount_mismatch",
-    "missing_in_odoo",
-    "missing_in_nexacloud",
-    "unmapped",
-    "duplicate",
-    "currency_mismatch",
-    "waived",
-)
-
 # The tolerance the expected statuses assume: the one-cent difference is within it, every other
 # difference is at least two cents.
 TOLERANCE_CENTS = 1

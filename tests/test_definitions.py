@@ -9,8 +9,12 @@ from fusion_billing_assets.definitions import billing_period_job_name, defs, fli
 from fusion_billing_assets.partitions import BILLING_TIMEZONE, billing_periods
 
 SOURCE_ASSETS = {
-    ("nexacloud", name) for name in ("customers", "plans", "deployments", "usage", "invoices", "invoice_lines")
-} | {("odoo", name) for name in ("account_links", "partners", "subscriptions", "usage", "invoices", "invoice_lines")}
+    ("nexacloud", name)
+    for name in ("customers", "plans", "deployments", "usage", "invoices", "invoice_lines")
+} | {
+    ("odoo", name)
+    for name in ("account_links", "partners", "subscriptions", "usage", "invoices", "invoice_lines")
+}
 
 
 def test_definitions_load_with_every_source_asset_in_its_group():

@@ -26,13 +26,14 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine
 from sqlalchemy.pool import StaticPool
 
-from fusion_billing_assets.billing.charges import TaxRounding, active_days
+from fusion_billing_assets.billing.charges import TaxRounding
 from fusion_billing_assets.billing.expected import (
     EXPECTED_CHARGE_COLUMNS,
     EXPECTED_INVOICE_COLUMNS,
     GLOBAL_HALF_UP,
     PER_LINE_HALF_EVEN,
     PER_LINE_HALF_UP,
+    active_days_per_deployment,
     expected_charges,
     expected_invoices,
     tax_under_other_rounding,
@@ -585,16 +586,7 @@ class SandboxPeriod:
 
 def with_active_days(deployments: pd.DataFrame, window: PeriodWindow) -> pd.DataFrame:
     """The deployments frame as the nexacloud/deployments asset hands it over."""
-    deployments = deployments.copy()
-    deployments["active_days"] = pd.Series(
-        [
-            active_days(created.to_pydatetime(), None if pd.isna(ended) else ended.to_pydatetime(), window)
-            for created, ended in zip(deployments["created_at"], deployments["terminated_at"], strict=True)
-        ],
-        index=deployments.index,
-        dtype="int64",
-    )
-    return deployments
+    return deployments.assign(active_days=active_days_per_deployment(deployments, window))
 
 
 @pytest.fixture(

@@ -60,9 +60,13 @@ PROTOCOLS = ["json2", "jsonrpc"]
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_keyset_paging_reads_archived_partners_too_in_n_over_page_size_requests(odoo_app, transport, protocol):
+def test_keyset_paging_reads_archived_partners_too_in_n_over_page_size_requests(
+    odoo_app, transport, protocol
+):
     with odoo_client(odoo_app, transport, protocol) as client:
-        partners = client.search_read_all("res.partner", [["ref", "=like", "NC-%"]], ["name", "ref", "active"])
+        partners = client.search_read_all(
+            "res.partner", [["ref", "=like", "NC-%"]], ["name", "ref", "active"]
+        )
         requests = client.stats.requests
     assert [p["id"] for p in partners] == list(range(1, 58))
     assert sum(not p["active"] for p in partners) == 8  # the client's context reads archived records

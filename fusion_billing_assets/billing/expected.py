@@ -22,6 +22,7 @@ import pandas as pd
 
 from fusion_billing_assets.billing.charges import (
     TaxRounding,
+    active_days,
     base_charge_cents,
     line_taxes_cents,
     overage_charge_cents,
@@ -92,6 +93,18 @@ PER_LINE_HALF_EVEN = "per_line_half_even"
 
 # How many offending ids an error message names before it says "and N more".
 _NAMED_IN_ERRORS = 10
+
+
+def active_days_per_deployment(deployments: pd.DataFrame, window: PeriodWindow) -> pd.Series:
+    """Each deployment's active local days in the period, from its ``created_at``/``terminated_at``."""
+    return pd.Series(
+        [
+            active_days(created.to_pydatetime(), None if pd.isna(ended) else ended.to_pydatetime(), window)
+            for created, ended in zip(deployments["created_at"], deployments["terminated_at"], strict=True)
+        ],
+        index=deployments.index,
+        dtype="int64",
+    )
 
 
 def expected_charges(

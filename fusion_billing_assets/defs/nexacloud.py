@@ -9,7 +9,7 @@ frames of a period reference each other; a failure stops everything downstream o
 import pandas as pd
 from dagster import AssetCheckSpec, AssetExecutionContext, AssetIn, MetadataValue, Output, asset
 
-from fusion_billing_assets.billing.charges import active_days
+from fusion_billing_assets.billing.expected import active_days_per_deployment
 from fusion_billing_assets.billing.money import format_cents
 from fusion_billing_assets.defs.frames import (
     OWNERS,
@@ -100,14 +100,7 @@ def nexacloud_deployments(
     window = window_of(context.partition_key)
     with nexacloud.get_connection() as connection:
         frame = queries.fetch_deployments(connection, window)
-    frame["active_days"] = pd.Series(
-        [
-            active_days(created.to_pydatetime(), None if pd.isna(ended) else ended.to_pydatetime(), window)
-            for created, ended in zip(frame["created_at"], frame["terminated_at"], strict=True)
-        ],
-        index=frame.index,
-        dtype="int64",
-    )
+    frame["active_days"] = active_days_per_deployment(frame, window)
     output = validated_output(
         context,
         frame,

@@ -26,7 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from functools import partial
 
+import numpy as np
 import pandas as pd
 
 from fusion_billing_assets.billing.expected import tax_under_other_rounding
@@ -174,13 +176,39 @@ class _Ledger:
         )
         self.odoo_invoices_by_partner = dict(tuple(odoo_invoices.groupby("commercial_partner_id")))
         self.nexacloud_invoices_by_customer = dict(tuple(inputs.nexacloud_invoices.groupby("customer_id")))
-        self.nexacloud_lines = inputs.nexacloud_invoice_lines
-        self.odoo_lines = inputs.odoo_invoice_lines
-        self.deployments_by_customer = dict(tuple(inputs.deployments.groupby("customer_id")))
-        self.expected_by_customer = inputs.expected_invoices.set_index("customer_id")
-        self.expected_lines = inputs.expected_lines.set_index("deployment_id")
-        self.plans = inputs.plans.set_index("plan_id")
-        self.subscriptions = inputs.subscriptions.set_index("subscription_id")
+        # Every per-customer and per-deployment figure is summed here in one pass over each frame:
+        # looking rows up customer by customer in whole frames would grow with the square of them.
+        nexacloud_lines = inputs.nexacloud_invoice_lines.merge(
+            inputs.nexacloud_invoices[["invoice_id", "customer_id"]], on="invoice_id", how="left"
+        )
+        odoo_lines = inputs.odoo_invoice_lines.assign(
+            category=_odoo_category(inputs.odoo_invoice_lines["product_code"], policy.products)
+        ).merge(odoo_invoices[["move_id", "commercial_partner_id"]], on="move_id", how="left")
+        self.nexacloud_lines_by_invoice = _groups(nexacloud_lines, "invoice_id")
+        self.nexacloud_by_customer = _invoice_summaries(
+            inputs.nexacloud_invoices, "customer_id", "subtotal_cents"
+        )
+        self.odoo_by_partner = _invoice_summaries(odoo_invoices, "commercial_partner_id", "untaxed_cents")
+        self.nexacloud_kind_by_customer = _sums(nexacloud_lines, ["customer_id", "kind"], "amount_cents")
+        self.odoo_category_by_partner = _sums(
+            odoo_lines, ["commercial_partner_id", "category"], "subtotal_cents"
+        )
+        self.nexacloud_kind_by_deployment = _sums(nexacloud_lines, ["deployment_id", "kind"], "amount_cents")
+        self.nexacloud_tax_by_deployment = _sums(nexacloud_lines, ["deployment_id"], "tax_cents")
+        self.odoo_category_by_subscription = _sums(
+            odoo_lines, ["subscription_id", "category"], "subtotal_cents"
+        )
+        self.odoo_tax_by_subscription = _sums(odoo_lines, ["subscription_id"], "tax_cents")
+        self.nexacloud_cpu = _sums(inputs.nexacloud_usage, ["deployment_id"], "cpu_milliseconds")
+        self.odoo_cpu = _sums(inputs.odoo_usage, ["subscription_id"], "cpu_milliseconds")
+        self.deployments_by_customer = {
+            int(customer): [int(d) for d in ids]
+            for customer, ids in inputs.deployments.groupby("customer_id")["deployment_id"]
+        }
+        self.expected_by_customer = inputs.expected_invoices.set_index("customer_id").to_dict("index")
+        self.expected_lines = inputs.expected_lines.set_index("deployment_id").to_dict("index")
+        self.plans = inputs.plans.set_index("plan_id").to_dict("index")
+        self.subscriptions = inputs.subscriptions.set_index("subscription_id").to_dict("index")
         self.nexacloud_daily = inputs.nexacloud_usage.groupby(["deployment_id", "usage_date"])[
             "cpu_milliseconds"
         ].sum()
@@ -203,8 +231,7 @@ class _Ledger:
         partner_id = self.partner_of.get(customer_id)
         nexacloud = self.nexacloud_invoices_by_customer.get(customer_id, _EMPTY_NEXACLOUD)
         odoo = self.odoo_invoices_by_partner.get(partner_id, _EMPTY_ODOO) if partner_id else _EMPTY_ODOO
-        deployments = self.deployments_by_customer.get(customer_id)
-        deployment_ids = [] if deployments is None else [int(d) for d in deployments["deployment_id"]]
+        deployment_ids = self.deployments_by_customer.get(customer_id, [])
         lines = [
             self._deployment_line(customer_id, partner_id, deployment_id) for deployment_id in deployment_ids
         ]
@@ -226,32 +253,30 @@ class _Ledger:
         return row
 
     def _legs(self, customer_id, partner_id, name, nexacloud, odoo, lines) -> dict:
-        expected = (
-            self.expected_by_customer.loc[customer_id]
-            if customer_id is not None and customer_id in self.expected_by_customer.index
-            else None
-        )
-        nexacloud_kinds = self._nexacloud_amounts_by_kind(nexacloud)
-        odoo_kinds = self._odoo_amounts_by_product(odoo)
+        expected = self.expected_by_customer.get(customer_id, {})
+        nexacloud_sums = self.nexacloud_by_customer.get(customer_id, _NO_INVOICES)
+        odoo_sums = self.odoo_by_partner.get(partner_id, _NO_INVOICES)
+        nexacloud_kind = partial(_lookup, self.nexacloud_kind_by_customer, customer_id)
+        odoo_category = partial(_lookup, self.odoo_category_by_partner, partner_id)
         row = {
             "customer_id": customer_id,
             "partner_id": partner_id,
             "customer_name": name,
-            "nexacloud_invoice_count": len(nexacloud),
-            "odoo_invoice_count": int((odoo["move_type"] == "out_invoice").sum()),
-            "nexacloud_currency": _currency(nexacloud["currency"]),
-            "odoo_currency": _currency(odoo["currency"]),
-            "nexacloud_subtotal_cents": int(nexacloud["subtotal_cents"].sum()),
-            "nexacloud_tax_cents": int(nexacloud["tax_cents"].sum()),
-            "nexacloud_total_cents": int(nexacloud["total_cents"].sum()),
-            "odoo_subtotal_cents": int(odoo["untaxed_cents"].sum()),
-            "odoo_tax_cents": int(odoo["tax_cents"].sum()),
-            "odoo_total_cents": int(odoo["total_cents"].sum()),
-            "expected_subtotal_cents": int(expected["subtotal_cents"]) if expected is not None else 0,
-            "expected_tax_cents": int(expected["tax_cents"]) if expected is not None else 0,
-            "expected_total_cents": int(expected["total_cents"]) if expected is not None else 0,
-            "plan_fee_delta_cents": odoo_kinds["plan_fee"] - nexacloud_kinds[NEXACLOUD_BASE],
-            "overage_delta_cents": odoo_kinds["overage"] - nexacloud_kinds[NEXACLOUD_OVERAGE],
+            "nexacloud_invoice_count": nexacloud_sums["invoices"],
+            "odoo_invoice_count": odoo_sums["out_invoices"],
+            "nexacloud_currency": nexacloud_sums["currency"],
+            "odoo_currency": odoo_sums["currency"],
+            "nexacloud_subtotal_cents": nexacloud_sums["subtotal_cents"],
+            "nexacloud_tax_cents": nexacloud_sums["tax_cents"],
+            "nexacloud_total_cents": nexacloud_sums["total_cents"],
+            "odoo_subtotal_cents": odoo_sums["subtotal_cents"],
+            "odoo_tax_cents": odoo_sums["tax_cents"],
+            "odoo_total_cents": odoo_sums["total_cents"],
+            "expected_subtotal_cents": int(expected.get("subtotal_cents", 0)),
+            "expected_tax_cents": int(expected.get("tax_cents", 0)),
+            "expected_total_cents": int(expected.get("total_cents", 0)),
+            "plan_fee_delta_cents": odoo_category(_PLAN_FEE) - nexacloud_kind(NEXACLOUD_BASE),
+            "overage_delta_cents": odoo_category(_OVERAGE) - nexacloud_kind(NEXACLOUD_OVERAGE),
             "nexacloud_cpu_seconds": _seconds(sum(line["nexacloud_cpu_milliseconds"] for line in lines)),
             "odoo_cpu_seconds": _seconds(sum(line["odoo_cpu_milliseconds"] for line in lines)),
             "waiver_reason": None,
@@ -357,9 +382,11 @@ class _Ledger:
     def _rounding_explanation(self, customer_id: int, nexacloud: pd.DataFrame, row: dict) -> str | None:
         if row["odoo_subtotal_cents"] != row["nexacloud_subtotal_cents"] or row["tax_delta_cents"] == 0:
             return None
-        amounts = self.nexacloud_lines.loc[
-            self.nexacloud_lines["invoice_id"].isin(nexacloud["invoice_id"]), "amount_cents"
-        ].tolist()
+        amounts = [
+            int(amount)
+            for invoice_id in nexacloud["invoice_id"]
+            for amount in self.nexacloud_lines_by_invoice.get(int(invoice_id), _NO_LINES)["amount_cents"]
+        ]
         rule = self._tax_rule(customer_id)
         if not amounts or rule is None:
             return None
@@ -449,24 +476,12 @@ class _Ledger:
 
     def _deployment_line(self, customer_id: int, partner_id: int | None, deployment_id: int) -> dict:
         subscription_id = self.subscription_of.get(deployment_id)
-        expected = (
-            self.expected_lines.loc[deployment_id] if deployment_id in self.expected_lines.index else None
-        )
-        plan = self.plans.loc[int(expected["plan_id"])] if expected is not None else None
-        subscription = (
-            self.subscriptions.loc[subscription_id]
-            if subscription_id is not None and subscription_id in self.subscriptions.index
-            else None
-        )
-        nexacloud_lines = self.nexacloud_lines[self.nexacloud_lines["deployment_id"] == deployment_id]
-        odoo_lines = (
-            self.odoo_lines[self.odoo_lines["subscription_id"] == subscription_id]
-            if subscription_id is not None
-            else self.odoo_lines.iloc[0:0]
-        )
-        products = self.policy.products
-        odoo_fee = odoo_lines["product_code"].fillna("").str.startswith(products.plan_prefix)
-        odoo_overage = odoo_lines["product_code"] == products.overage_code
+        expected = self.expected_lines.get(deployment_id)
+        plan = self.plans.get(int(expected["plan_id"])) if expected is not None else None
+        subscription = self.subscriptions.get(subscription_id) if subscription_id is not None else None
+        nexacloud_kind = partial(_lookup, self.nexacloud_kind_by_deployment, deployment_id)
+        odoo_category = partial(_lookup, self.odoo_category_by_subscription, subscription_id)
+        odoo_fee = None if subscription is None else subscription["plan_fee_cents"]
         return {
             "customer_id": customer_id,
             "partner_id": partner_id,
@@ -474,46 +489,24 @@ class _Ledger:
             "subscription_id": subscription_id,
             "plan_code": None if expected is None else expected["plan_code"],
             "active_days": None if expected is None else int(expected["active_days"]),
-            "nexacloud_cpu_milliseconds": int(_series_at(self.nexacloud_daily, deployment_id).sum()),
-            "odoo_cpu_milliseconds": (
-                int(_series_at(self.odoo_daily, subscription_id).sum()) if subscription_id is not None else 0
-            ),
+            "nexacloud_cpu_milliseconds": self.nexacloud_cpu.get((deployment_id,), 0),
+            "odoo_cpu_milliseconds": self.odoo_cpu.get((subscription_id,), 0)
+            if subscription_id is not None
+            else 0,
             "nexacloud_plan_price_cents": None if plan is None else int(plan["monthly_price_cents"]),
-            "odoo_plan_price_cents": (
-                None
-                if subscription is None or pd.isna(subscription["plan_fee_cents"])
-                else int(subscription["plan_fee_cents"])
-            ),
+            "odoo_plan_price_cents": None if odoo_fee is None or pd.isna(odoo_fee) else int(odoo_fee),
             "nexacloud_overage_rate": None if plan is None else Decimal(plan["overage_cents_per_cpu_hour"]),
             "odoo_overage_rate": None if subscription is None else subscription["overage_cents_per_cpu_hour"],
-            "nexacloud_base_cents": int(
-                nexacloud_lines.loc[nexacloud_lines["kind"] == NEXACLOUD_BASE, "amount_cents"].sum()
-            ),
-            "nexacloud_overage_cents": int(
-                nexacloud_lines.loc[nexacloud_lines["kind"] == NEXACLOUD_OVERAGE, "amount_cents"].sum()
-            ),
-            "nexacloud_tax_cents": int(nexacloud_lines["tax_cents"].sum()),
-            "odoo_plan_fee_cents": int(odoo_lines.loc[odoo_fee, "subtotal_cents"].sum()),
-            "odoo_overage_cents": int(odoo_lines.loc[odoo_overage, "subtotal_cents"].sum()),
-            "odoo_tax_cents": int(odoo_lines["tax_cents"].sum()),
+            "nexacloud_base_cents": nexacloud_kind(NEXACLOUD_BASE),
+            "nexacloud_overage_cents": nexacloud_kind(NEXACLOUD_OVERAGE),
+            "nexacloud_tax_cents": self.nexacloud_tax_by_deployment.get((deployment_id,), 0),
+            "odoo_plan_fee_cents": odoo_category(_PLAN_FEE),
+            "odoo_overage_cents": odoo_category(_OVERAGE),
+            "odoo_tax_cents": self.odoo_tax_by_subscription.get((subscription_id,), 0),
             "expected_base_cents": 0 if expected is None else int(expected["base_cents"]),
             "expected_overage_cents": 0 if expected is None else int(expected["overage_cents"]),
             "expected_tax_cents": 0 if expected is None else int(expected["tax_cents"]),
             "note": None if subscription_id is not None else "no Odoo subscription mapped",
-        }
-
-    def _nexacloud_amounts_by_kind(self, invoices: pd.DataFrame) -> dict[str, int]:
-        lines = self.nexacloud_lines[self.nexacloud_lines["invoice_id"].isin(invoices["invoice_id"])]
-        sums = lines.groupby("kind")["amount_cents"].sum()
-        return {kind: int(sums.get(kind, 0)) for kind in (NEXACLOUD_BASE, NEXACLOUD_OVERAGE)}
-
-    def _odoo_amounts_by_product(self, invoices: pd.DataFrame) -> dict[str, int]:
-        lines = self.odoo_lines[self.odoo_lines["move_id"].isin(invoices["move_id"])]
-        codes = lines["product_code"].fillna("")
-        products = self.policy.products
-        return {
-            "plan_fee": int(lines.loc[codes.str.startswith(products.plan_prefix), "subtotal_cents"].sum()),
-            "overage": int(lines.loc[codes == products.overage_code, "subtotal_cents"].sum()),
         }
 
 
@@ -531,6 +524,79 @@ _EMPTY_ODOO = pd.DataFrame(
     }
     | {column: pd.Series(dtype="int64") for column in ("untaxed_cents", "tax_cents", "total_cents")}
 )
+
+
+_PLAN_FEE, _OVERAGE, _OTHER = "plan_fee", "overage", "other"
+_NO_INVOICES = {
+    "invoices": 0,
+    "out_invoices": 0,
+    "currency": None,
+    "subtotal_cents": 0,
+    "tax_cents": 0,
+    "total_cents": 0,
+}
+_NO_LINES = pd.DataFrame({"amount_cents": pd.Series(dtype="int64")})
+
+
+def _groups(frame: pd.DataFrame, column: str) -> dict:
+    return {int(key): group for key, group in frame.groupby(column)}
+
+
+def _sums(frame: pd.DataFrame, keys: list[str], column: str) -> dict[tuple, int]:
+    """``{(key, …): sum}`` of ``column``; keys as plain ints and strings for dict lookups."""
+    sums = frame.dropna(subset=keys).groupby(keys)[column].sum()
+    return {
+        tuple(_plain(part) for part in (key if isinstance(key, tuple) else (key,))): int(total)
+        for key, total in sums.items()
+    }
+
+
+def _lookup(sums: dict[tuple, int], *key) -> int:
+    return sums.get(tuple(_plain(part) for part in key), 0)
+
+
+def _plain(value):
+    return int(value) if isinstance(value, (int, np.integer)) else value
+
+
+def _invoice_summaries(invoices: pd.DataFrame, key: str, subtotal_column: str) -> dict[int, dict]:
+    """Per customer (or partner): invoice counts, currencies and summed amounts."""
+    if invoices.empty:
+        return {}
+    grouped = invoices.groupby(key)
+    sums = grouped[[subtotal_column, "tax_cents", "total_cents"]].sum()
+    counts = grouped.size()
+    is_invoice = (
+        invoices["move_type"] == "out_invoice" if "move_type" in invoices else pd.Series(True, invoices.index)
+    )
+    out_invoices = is_invoice.groupby(invoices[key]).sum()
+    currencies = (
+        invoices[[key, "currency"]]
+        .dropna()
+        .drop_duplicates()
+        .sort_values("currency")
+        .groupby(key)["currency"]
+        .agg("/".join)
+    )
+    return {
+        int(owner): {
+            "invoices": int(counts[owner]),
+            "out_invoices": int(out_invoices[owner]),
+            "currency": currencies.get(owner),
+            "subtotal_cents": int(sums.at[owner, subtotal_column]),
+            "tax_cents": int(sums.at[owner, "tax_cents"]),
+            "total_cents": int(sums.at[owner, "total_cents"]),
+        }
+        for owner in counts.index
+    }
+
+
+def _odoo_category(product_codes: pd.Series, products: OdooProducts) -> pd.Series:
+    codes = product_codes.fillna("")
+    category = pd.Series(_OTHER, index=codes.index, dtype=object)
+    category[codes.str.startswith(products.plan_prefix)] = _PLAN_FEE
+    category[codes == products.overage_code] = _OVERAGE
+    return category
 
 
 def _commercial_partner(partner_ids: pd.Series, partners: pd.DataFrame) -> pd.Series:

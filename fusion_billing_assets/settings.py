@@ -29,6 +29,7 @@ DEFAULT_TIMEZONE = "America/Toronto"
 DEFAULT_START_PERIOD = "2026-01-01"
 ODOO_PROTOCOLS = ("json2", "jsonrpc")
 TAX_ROUNDINGS = ("round_per_line", "round_globally")
+ALERT_KINDS = ("slack", "generic")
 SUPPORTED_DATABASES = ("postgresql", "sqlite")
 
 
@@ -55,6 +56,17 @@ class ReconciliationSettings:
 
 
 @dataclass(frozen=True)
+class AlertSettings:
+    # None: alerts are only written to the sensor's log.
+    webhook_url_configured: bool
+    kind: str
+    secret_configured: bool
+    webserver_url: str
+    include_provisional: bool
+    close_day: int
+
+
+@dataclass(frozen=True)
 class Settings:
     timezone: str
     start_period: date
@@ -65,6 +77,7 @@ class Settings:
     nexacloud_url: str | None
     odoo: OdooSettings | None
     reconciliation: ReconciliationSettings
+    alerts: AlertSettings
 
     @property
     def uses_sandbox(self) -> bool:
@@ -101,6 +114,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         nexacloud_url=nexacloud_url and _database_url(env, "NEXACLOUD_DATABASE_URL", nexacloud_url),
         odoo=_odoo(env, odoo_url) if odoo_url else None,
         reconciliation=_reconciliation(env, instance_home),
+        alerts=_alerts(env),
     )
 
 
@@ -170,6 +184,39 @@ def _reconciliation(env: Mapping[str, str], instance_home: Path) -> Reconciliati
         flip_ready_periods=_positive_int(
             _get(env, "BILLING_FLIP_READY_PERIODS") or "1", "BILLING_FLIP_READY_PERIODS"
         ),
+    )
+
+
+def _alerts(env: Mapping[str, str]) -> AlertSettings:
+    url = _get(env, "ALERT_WEBHOOK_URL")
+    kind = _get(env, "ALERT_WEBHOOK_KIND") or "slack"
+    if kind not in ALERT_KINDS:
+        raise ConfigurationError(f"ALERT_WEBHOOK_KIND={kind!r} is not one of {', '.join(ALERT_KINDS)}.")
+    if url:
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL:
+            parsed = None
+        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ConfigurationError("ALERT_WEBHOOK_URL is not an http(s) URL.")
+    secret = _get(env, "ALERT_WEBHOOK_SECRET")
+    if url and kind == "generic" and not secret:
+        raise ConfigurationError(
+            "ALERT_WEBHOOK_KIND=generic signs every alert: set ALERT_WEBHOOK_SECRET (shared with the receiver)."
+        )
+    close_day = _positive_int(_get(env, "BILLING_CLOSE_DAY") or "3", "BILLING_CLOSE_DAY")
+    if close_day > 28:
+        raise ConfigurationError("BILLING_CLOSE_DAY must be between 1 and 28, a day every month has.")
+    provisional = (_get(env, "BILLING_ALERT_PROVISIONAL") or "false").lower()
+    if provisional not in ("true", "false", "1", "0", "yes", "no"):
+        raise ConfigurationError(f"BILLING_ALERT_PROVISIONAL={provisional!r} is not true or false.")
+    return AlertSettings(
+        webhook_url_configured=url is not None,
+        kind=kind,
+        secret_configured=secret is not None,
+        webserver_url=(_get(env, "DAGSTER_WEBSERVER_URL") or "http://localhost:3000").rstrip("/"),
+        include_provisional=provisional in ("true", "1", "yes"),
+        close_day=close_day,
     )
 
 

@@ -66,6 +66,14 @@ def test_half_configured_sources_name_the_missing_variable(environ, named, missi
         ({"BILLING_TOLERANCE_CENTS": "0.5"}, "BILLING_TOLERANCE_CENTS"),
         ({"BILLING_TAX_ROUNDING": "half_even"}, "BILLING_TAX_ROUNDING"),
         ({"BILLING_FLIP_READY_PERIODS": "0"}, "BILLING_FLIP_READY_PERIODS"),
+        ({"ALERT_WEBHOOK_KIND": "email"}, "ALERT_WEBHOOK_KIND"),
+        ({"ALERT_WEBHOOK_URL": "hooks.example.com/s3cret"}, "ALERT_WEBHOOK_URL"),
+        (
+            {"ALERT_WEBHOOK_URL": "https://hooks.example.com/x", "ALERT_WEBHOOK_KIND": "generic"},
+            "ALERT_WEBHOOK_SECRET",
+        ),
+        ({"BILLING_CLOSE_DAY": "31"}, "BILLING_CLOSE_DAY"),
+        ({"BILLING_ALERT_PROVISIONAL": "maybe"}, "BILLING_ALERT_PROVISIONAL"),
     ],
 )
 def test_a_malformed_setting_names_its_variable_and_never_echoes_a_secret(override, variable):

@@ -18,6 +18,7 @@ from pydantic import Field
 from sqlalchemy import Connection, create_engine
 from sqlalchemy.engine import make_url
 
+from fusion_billing_assets.alerts import AlertChannelConfig
 from fusion_billing_assets.settings import Settings, redact_url
 from fusion_billing_assets.sources.nexacloud import read_only_engine
 from fusion_billing_assets.sources.odoo import DEFAULT_PAGE_SIZE, OdooClient
@@ -116,6 +117,26 @@ class ReconciliationPolicy(ConfigurableResource):
     )
 
 
+class AlertChannel(ConfigurableResource):
+    """Where alerts go: a Slack incoming webhook or a generic JSON webhook signed with HMAC-SHA256."""
+
+    webhook_url: str | None = Field(
+        default=None, description="Receiver URL (a secret); unset: alerts are logged."
+    )
+    kind: str = Field(default="slack", description="slack or generic.")
+    secret: str | None = Field(default=None, description="HMAC key of the generic webhook (a secret).")
+    webserver_url: str = Field(default="http://localhost:3000", description="Base URL of links in alerts.")
+    include_provisional: bool = Field(
+        default=False, description="Alert on the current, provisional month too."
+    )
+
+    def config(self) -> AlertChannelConfig:
+        return AlertChannelConfig(url=self.webhook_url, kind=self.kind, secret=self.secret)
+
+    def link(self, path: str) -> str:
+        return f"{self.webserver_url.rstrip('/')}/{path.lstrip('/')}"
+
+
 # The waiver file of the real systems, kept under version control with the code.
 PRODUCTION_WAIVERS_FILE = Path(__file__).resolve().parent.parent / "waivers.csv"
 
@@ -131,6 +152,22 @@ def sandbox_paths(sandbox_dir: Path) -> dict[str, Path]:
 
 def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
     """The resources for the configured systems, or for the embedded sandbox when none is."""
+    return {**_source_resources(settings), "alert_channel": _alert_channel(settings)}
+
+
+def _alert_channel(settings: Settings) -> AlertChannel:
+    alerts = settings.alerts
+    return AlertChannel(
+        # The receiver URL and the signing key are secrets: EnvVar keeps their values out of the UI.
+        webhook_url=EnvVar("ALERT_WEBHOOK_URL") if alerts.webhook_url_configured else None,
+        kind=alerts.kind,
+        secret=EnvVar("ALERT_WEBHOOK_SECRET") if alerts.secret_configured else None,
+        webserver_url=alerts.webserver_url,
+        include_provisional=alerts.include_provisional,
+    )
+
+
+def _source_resources(settings: Settings) -> dict[str, ConfigurableResource]:
     # A configured URL may carry a password: EnvVar keeps its value out of the UI.
     warehouse = Warehouse(
         url=EnvVar("BILLING_WAREHOUSE_URL") if settings.warehouse_configured else settings.warehouse_url

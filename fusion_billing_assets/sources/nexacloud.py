@@ -229,6 +229,20 @@ def fetch_usage(connection: Connection, window: PeriodWindow) -> pd.DataFrame:
     return _frame(connection, query, USAGE_COLUMNS)
 
 
+def latest_usage_recorded_at(connection: Connection, window: PeriodWindow) -> datetime | None:
+    """When NexaCloud last ingested usage belonging to the period (late usage moves it)."""
+    latest = connection.execute(
+        select(func.max(usage_records.c.recorded_at)).where(
+            usage_records.c.window_start >= window.start_utc,
+            usage_records.c.window_start < window.end_utc,
+        )
+    ).scalar_one_or_none()
+    if latest is None:
+        return None
+    moment = latest if isinstance(latest, datetime) else datetime.fromisoformat(str(latest))
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def fetch_negative_usage(connection: Connection, window: PeriodWindow, limit: int = 50) -> pd.DataFrame:
     """The usage records of the period with a negative quantity, to name them in an error."""
     query = (

@@ -1,0 +1,22 @@
+"""The jobs people launch: one billing period end to end, and the flip-readiness verdict."""
+
+from dagster import AssetSelection, define_asset_job
+
+from fusion_billing_assets.defs.reconciliation import flip_readiness
+
+BILLING_PERIOD_JOB = "reconcile_billing_period"
+FLIP_READINESS_JOB = "assess_flip_readiness"
+
+flip_readiness_selection = AssetSelection.assets(flip_readiness)
+
+reconcile_billing_period = define_asset_job(
+    BILLING_PERIOD_JOB,
+    selection=AssetSelection.all() - flip_readiness_selection,
+    description="Everything one billing period needs: both systems' sources, then their reconciliation.",
+)
+
+assess_flip_readiness = define_asset_job(
+    FLIP_READINESS_JOB,
+    selection=flip_readiness_selection,
+    description="Judge, over the closed periods' results, whether billing can switch to Odoo.",
+)

@@ -1,0 +1,196 @@
+"""Sensors: mismatch alerts, run-failure alerts and re-runs of periods that received late usage.
+
+The mismatch alert reads reconciliation results, not run status: a failing non-blocking check does
+not fail its run (DESIGN §8). Its cursor moves past a materialization only once the receiver has
+accepted the alert it called for, so an alert is never lost when the receiver is down, and the
+fingerprint of each period's differences keeps an unchanged period from being alerted twice.
+"""
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    DefaultSensorStatus,
+    RunFailureSensorContext,
+    RunRequest,
+    SensorEvaluationContext,
+    SkipReason,
+    run_failure_sensor,
+    sensor,
+)
+
+from fusion_billing_assets.alerts import (
+    AlertDeliveryError,
+    PeriodAlertState,
+    deliver,
+    period_alert,
+    run_failure_alert,
+)
+from fusion_billing_assets.defs.jobs import reconcile_billing_period
+from fusion_billing_assets.defs.resources import AlertChannel, NexaCloudDatabase, Warehouse
+from fusion_billing_assets.partitions import billing_periods, window_of
+from fusion_billing_assets.sources.nexacloud import latest_usage_recorded_at
+from fusion_billing_assets.warehouse import ensure_tables, read_period
+
+RECONCILIATION = AssetKey(["billing", "reconciliation"])
+MATERIALIZATIONS_PER_TICK = 50
+LATE_USAGE_PERIODS_WATCHED = 3
+PARTITION_TAG = "dagster/partition"
+REASON_TAG = "fusion/reason"
+
+
+@dataclass
+class AlertCursor:
+    """The sensor's memory: the last materialization handled, and what each period was told."""
+
+    after_storage_id: int = 0
+    fingerprints: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, cursor: str | None) -> "AlertCursor":
+        if not cursor:
+            return cls()
+        data = json.loads(cursor)
+        return cls(after_storage_id=int(data["after_storage_id"]), fingerprints=dict(data["fingerprints"]))
+
+    def dump(self) -> str:
+        return json.dumps(
+            {"after_storage_id": self.after_storage_id, "fingerprints": self.fingerprints}, sort_keys=True
+        )
+
+    def state(self, period: str) -> PeriodAlertState:
+        return PeriodAlertState(fingerprint=self.fingerprints.get(period))
+
+    def remember(self, period: str, state: PeriodAlertState) -> None:
+        if state.fingerprint is None:
+            self.fingerprints.pop(period, None)
+        else:
+            self.fingerprints[period] = state.fingerprint
+
+
+@sensor(
+    name="reconciliation_alerts",
+    minimum_interval_seconds=60,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="One alert per billing period with unexplained differences, again when they change, "
+    "and a resolution message when the period reconciles.",
+)
+def reconciliation_alerts(
+    context: SensorEvaluationContext, warehouse: Warehouse, alert_channel: AlertChannel
+):
+    cursor = AlertCursor.load(context.cursor)
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=RECONCILIATION, after_storage_id=cursor.after_storage_id),
+        limit=MATERIALIZATIONS_PER_TICK,
+        ascending=True,
+    ).records
+    if not records:
+        return SkipReason("No reconciliation was materialized since the last tick.")
+    sent, logged, quiet = [], [], 0
+    for record in records:
+        period = record.partition_key
+        if period is None:
+            cursor.after_storage_id = record.storage_id
+            continue
+        with warehouse.begin() as connection:
+            ensure_tables(connection)
+            results, _ = read_period(connection, date.fromisoformat(period))
+        provisional = bool(results["provisional"].any()) if len(results) else False
+        if provisional and not alert_channel.include_provisional:
+            quiet += 1
+            cursor.after_storage_id = record.storage_id
+            continue
+        link = alert_channel.link(f"assets/billing/reconciliation?partition={period}")
+        alert, state = period_alert(period, results, cursor.state(period), link)
+        if alert is not None:
+            try:
+                delivered = deliver(alert, alert_channel.config())
+            except AlertDeliveryError as error:
+                # Keep what was done; this materialization is handled again on the next tick.
+                context.update_cursor(cursor.dump())
+                return SkipReason(f"{error}; the {period} alert will be sent again on the next tick.")
+            (sent if delivered else logged).append(f"{period} ({alert.event})")
+            if not delivered:
+                context.log.info(f"No alert channel configured; the alert would say:\n{alert.text()}")
+        else:
+            quiet += 1
+        cursor.remember(period, state)
+        cursor.after_storage_id = record.storage_id
+    context.update_cursor(cursor.dump())
+    parts = []
+    if sent:
+        parts.append(f"sent {', '.join(sent)}")
+    if logged:
+        parts.append(f"logged {', '.join(logged)} (no channel configured)")
+    parts.append(f"{quiet} materialization(s) needed no new alert")
+    return SkipReason(f"Handled {len(records)} reconciliation materialization(s): " + "; ".join(parts) + ".")
+
+
+@run_failure_sensor(
+    name="run_failure_alerts",
+    minimum_interval_seconds=60,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="An alert naming the job, the billing period and the failed step of every failed run.",
+)
+def run_failure_alerts(context: RunFailureSensorContext, alert_channel: AlertChannel):
+    run = context.dagster_run
+    failures = context.get_step_failure_events()
+    error = (
+        failures[0].event_specific_data.error.message if failures else (context.failure_event.message or "")
+    )
+    alert = run_failure_alert(
+        job=run.job_name,
+        run_id=run.run_id,
+        period=run.tags.get(PARTITION_TAG),
+        failed_steps=[event.step_key for event in failures],
+        error=error,
+        link=alert_channel.link(f"runs/{run.run_id}"),
+    )
+    # A refused delivery raises, so the failure is reported again on the next tick.
+    if not deliver(alert, alert_channel.config()):
+        context.log.info(f"No alert channel configured; the alert would say:\n{alert.text()}")
+
+
+@sensor(
+    name="late_usage_reruns",
+    job=reconcile_billing_period,
+    minimum_interval_seconds=600,
+    default_status=DefaultSensorStatus.STOPPED,
+    description="Re-runs a closed billing period when NexaCloud ingested usage for it after its last "
+    "reconciliation.",
+)
+def late_usage_reruns(context: SensorEvaluationContext, nexacloud: NexaCloudDatabase):
+    now = datetime.now(UTC)
+    closed = [key for key in billing_periods.get_partition_keys() if window_of(key).is_closed(now)]
+    requests = []
+    with nexacloud.get_connection() as connection:
+        for period in closed[-LATE_USAGE_PERIODS_WATCHED:]:
+            reconciled = context.instance.fetch_materializations(
+                AssetRecordsFilter(asset_key=RECONCILIATION, asset_partitions=[period]), limit=1
+            ).records
+            if not reconciled:
+                continue
+            reconciled_at = datetime.fromtimestamp(reconciled[0].timestamp, UTC)
+            latest = latest_usage_recorded_at(connection, window_of(period))
+            if latest is not None and latest > reconciled_at:
+                requests.append(
+                    RunRequest(
+                        run_key=f"late-usage:{period}:{latest.isoformat()}",
+                        partition_key=period,
+                        tags={
+                            REASON_TAG: f"late usage recorded at {latest:%Y-%m-%d %H:%M}Z, after the "
+                            f"reconciliation of {reconciled_at:%Y-%m-%d %H:%M}Z",
+                        },
+                    )
+                )
+    if not requests:
+        return SkipReason(
+            f"No usage arrived after the last reconciliation of {', '.join(closed[-LATE_USAGE_PERIODS_WATCHED:]) or 'any closed period'}."
+        )
+    return requests
+
+
+sensors = [reconciliation_alerts, run_failure_alerts, late_usage_reruns]

@@ -86,15 +86,15 @@ def current_billing_month() -> date:
 
 
 def generate_small_sandbox(
-    out: Path, nexacloud_url: str | None = None, *, seed: int = 11
+    out: Path, nexacloud_url: str | None = None, *, seed: int = 11, scale: dict[str, int] | None = None
 ) -> GeneratedSandbox:
+    """A sandbox ending with the current month; the small scale unless another is given."""
     from fusion_billing_assets.sandbox.generator import SandboxScale, generate
 
     out.mkdir(parents=True, exist_ok=True)
     url = nexacloud_url or f"sqlite:///{out / 'nexacloud.sqlite'}"
-    generate(
-        url, out, seed=seed, scale=SandboxScale(**SMALL_SCALE_OPTIONS), end_period=current_billing_month()
-    )
+    options = SMALL_SCALE_OPTIONS if scale is None else scale
+    generate(url, out, seed=seed, scale=SandboxScale(**options), end_period=current_billing_month())
     return GeneratedSandbox(
         out=out, nexacloud_url=url, manifest=json.loads((out / "manifest.json").read_text())
     )

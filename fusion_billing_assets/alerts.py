@@ -99,7 +99,11 @@ def period_alert(
             title=f"Billing period {period} now reconciles: no unexplained difference left.",
             lines=(_counts_line(results),),
             link=link,
-            details={"period": period, "resolved": state.fingerprint},
+            details={
+                "period": period,
+                "resolved": state.fingerprint,
+                "reconciled_at": _reconciled_at(results),
+            },
         )
         return alert, PeriodAlertState()
     current = fingerprint(unexplained)
@@ -124,6 +128,8 @@ def period_alert(
         details={
             "period": period,
             "fingerprint": current,
+            # The same differences coming back after a resolution are news again: a new event id.
+            "reconciled_at": _reconciled_at(results),
             "provisional": provisional,
             "counts_by_status": {k: v for k, v in status_counts(results).items() if v},
             "total_variance_cents": total_variance_cents(results),
@@ -227,6 +233,12 @@ def _slack_blocks(alert: Alert) -> list[dict]:
             {"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{alert.link}|Open in Dagster>"}]}
         )
     return blocks
+
+
+def _reconciled_at(results: pd.DataFrame) -> str | None:
+    if "reconciled_at" not in results or results.empty:
+        return None
+    return pd.Timestamp(results["reconciled_at"].max()).isoformat()
 
 
 def _counts_line(results: pd.DataFrame) -> str:

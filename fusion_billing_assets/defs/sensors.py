@@ -13,12 +13,12 @@ from datetime import UTC, date, datetime
 from dagster import (
     AssetKey,
     AssetRecordsFilter,
+    DagsterEventType,
     DefaultSensorStatus,
-    RunFailureSensorContext,
     RunRequest,
+    RunStatusChangeRecordsFilter,
     SensorEvaluationContext,
     SkipReason,
-    run_failure_sensor,
     sensor,
 )
 
@@ -29,7 +29,7 @@ from fusion_billing_assets.alerts import (
     period_alert,
     run_failure_alert,
 )
-from fusion_billing_assets.defs.jobs import reconcile_billing_period
+from fusion_billing_assets.defs.jobs import BILLING_PERIOD_JOB, FLIP_READINESS_JOB, reconcile_billing_period
 from fusion_billing_assets.defs.resources import AlertChannel, NexaCloudDatabase, Warehouse
 from fusion_billing_assets.partitions import billing_periods, window_of
 from fusion_billing_assets.sources.nexacloud import latest_usage_recorded_at
@@ -40,6 +40,8 @@ MATERIALIZATIONS_PER_TICK = 50
 LATE_USAGE_PERIODS_WATCHED = 3
 PARTITION_TAG = "dagster/partition"
 REASON_TAG = "fusion/reason"
+# Runs of this code location's jobs, and of the UI's ad-hoc asset materializations.
+RUN_FAILURE_JOBS = [BILLING_PERIOD_JOB, FLIP_READINESS_JOB, "__ASSET_JOB"]
 
 
 @dataclass
@@ -129,29 +131,73 @@ def reconciliation_alerts(
     return SkipReason(f"Handled {len(records)} reconciliation materialization(s): " + "; ".join(parts) + ".")
 
 
-@run_failure_sensor(
+@sensor(
     name="run_failure_alerts",
     minimum_interval_seconds=60,
     default_status=DefaultSensorStatus.RUNNING,
     description="An alert naming the job, the billing period and the failed step of every failed run.",
 )
-def run_failure_alerts(context: RunFailureSensorContext, alert_channel: AlertChannel):
-    run = context.dagster_run
-    failures = context.get_step_failure_events()
-    error = (
-        failures[0].event_specific_data.error.message if failures else (context.failure_event.message or "")
-    )
-    alert = run_failure_alert(
+def run_failure_alerts(context: SensorEvaluationContext, alert_channel: AlertChannel):
+    # Its own cursor over run failures (not a run_failure_sensor, whose cursor moves on even when
+    # the delivery failed): a refused alert is sent again on the next tick.
+    if context.cursor is None:
+        latest = context.instance.fetch_run_status_changes(
+            RunStatusChangeRecordsFilter(event_type=DagsterEventType.RUN_FAILURE), limit=1
+        ).records
+        context.update_cursor(str(latest[0].storage_id if latest else 0))
+        return SkipReason("Watching run failures from now on.")
+    records = context.instance.fetch_run_status_changes(
+        RunStatusChangeRecordsFilter(
+            event_type=DagsterEventType.RUN_FAILURE, after_storage_id=int(context.cursor)
+        ),
+        limit=MATERIALIZATIONS_PER_TICK,
+        ascending=True,
+    ).records
+    if not records:
+        return SkipReason("No run failed since the last tick.")
+    reported = 0
+    for record in records:
+        run = context.instance.get_run_by_id(record.run_id)
+        if run is None or run.job_name not in RUN_FAILURE_JOBS:
+            # Another code location's run, on a shared instance: not ours to report.
+            context.update_cursor(str(record.storage_id))
+            continue
+        alert = _run_failure_alert(context, run, alert_channel)
+        try:
+            delivered = deliver(alert, alert_channel.config())
+        except AlertDeliveryError as error:
+            return SkipReason(
+                f"{error}; the failure of run {record.run_id} will be reported again on the next tick."
+            )
+        if not delivered:
+            context.log.info(f"No alert channel configured; the alert would say:\n{alert.text()}")
+        context.update_cursor(str(record.storage_id))
+        reported += 1
+    return SkipReason(f"Reported {reported} failed run(s).")
+
+
+def _run_failure_alert(context: SensorEvaluationContext, run, alert_channel: AlertChannel):
+    run_id = run.run_id
+    failures = [
+        entry.dagster_event
+        for entry in context.instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE)
+        if entry.dagster_event is not None
+    ]
+    return run_failure_alert(
         job=run.job_name,
-        run_id=run.run_id,
+        run_id=run_id,
         period=run.tags.get(PARTITION_TAG),
         failed_steps=[event.step_key for event in failures],
-        error=error,
-        link=alert_channel.link(f"runs/{run.run_id}"),
+        error=_root_error(failures[0].event_specific_data.error) if failures else "",
+        link=alert_channel.link(f"runs/{run_id}"),
     )
-    # A refused delivery raises, so the failure is reported again on the next tick.
-    if not deliver(alert, alert_channel.config()):
-        context.log.info(f"No alert channel configured; the alert would say:\n{alert.text()}")
+
+
+def _root_error(error) -> str:
+    """The step's own error, not Dagster's "error occurred while executing" wrapper around it."""
+    while error.cause is not None and error.cls_name == "DagsterExecutionStepExecutionError":
+        error = error.cause
+    return error.message
 
 
 @sensor(

@@ -31,7 +31,12 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from fusion_billing_assets.billing.expected import tax_under_other_rounding
+from fusion_billing_assets.billing.expected import (
+    GLOBAL_HALF_UP,
+    PER_LINE_HALF_EVEN,
+    PER_LINE_HALF_UP,
+    tax_under_other_rounding,
+)
 from fusion_billing_assets.billing.money import format_cents
 from fusion_billing_assets.billing.tax import tax_rule
 from fusion_billing_assets.billing.waivers import Waiver, find_waiver
@@ -372,6 +377,12 @@ class _Ledger:
             return "usage_mismatch", f"No invoice on either side {when}, but: {usage_gaps}"
         if rate_gaps:
             return "rate_mismatch", f"No invoice on either side {when}, but: {rate_gaps}"
+        if not self.inputs.provisional and row["expected_total_cents"] > 0:
+            # Both systems failing to bill is no agreement: the usage and plans call for a bill.
+            return "amount_mismatch", (
+                f"Neither NexaCloud nor Odoo billed the period, although its usage and plans call for "
+                f"{format_cents(row['expected_total_cents'])}."
+            )
         return "match", (
             f"No invoice on either side {when}; usage ledgers and prices agree "
             f"(expected so far {format_cents(row['expected_total_cents'])})."
@@ -390,16 +401,18 @@ class _Ledger:
         rule = self._tax_rule(customer_id)
         if not amounts or rule is None:
             return None
-        alternatives = tax_under_other_rounding([int(amount) for amount in amounts], rule.rate)
-        for name, tax_cents in alternatives.items():
-            if tax_cents == row["odoo_tax_cents"] and name != "per_line_half_up":
-                return (
-                    f"subtotals agree at {format_cents(row['nexacloud_subtotal_cents'])}; Odoo's tax "
-                    f"{format_cents(row['odoo_tax_cents'])} is the {rule.label} of the {len(amounts)} lines "
-                    f"rounded {_ROUNDING_NAMES.get(name, name)}, NexaCloud's {format_cents(row['nexacloud_tax_cents'])} "
-                    "rounded per line, half-up."
-                )
-        return None
+        alternatives = tax_under_other_rounding(amounts, rule.rate)
+        # Both taxes must be what a rounding rule gives on these lines: a wrong rate on either
+        # side is a tax_mismatch, not a rounding difference.
+        odoo_rule = _rounding_giving(alternatives, row["odoo_tax_cents"])
+        nexacloud_rule = _rounding_giving(alternatives, row["nexacloud_tax_cents"])
+        if odoo_rule is None or nexacloud_rule is None:
+            return None
+        return (
+            f"subtotals agree at {format_cents(row['nexacloud_subtotal_cents'])}; the {rule.label} of the "
+            f"{len(amounts)} lines is {format_cents(row['odoo_tax_cents'])} rounded {odoo_rule} (Odoo) and "
+            f"{format_cents(row['nexacloud_tax_cents'])} rounded {nexacloud_rule} (NexaCloud)."
+        )
 
     def _usage_gaps(self, lines: list[dict]) -> str:
         sentences = []
@@ -440,8 +453,8 @@ class _Ledger:
             if odoo_rate is not None and nexacloud_rate is not None and odoo_rate != nexacloud_rate:
                 sentences.append(
                     f"Odoo's subscription {line['subscription_id']} (deployment {line['deployment_id']}) prices "
-                    f"overage at {odoo_rate.normalize()}¢ per CPU-hour where the {line['plan_code']} plan says "
-                    f"{nexacloud_rate.normalize()}¢."
+                    f"overage at {odoo_rate.normalize():f}¢ per CPU-hour where the {line['plan_code']} plan says "
+                    f"{nexacloud_rate.normalize():f}¢."
                 )
         return " ".join(sentences)
 
@@ -510,7 +523,18 @@ class _Ledger:
         }
 
 
-_ROUNDING_NAMES = {"global_half_up": "globally (round_globally)", "per_line_half_even": "per line, half-even"}
+_ROUNDING_NAMES = {
+    PER_LINE_HALF_UP: "per line, half-up",
+    GLOBAL_HALF_UP: "globally (round_globally)",
+    PER_LINE_HALF_EVEN: "per line, half-even",
+}
+
+
+def _rounding_giving(alternatives: dict[str, int], tax_cents: int) -> str | None:
+    """The rounding rule (named for people) that gives this tax on the lines, if any."""
+    return next((_ROUNDING_NAMES[name] for name, tax in alternatives.items() if tax == tax_cents), None)
+
+
 _EMPTY_NEXACLOUD = pd.DataFrame(
     {"invoice_id": pd.Series(dtype="int64"), "currency": pd.Series(dtype=object)}
     | {column: pd.Series(dtype="int64") for column in ("subtotal_cents", "tax_cents", "total_cents")}

@@ -20,14 +20,28 @@ from dagster import (
     Failure,
     MetadataValue,
     Output,
+    asset,
 )
 
 from fusion_billing_assets.billing.periods import PeriodWindow
+from fusion_billing_assets.partitions import billing_periods
 from fusion_billing_assets.sources.validation import DataQualityError, FrameContract, validate
 
 OWNERS = ["team:billing-engineering"]
 PREVIEW_ROWS = 10
 MAX_LISTED_IDS = 50
+
+
+def period_asset(group: str, name: str, *, kinds: set[str], key_prefix: str | None = None, **options):
+    """An asset of one billing period: partitioned by the shared definition, owned, grouped."""
+    return asset(
+        key=[key_prefix or group, name],
+        group_name=group,
+        partitions_def=billing_periods,
+        kinds=kinds,
+        owners=OWNERS,
+        **options,
+    )
 
 
 def validated_output(

@@ -7,18 +7,18 @@ frames of a period reference each other; a failure stops everything downstream o
 """
 
 import pandas as pd
-from dagster import AssetCheckSpec, AssetExecutionContext, AssetIn, MetadataValue, Output, asset
+from dagster import AssetCheckSpec, AssetExecutionContext, AssetIn, MetadataValue, Output
 
 from fusion_billing_assets.billing.expected import active_days_per_deployment
 from fusion_billing_assets.billing.money import format_cents
 from fusion_billing_assets.defs.frames import (
-    OWNERS,
     data_quality_failure,
+    period_asset,
     referential_check_result,
     validated_output,
 )
 from fusion_billing_assets.defs.resources import NexaCloudDatabase
-from fusion_billing_assets.partitions import billing_periods, window_of
+from fusion_billing_assets.partitions import window_of
 from fusion_billing_assets.sources import integrity
 from fusion_billing_assets.sources import nexacloud as queries
 from fusion_billing_assets.sources import validation as contracts
@@ -49,15 +49,7 @@ INVOICE_LINES_ADD_UP_TO_THEIR_INVOICES = AssetCheckSpec(
 
 
 def _nexacloud_asset(name: str, **options):
-    return asset(
-        key=[GROUP, name],
-        group_name=GROUP,
-        partitions_def=billing_periods,
-        kinds=KINDS,
-        owners=OWNERS,
-        pool=POOL,
-        **options,
-    )
+    return period_asset(GROUP, name, kinds=KINDS, pool=POOL, **options)
 
 
 @_nexacloud_asset("customers")

@@ -13,12 +13,11 @@ from dagster import (
     AssetOut,
     MetadataValue,
     Output,
-    asset,
     multi_asset,
 )
 
 from fusion_billing_assets.billing.money import format_cents
-from fusion_billing_assets.defs.frames import OWNERS, referential_check_result, validated_output
+from fusion_billing_assets.defs.frames import OWNERS, period_asset, referential_check_result, validated_output
 from fusion_billing_assets.defs.resources import OdooAPI
 from fusion_billing_assets.partitions import billing_periods, window_of
 from fusion_billing_assets.sources import integrity
@@ -47,15 +46,7 @@ INVOICE_LINES_BELONG_TO_KNOWN_INVOICES = AssetCheckSpec(
 
 
 def _odoo_asset(name: str, **options):
-    return asset(
-        key=[GROUP, name],
-        group_name=GROUP,
-        partitions_def=billing_periods,
-        kinds=KINDS,
-        owners=OWNERS,
-        pool=POOL,
-        **options,
-    )
+    return period_asset(GROUP, name, kinds=KINDS, pool=POOL, **options)
 
 
 def _cost(client: OdooClient) -> dict:

@@ -36,7 +36,7 @@ from fusion_billing_assets.billing.reconcile import (
 )
 from fusion_billing_assets.billing.statuses import ACCEPTED_STATUSES
 from fusion_billing_assets.billing.waivers import load_waivers
-from fusion_billing_assets.defs.frames import OWNERS, frame_metadata, period_metadata
+from fusion_billing_assets.defs.frames import OWNERS, frame_metadata, period_asset, period_metadata
 from fusion_billing_assets.defs.resources import ReconciliationPolicy, Warehouse
 from fusion_billing_assets.partitions import billing_periods, window_of
 from fusion_billing_assets.reports import (
@@ -74,12 +74,11 @@ def _ins(**keys: tuple[str, str]) -> dict[str, AssetIn]:
     return {name: AssetIn(key=list(key)) for name, key in keys.items()}
 
 
-@asset(
-    key=[KEY_PREFIX, "account_mapping"],
-    group_name=GROUP,
-    partitions_def=billing_periods,
+@period_asset(
+    GROUP,
+    "account_mapping",
+    key_prefix=KEY_PREFIX,
     kinds={"pandas"},
-    owners=OWNERS,
     ins=_ins(
         customers=("nexacloud", "customers"),
         deployments=("nexacloud", "deployments"),
@@ -125,12 +124,11 @@ def account_mapping(
     )
 
 
-@asset(
-    key=[KEY_PREFIX, "expected_charges"],
-    group_name=GROUP,
-    partitions_def=billing_periods,
+@period_asset(
+    GROUP,
+    "expected_charges",
+    key_prefix=KEY_PREFIX,
     kinds={"pandas"},
-    owners=OWNERS,
     ins=_ins(
         customers=("nexacloud", "customers"),
         plans=("nexacloud", "plans"),
@@ -165,12 +163,11 @@ def expected_charges(
     )
 
 
-@asset(
-    key=[KEY_PREFIX, "reconciliation"],
-    group_name=GROUP,
-    partitions_def=billing_periods,
+@period_asset(
+    GROUP,
+    "reconciliation",
+    key_prefix=KEY_PREFIX,
     kinds={"pandas", "sql"},
-    owners=OWNERS,
     ins=_ins(
         customers=("nexacloud", "customers"),
         plans=("nexacloud", "plans"),

@@ -15,6 +15,7 @@ import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+from fusion_billing_assets.billing.periods import period_of
 from fusion_billing_assets.settings import LOCAL_INSTANCE_HOME, PROJECT_ROOT, redact_url
 
 DEFAULT_SEED = 7
@@ -177,7 +178,7 @@ def _ensure_sandbox(settings, *, regenerate: bool, seed: int) -> dict:
     from fusion_billing_assets.sandbox.generator import DEFAULT_SCALE, generate
 
     paths = sandbox_paths(settings.sandbox_dir)
-    current_period = datetime.now(UTC).astimezone(_zone(settings.timezone)).date().replace(day=1)
+    current_period = period_of(datetime.now(UTC), settings.timezone)
     manifest = _read_manifest(paths["manifest"])
     stale = manifest is None or manifest.get("seed") != seed or _end_period(manifest) != current_period
     if regenerate or stale:
@@ -206,12 +207,6 @@ def _read_manifest(path: Path) -> dict | None:
 def _end_period(manifest: dict) -> date | None:
     periods = manifest.get("periods") or []
     return date.fromisoformat(periods[-1]["period"]) if periods else None
-
-
-def _zone(name: str):
-    from zoneinfo import ZoneInfo
-
-    return ZoneInfo(name)
 
 
 if __name__ == "__main__":

@@ -232,7 +232,6 @@ class World:
             nexacloud_usage=usage,
             nexacloud_invoices=nexacloud_invoices,
             nexacloud_invoice_lines=nexacloud_lines,
-            account_links=self._account_links(),
             partners=self._partners(),
             subscriptions=self._subscriptions(),
             odoo_usage=self._odoo_usage(),
@@ -408,7 +407,7 @@ class World:
             odoo_frames.ODOO_USAGE_COLUMNS,
         )
 
-    def _account_links(self) -> pd.DataFrame:
+    def account_links(self) -> pd.DataFrame:
         customer_links = [
             {"link_kind": "customer", "nexacloud_id": c.customer_id, "odoo_model": "res.partner"}
             | {"odoo_id": c.partner_id, "xml_id": f"nexacloud.customer_{c.customer_id}"}
@@ -494,12 +493,12 @@ def reconciled(
     world: World, waivers: Sequence[Waiver] = (), policy: Policy = NO_TOLERANCE
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     inputs = world.inputs()
-    return reconcile(inputs, mapping_of(inputs), waivers, policy, RECONCILED_AT)
+    return reconcile(inputs, mapping_of(world, inputs), waivers, policy, RECONCILED_AT)
 
 
-def mapping_of(inputs: PeriodInputs) -> pd.DataFrame:
+def mapping_of(world: World, inputs: PeriodInputs) -> pd.DataFrame:
     return account_mapping(
-        inputs.customers, inputs.deployments, inputs.account_links, inputs.partners, inputs.odoo_invoices
+        inputs.customers, inputs.deployments, world.account_links(), inputs.partners, inputs.odoo_invoices
     )
 
 
@@ -535,7 +534,8 @@ def waiver(customer: Customer, delta_cents: int, **changes) -> Waiver:
 
 
 def test_the_mapping_pairs_customers_with_partners_and_deployments_with_subscriptions():
-    mapping = mapping_of(World([ALICE, BOB]).inputs())
+    world = World([ALICE, BOB])
+    mapping = mapping_of(world, world.inputs())
     assert list(mapping.columns) == ["link_kind", "nexacloud_id", "odoo_id", "mapped"]
     pairs = {
         (kind, int(n), int(o))
@@ -557,7 +557,7 @@ def test_the_mapping_keeps_the_unmapped_of_both_sides():
         unlinked_deployments={ALICE_WEB.deployment_id},
         stray_partner_invoices=[4_900],
     )
-    unmapped = mapping_of(world.inputs()).query("not mapped")
+    unmapped = mapping_of(world, world.inputs()).query("not mapped")
     assert [(row.link_kind, row.nexacloud_id, row.odoo_id) for row in unmapped.itertuples(index=False)] == [
         ("customer", 2, pd.NA),
         ("deployment", 11, pd.NA),
@@ -567,7 +567,8 @@ def test_the_mapping_keeps_the_unmapped_of_both_sides():
 
 
 def test_an_invoice_to_a_contact_is_folded_to_its_company_in_the_mapping():
-    mapping = mapping_of(World([ALICE], odoo_invoices_to_contact={ALICE.customer_id}).inputs())
+    world = World([ALICE], odoo_invoices_to_contact={ALICE.customer_id})
+    mapping = mapping_of(world, world.inputs())
     assert mapping["mapped"].all()
     assert ALICE.contact_id not in set(mapping["odoo_id"])
 
@@ -1158,7 +1159,7 @@ def test_a_random_world_gets_one_row_per_customer_whose_status_holds_and_whose_l
 ):
     inputs = world.inputs()
     policy = Policy(tolerance_cents=tolerance_cents)
-    results, lines = reconcile(inputs, mapping_of(inputs), (), policy, RECONCILED_AT)
+    results, lines = reconcile(inputs, mapping_of(world, inputs), (), policy, RECONCILED_AT)
     assert_one_row_per_customer_and_invoiced_orphan(world, inputs, results, lines)
     assert_each_leg_adds_up(inputs, results)
     assert_each_status_holds_its_defining_facts(world, inputs, results, lines, tolerance_cents)

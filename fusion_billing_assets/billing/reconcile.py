@@ -71,7 +71,6 @@ class PeriodInputs:
     nexacloud_usage: pd.DataFrame
     nexacloud_invoices: pd.DataFrame
     nexacloud_invoice_lines: pd.DataFrame
-    account_links: pd.DataFrame
     partners: pd.DataFrame
     subscriptions: pd.DataFrame
     odoo_usage: pd.DataFrame

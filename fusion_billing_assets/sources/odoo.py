@@ -285,20 +285,10 @@ class OdooClient:
             last_attempt = attempt == self.retry.max_attempts
             try:
                 response = self._http.post(path, json=body, headers=headers)
-            except httpx.TimeoutException as error:
-                if last_attempt:
-                    raise OdooError(
-                        f"{self.describe()} did not answer {model}.{method} in time "
-                        f"({type(error).__name__}, {attempt} attempts)."
-                    ) from None
-                self.stats.retries += 1
-                self._sleep(self.retry.delay(attempt, None, self._jitter))
-                continue
             except httpx.TransportError as error:
                 if last_attempt:
                     raise OdooError(
-                        f"{self.describe()} is unreachable for {model}.{method} after {attempt} attempts: "
-                        f"{type(error).__name__}: {error}."
+                        _transport_failure(self.describe(), model, method, error, attempt)
                     ) from None
                 self.stats.retries += 1
                 self._sleep(self.retry.delay(attempt, None, self._jitter))
@@ -354,6 +344,16 @@ def _formatted_group(
             row.get("__count") if aggregate == "__count" else row.get(aggregate.split(":")[0], 0)
         )
     return group
+
+
+def _transport_failure(
+    server: str, model: str, method: str, error: httpx.TransportError, attempts: int
+) -> str:
+    if isinstance(error, httpx.TimeoutException):
+        return (
+            f"{server} did not answer {model}.{method} in time ({type(error).__name__}, {attempts} attempts)."
+        )
+    return f"{server} is unreachable for {model}.{method} after {attempts} attempts: {type(error).__name__}: {error}."
 
 
 def _retry_after_seconds(response: httpx.Response) -> float | None:

@@ -27,6 +27,6 @@ defs = Definitions(
     sensors=sensors,
     resources=build_resources(settings),
     # A period's steps are small and share their sources; starting one interpreter per step would
-    # cost more than the work (DESIGN §8). Periods still run in parallel as separate runs.
+    # cost more than the work (docs/design.md §8). Periods still run in parallel as separate runs.
     executor=in_process_executor,
 )

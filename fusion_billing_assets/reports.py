@@ -33,11 +33,11 @@ NO_VALUE = "—"
 
 
 def status_counts(results: pd.DataFrame) -> dict[str, int]:
-    """Rows per status, for every status of DESIGN §6 (zeros included), in ``STATUSES`` order."""
+    """Rows per status, for every status of docs/design.md §6 (zeros included), in ``STATUSES`` order."""
     counts = results["status"].value_counts()
     unknown = sorted(set(counts.index) - set(STATUSES))
     if unknown:
-        raise ValueError(f"results hold statuses that DESIGN §6 does not define: {unknown}")
+        raise ValueError(f"results hold statuses that docs/design.md §6 does not define: {unknown}")
     return {status: int(counts.get(status, 0)) for status in STATUSES}
 
 

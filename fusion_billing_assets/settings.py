@@ -1,6 +1,6 @@
 """The code location's configuration, read from the environment and checked when it loads.
 
-Every setting of DESIGN §3 is validated here, once, so a half-configured deployment fails at load
+Every setting of docs/design.md §3 is validated here, once, so a half-configured deployment fails at load
 with a sentence naming the variable to fix instead of a traceback from deep inside a library.
 Secrets (the Odoo API key, passwords inside URLs) are only checked for presence: they reach the
 resources through Dagster's ``EnvVar`` and never appear in a message.

@@ -1,6 +1,6 @@
 """The results contract in the warehouse: ``billing_reconciliation`` and its per-deployment detail.
 
-People and other tools read these tables (DESIGN §6), so their columns are written down once,
+People and other tools read these tables (docs/design.md §6), so their columns are written down once,
 here. Amounts are integer cents; CPU-seconds keep their three decimals; ``delta_cents`` and every
 component delta are Odoo minus NexaCloud.
 

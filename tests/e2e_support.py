@@ -136,7 +136,7 @@ class ProcessGroups:
     """Processes each started in a process group of its own, and all ended together.
 
     ``dagster-webserver`` and ``dagster-daemon`` start code servers and run workers of their own and
-    may not exit promptly on SIGTERM (DESIGN §8): every group gets SIGTERM, then, after a grace
+    may not exit promptly on SIGTERM (docs/design.md §8): every group gets SIGTERM, then, after a grace
     period shared by all of them, SIGKILL — children that outlived their leader included.
     """
 

@@ -1,4 +1,4 @@
-"""Charge math contract (DESIGN §6): active local days, prorated base, overage, per-line and global tax."""
+"""Charge math contract (docs/design.md §6): active local days, prorated base, overage, per-line and global tax."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Expected charges contract (DESIGN §6): our own third opinion of every bill, to the cent.
+"""Expected charges contract (docs/design.md §6): our own third opinion of every bill, to the cent.
 
 Per deployment alive in the period: the plan fee prorated by active local days and the CPU
 overage above the unprorated quota, half-up, taxed at the customer's province's rate on the

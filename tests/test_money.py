@@ -1,4 +1,4 @@
-"""Money contract (DESIGN §6): integer cents, half-up rounding, exact float conversion, display."""
+"""Money contract (docs/design.md §6): integer cents, half-up rounding, exact float conversion, display."""
 
 from __future__ import annotations
 

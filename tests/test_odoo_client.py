@@ -1,4 +1,4 @@
-"""The Odoo client (DESIGN §5): JSON-2 and /jsonrpc calls, keyset paging, errors without secrets."""
+"""The Odoo client (docs/design.md §5): JSON-2 and /jsonrpc calls, keyset paging, errors without secrets."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""The Odoo test double holds the Odoo 19 wire contract of DESIGN §5.
+"""The Odoo test double holds the Odoo 19 wire contract of docs/design.md §5.
 
 JSON-2 (``POST /json/2/<model>/<method>``: bare results, errors as
 ``{name, message, arguments, context, debug}`` with 401/403/404/405/422/500, a wrong database as

@@ -1,4 +1,4 @@
-"""Operating the code location end to end (README "Operating it"; DESIGN §3, §8).
+"""Operating the code location end to end (README "Operating it"; docs/design.md §3, §8).
 
 The production instance file (PostgreSQL storage, queued runs) in a throw-away home over a
 generated sandbox, and the real processes: ``dagster-webserver`` and ``dagster-daemon``, each in a

@@ -1,4 +1,4 @@
-"""Flip readiness contract (DESIGN §6): may Nexa switch billing over to Odoo?
+"""Flip readiness contract (docs/design.md §6): may Nexa switch billing over to Odoo?
 
 Ready when each of the last N consecutive closed periods was reconciled after it closed and holds
 no unexplained difference; match, within_tolerance, rounding_difference and waived never block.

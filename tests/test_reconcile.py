@@ -1,4 +1,4 @@
-"""Reconciliation contract (DESIGN §6): one row per customer, exactly one status, a cause with figures.
+"""Reconciliation contract (docs/design.md §6): one row per customer, exactly one status, a cause with figures.
 
 Each test builds a one-period world in which NexaCloud and Odoo bill the same customers from their
 own inputs (NexaCloud from its metering and plans, Odoo from its usage ledger and subscription
@@ -7,7 +7,7 @@ cause sentence carries and the component deltas. The account mapping pairs custo
 partners (folding contacts into their company) and keeps the unmapped of both sides; statuses
 follow the precedence documented in ``billing.reconcile``. Properties over random worlds hold
 that every customer (and every invoiced partner no customer maps to) gets exactly one row whose
-status is one of DESIGN §6 and holds the facts that define it, that each leg's totals are those
+status is one of docs/design.md §6 and holds the facts that define it, that each leg's totals are those
 of its system's invoices, that ``delta_cents`` is Odoo minus NexaCloud, and that two systems
 billing alike always match.
 """
@@ -573,7 +573,7 @@ def test_an_invoice_to_a_contact_is_folded_to_its_company_in_the_mapping():
     assert ALICE.contact_id not in set(mapping["odoo_id"])
 
 
-# --- One example per status of DESIGN §6 -------------------------------------------------------
+# --- One example per status of docs/design.md §6 -------------------------------------------------------
 
 
 def test_the_world_itself_bills_the_figures_the_examples_rely_on():

@@ -1,4 +1,4 @@
-"""Reconciliation end to end (issue "Reconciliation end to end"; DESIGN §6, §7).
+"""Reconciliation end to end (issue "Reconciliation end to end"; docs/design.md §6, §7).
 
 The job ``reconcile_billing_period``, run on generated sandboxes (three seeds, two scales) for
 every closed period, writes ``billing_reconciliation`` so that read back from the warehouse it has
@@ -286,7 +286,7 @@ def test_every_expected_row_is_stored_with_exactly_its_status_and_no_other_row_e
         == reconciled.sandbox.closed_periods
     )
     assert not stored["provisional"].any(), "closed periods were reconciled as provisional"
-    # Every status of DESIGN §6 is injected, and found, on every sandbox.
+    # Every status of docs/design.md §6 is injected, and found, on every sandbox.
     assert set(stored["status"]) == set(STATUSES)
 
 

@@ -1,4 +1,4 @@
-"""Sandbox generator contract (DESIGN §4, §6, §7).
+"""Sandbox generator contract (docs/design.md §4, §6, §7).
 
 The generated world is deterministic from its seed; the NexaCloud tables follow the §4 schema on
 SQLite and PostgreSQL alike; the manifest covers every reconciliation status and has one expected
@@ -144,7 +144,7 @@ def test_generating_again_into_the_same_database_replaces_the_world(tmp_path):
 
 # --- schema and storage --------------------------------------------------------------------------
 
-# DESIGN §4: (data type, length or (precision, scale), nullable) per column, as PostgreSQL reports them.
+# docs/design.md §4: (data type, length or (precision, scale), nullable) per column, as PostgreSQL reports them.
 DESIGN_COLUMNS = {
     "customers": {
         "id": ("bigint", None, False),
@@ -498,7 +498,7 @@ def test_too_small_a_scale_is_refused_with_the_reason(tmp_path):
 
 
 class _Totals:
-    """Both systems' invoices per customer and period, read by the rules of DESIGN §4 and §5."""
+    """Both systems' invoices per customer and period, read by the rules of docs/design.md §4 and §5."""
 
     def __init__(self, sandbox: Sandbox):
         self.sandbox = sandbox

@@ -1,4 +1,4 @@
-"""Configuration (DESIGN §3): bad settings fail at load with a message naming the variable."""
+"""Configuration (docs/design.md §3): bad settings fail at load with a message naming the variable."""
 
 import os
 import subprocess

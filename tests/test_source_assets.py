@@ -1,4 +1,4 @@
-"""Source assets contract (issue "Source assets"; DESIGN §2, §4, §5).
+"""Source assets contract (issue "Source assets"; docs/design.md §2, §4, §5).
 
 Every NexaCloud and Odoo source asset materializes a closed and the provisional billing period,
 on SQLite and on PostgreSQL, over JSON-2 and legacy /jsonrpc, recording the period it judged and

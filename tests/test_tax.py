@@ -1,4 +1,4 @@
-"""Tax table contract (DESIGN §6): rates by province and date, boundaries inclusive, unknowns refused."""
+"""Tax table contract (docs/design.md §6): rates by province and date, boundaries inclusive, unknowns refused."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Waiver file contract (DESIGN §6 ``waived``): validated on load, naming file, line and field.
+"""Waiver file contract (docs/design.md §6 ``waived``): validated on load, naming file, line and field.
 
 A waiver applies only to its period and customer, only to exactly the difference it accepted, and
 only until it expires (inclusive). Blank and ``#`` lines are ignored; a missing file is an error

@@ -1,4 +1,4 @@
-"""The charge math of DESIGN §6: base fee prorated by local days, CPU overage, and sales tax.
+"""The charge math of docs/design.md §6: base fee prorated by local days, CPU overage, and sales tax.
 
 These functions are the reconciliation's third opinion (what *should* have been billed) and the
 arithmetic the sandbox generator bills both systems with; the sandbox's injected differences change

@@ -1,4 +1,4 @@
-"""Expected charges: our own third opinion of every bill of a period (DESIGN §6).
+"""Expected charges: our own third opinion of every bill of a period (docs/design.md §6).
 
 From NexaCloud's customers, plans, deployments (with their active local days) and metered usage,
 each deployment alive in the period is billed two lines, its prorated plan fee and its CPU overage

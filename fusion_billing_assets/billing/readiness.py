@@ -1,4 +1,4 @@
-"""Flip readiness: may Nexa switch billing over to Odoo? (DESIGN §6)
+"""Flip readiness: may Nexa switch billing over to Odoo? (docs/design.md §6)
 
 Ready when the last N consecutive closed billing periods were each reconciled after they closed
 and hold no unexplained difference (a status other than match, within_tolerance,

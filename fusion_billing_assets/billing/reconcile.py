@@ -1,7 +1,7 @@
 """The three-way reconciliation of one billing period: NexaCloud actual, Odoo computed, expected.
 
 One row per customer (and per Odoo partner that no customer maps to), each with exactly one
-status of DESIGN §6 and a cause sentence carrying the figures that explain it. Statuses are
+status of docs/design.md §6 and a cause sentence carrying the figures that explain it. Statuses are
 decided in this order of precedence, the first that holds wins:
 
 1. ``unmapped``: the customer (or one of its deployments alive in the period) has no Odoo

@@ -1,10 +1,10 @@
-"""The reconciliation statuses of DESIGN §6: their meaning, which are accepted, their severity."""
+"""The reconciliation statuses of docs/design.md §6: their meaning, which are accepted, their severity."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-# DESIGN §6, in the order of its table: the order of every count by status.
+# docs/design.md §6, in the order of its table: the order of every count by status.
 STATUS_MEANINGS: Mapping[str, str] = {
     "match": "NexaCloud and Odoo totals equal to the cent",
     "within_tolerance": "the totals differ by no more than the configured tolerance",

@@ -1,4 +1,4 @@
-"""Sales tax on NexaCloud charges: the effective-dated rate of each Canadian province (DESIGN §6).
+"""Sales tax on NexaCloud charges: the effective-dated rate of each Canadian province (docs/design.md §6).
 
 The table is data, one row per rate and the dates it applied, so a rate change is one new row
 (and a closing date on the old one), never a code change. ``effective_to`` is the last day a rate

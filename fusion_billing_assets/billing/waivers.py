@@ -1,4 +1,4 @@
-"""The waiver file: differences someone accepted, with a reason and an approver (DESIGN §6 ``waived``).
+"""The waiver file: differences someone accepted, with a reason and an approver (docs/design.md §6 ``waived``).
 
 A version-controlled CSV, one accepted difference per row::
 

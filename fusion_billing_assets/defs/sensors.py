@@ -1,7 +1,7 @@
 """Sensors: mismatch alerts, run-failure alerts and re-runs of periods that received late usage.
 
 The mismatch alert reads reconciliation results, not run status: a failing non-blocking check does
-not fail its run (DESIGN §8). Its cursor moves past a materialization only once the receiver has
+not fail its run (docs/design.md §8). Its cursor moves past a materialization only once the receiver has
 accepted the alert it called for, so an alert is never lost when the receiver is down, and the
 fingerprint of each period's differences keeps an unchanged period from being alerted twice.
 """

@@ -2,7 +2,7 @@
 
 ``generate`` writes, from a seed and a scale:
 
-- the NexaCloud database of DESIGN §4 at any SQLAlchemy URL (a SQLite file or PostgreSQL), its
+- the NexaCloud database of docs/design.md §4 at any SQLAlchemy URL (a SQLite file or PostgreSQL), its
   tables dropped and recreated so a second run replaces the world instead of adding to it;
 - ``odoo.json``: the records the Odoo test double serves, in the storage format of
   ``sandbox.odoo_models``;

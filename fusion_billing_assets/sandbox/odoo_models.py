@@ -1,4 +1,4 @@
-"""The slice of Odoo 19's data model that the Odoo test double serves (DESIGN §5).
+"""The slice of Odoo 19's data model that the Odoo test double serves (docs/design.md §5).
 
 Records are plain dicts keyed by field name, as the sandbox generator writes them to
 ``odoo.json``: ``id`` is an int; a many2one holds the related id or ``None``; a one2many or

@@ -1,7 +1,7 @@
 """A test double of Odoo 19's external API, for the embedded sandbox and the test suite.
 
 This is not Odoo. It is a small WSGI application that serves, from records held in memory, the
-slice of Odoo 19 Enterprise that the reconciliation reads (DESIGN §5; models and fields in
+slice of Odoo 19 Enterprise that the reconciliation reads (docs/design.md §5; models and fields in
 ``odoo_models.MODELS``), and answers the way Odoo answers on the wire, so that the production
 client runs unchanged against it, in-process through ``httpx.WSGITransport`` or over a real port
 (``serve``/``serving``):

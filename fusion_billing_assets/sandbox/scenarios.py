@@ -1,6 +1,6 @@
 """The sandbox's cast: which customer plays which injected difference or edge case, and in which period.
 
-Every reconciliation status of DESIGN §6 is injected at least once, each on a customer of its
+Every reconciliation status of docs/design.md §6 is injected at least once, each on a customer of its
 own, and shaped so the status is unambiguous under any sensible precedence with a tolerance of
 one cent: a difference has exactly one cause, and every other leg (usage, rates, tax rule,
 currency, invoice count) agrees. Edge cases are the realistic situations a reconciliation must

@@ -81,7 +81,7 @@ def _read_only_sqlite_engine(database: str | None) -> Engine:
     return create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False))
 
 
-# --- Queries (DESIGN §4). Bound parameters only; portable between PostgreSQL and SQLite. ---
+# --- Queries (docs/design.md §4). Bound parameters only; portable between PostgreSQL and SQLite. ---
 
 CUSTOMER_COLUMNS = {
     "customer_id": INT,

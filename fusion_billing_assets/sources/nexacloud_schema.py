@@ -1,4 +1,4 @@
-"""The NexaCloud source contract (v1, DESIGN §4) as SQLAlchemy Core tables.
+"""The NexaCloud source contract (v1, docs/design.md §4) as SQLAlchemy Core tables.
 
 The extractors read these tables and the sandbox generator creates them, so the contract is
 written down once. Adapting to the real NexaCloud schema means changing this module and the

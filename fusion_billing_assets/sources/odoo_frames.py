@@ -1,6 +1,6 @@
 """Odoo's side of a billing period as frames: links, partners, subscriptions, usage, invoices.
 
-Model and field names are configuration (``OdooModels``) with the defaults of DESIGN §5, not
+Model and field names are configuration (``OdooModels``) with the defaults of docs/design.md §5, not
 literals scattered through the code. Reads are batched: records page by keyset, invoice lines
 come in batches of ``move_id in [...]``, and the usage ledger is summed by Odoo itself with
 ``formatted_read_group`` (``read_group`` over ``/jsonrpc``), never pulled record by record.
@@ -28,7 +28,7 @@ BATCH_SIZE = 500
 
 @dataclass(frozen=True)
 class OdooModels:
-    """Where the Nexa billing module keeps things in Odoo (DESIGN §5)."""
+    """Where the Nexa billing module keeps things in Odoo (docs/design.md §5)."""
 
     link: str = "ir.model.data"
     link_module: str = "nexacloud"

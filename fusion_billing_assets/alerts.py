@@ -21,7 +21,7 @@ import httpx
 import pandas as pd
 
 from fusion_billing_assets.billing.money import format_cents
-from fusion_billing_assets.billing.statuses import ACCEPTED_STATUSES
+from fusion_billing_assets.billing.statuses import unexplained
 from fusion_billing_assets.reports import status_counts, total_variance_cents
 
 LARGEST_SHOWN = 5
@@ -68,11 +68,7 @@ class PeriodAlertState:
         return self.fingerprint is not None
 
 
-def unexplained_rows(results: pd.DataFrame) -> pd.DataFrame:
-    return results[~results["status"].isin(ACCEPTED_STATUSES)]
-
-
-def fingerprint(unexplained: pd.DataFrame) -> str:
+def fingerprint(differences: pd.DataFrame) -> str:
     """The identity of a set of differences: who, which status, how much."""
     keys = sorted(
         (
@@ -81,7 +77,7 @@ def fingerprint(unexplained: pd.DataFrame) -> str:
             str(row.status),
             int(row.delta_cents),
         )
-        for row in unexplained.itertuples()
+        for row in differences.itertuples()
     )
     return hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:32]
 
@@ -90,8 +86,8 @@ def period_alert(
     period: str, results: pd.DataFrame, state: PeriodAlertState, link: str | None
 ) -> tuple[Alert | None, PeriodAlertState]:
     """The alert a period's current results call for, if any, and the state once it is sent."""
-    unexplained = unexplained_rows(results)
-    if unexplained.empty:
+    held_back = unexplained(results)
+    if held_back.empty:
         if not state.alerted:
             return None, state
         alert = Alert(
@@ -106,16 +102,16 @@ def period_alert(
             },
         )
         return alert, PeriodAlertState()
-    current = fingerprint(unexplained)
+    current = fingerprint(held_back)
     if current == state.fingerprint:
         return None, state
-    worst = unexplained.reindex(unexplained["delta_cents"].abs().sort_values(ascending=False).index)
+    worst = held_back.reindex(held_back["delta_cents"].abs().sort_values(ascending=False).index)
     provisional = bool(results["provisional"].any()) if "provisional" in results else False
     alert = Alert(
         event=MISMATCH,
         title=(
             f"Billing period {period}{' (provisional)' if provisional else ''} does not reconcile: "
-            f"{len(unexplained)} unexplained difference(s), variance {format_cents(total_variance_cents(results))}."
+            f"{len(held_back)} unexplained difference(s), variance {format_cents(total_variance_cents(results))}."
         ),
         lines=(
             _counts_line(results),

@@ -21,10 +21,12 @@ import pandas as pd
 from fusion_billing_assets.billing.money import cents_to_dollars, format_cents
 from fusion_billing_assets.billing.periods import next_period
 from fusion_billing_assets.billing.statuses import (
-    ACCEPTED_STATUSES,
     SEVERITY_ORDER,
     STATUS_MEANINGS,
     STATUSES,
+    Status,
+    is_unexplained,
+    unexplained,
 )
 
 _SEVERITY_RANK = {status: rank for rank, status in enumerate(SEVERITY_ORDER)}
@@ -46,9 +48,9 @@ def total_variance_cents(results: pd.DataFrame) -> int:
     return sum(abs(int(delta)) for delta in results["delta_cents"])
 
 
-def unexplained(results: pd.DataFrame) -> pd.DataFrame:
+def unexplained_by_severity(results: pd.DataFrame) -> pd.DataFrame:
     """The rows that hold back the switch to Odoo, most severe first."""
-    return in_severity_order(results[~results["status"].isin(ACCEPTED_STATUSES)])
+    return in_severity_order(unexplained(results))
 
 
 def in_severity_order(results: pd.DataFrame) -> pd.DataFrame:
@@ -70,7 +72,7 @@ def largest_differences_markdown(results: pd.DataFrame, limit: int = 20) -> str:
     Rows that agree to the cent under an accepted status are left out; an unexplained status with
     no difference in the totals (a duplicate that sums up right) is kept, after the others.
     """
-    differing = results[(results["delta_cents"] != 0) | ~results["status"].isin(ACCEPTED_STATUSES)]
+    differing = results[(results["delta_cents"] != 0) | is_unexplained(results["status"])]
     if differing.empty:
         return "_No differences: every row agrees to the cent._"
     largest = differing.assign(
@@ -146,7 +148,7 @@ def variance_chart_svg(results: pd.DataFrame) -> str:
     for index, (status, cents) in enumerate(bars):
         y = _TOP + row_height * index + (row_height - bar_height) / 2
         width = max(1.0, plot_width * cents / axis_max)
-        colour = _EXPLAINED_COLOUR if status in ACCEPTED_STATUSES else _UNEXPLAINED_COLOUR
+        colour = _UNEXPLAINED_COLOUR if Status(status).counts_against_switch else _EXPLAINED_COLOUR
         label = html.escape(status)
         value = html.escape(format_cents(cents))
         middle = y + bar_height / 2 + 4
@@ -258,7 +260,7 @@ def period_report_html(
     month = period.strftime("%B %Y")
     last_day = next_period(period) - timedelta(days=1)
     ordered = in_severity_order(results)
-    held_back = unexplained(results)
+    held_back = unexplained_by_severity(results)
     counts = status_counts(results)
     sizes = results["delta_cents"].abs().astype("int64").groupby(results["status"]).sum()
     generated = generated_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -339,7 +341,7 @@ def _result_row_html(row: Mapping[str, Any]) -> str:
         cause += (
             f'<div class="waiver">Waiver: {_text(row["waiver_reason"])} (approved by {_text(approver)})</div>'
         )
-    kind = "explained" if row["status"] in ACCEPTED_STATUSES else "unexplained"
+    kind = "unexplained" if Status(row["status"]).counts_against_switch else "explained"
     return (
         f'<tr class="{kind}"><td>{_status_badge(row["status"])}</td><td>{_text(_customer_label(row))}</td>'
         f"<td>{_text(_id_label(row['partner_id']))}</td><td>{_text(_currencies(row))}</td>"
@@ -474,7 +476,7 @@ def _text(value: Any) -> str:
 
 
 def _status_badge(status: str) -> str:
-    kind = "explained" if status in ACCEPTED_STATUSES else "unexplained"
+    kind = "unexplained" if Status(status).counts_against_switch else "explained"
     return f'<span class="status {kind}">{_text(status)}</span>'
 
 

@@ -36,7 +36,7 @@ from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
-from fusion_billing_assets.billing.statuses import ACCEPTED_STATUSES, STATUSES
+from fusion_billing_assets.billing.statuses import STATUSES, unexplained
 from fusion_billing_assets.settings import PROJECT_ROOT
 from fusion_billing_assets.warehouse import read_period
 from tests.conftest import GeneratedSandbox, generate_small_sandbox, throwaway_postgres_database
@@ -209,8 +209,8 @@ def test_backfilled_periods_alert_once_each_and_a_refused_alert_arrives_once_the
     assert not any(results[period]["provisional"].any() for period in closed)
     # The sandbox injects unexplained differences into every period, the provisional one included:
     # its silence below is the rule for provisional months, not an absence of news.
-    unexplained = {period: unexplained_rows(results[period]) for period in periods}
-    assert all(len(unexplained[period]) for period in periods)
+    held_back = {period: unexplained(results[period]) for period in periods}
+    assert all(len(held_back[period]) for period in periods)
 
     # --- First round: one signed alert per closed period, none for the provisional month ----------
     started = deployment.graphql(START_SENSOR, selector=SENSOR_SELECTOR)["startSensor"]
@@ -461,10 +461,6 @@ def period_results(deployment: Deployment, period: str) -> pd.DataFrame:
     return results
 
 
-def unexplained_rows(results: pd.DataFrame) -> pd.DataFrame:
-    return results[~results["status"].isin(ACCEPTED_STATUSES)]
-
-
 def plain_matching_customer(sandbox: GeneratedSandbox, period: str) -> int:
     """A customer whose period reconciles to the cent and is no edge case of the sandbox."""
     special = {
@@ -521,7 +517,7 @@ def verified_alert(request: ReceivedRequest, secret: str) -> dict[str, Any]:
 def assert_describes_results(alert: dict[str, Any], results: pd.DataFrame, webserver_url: str) -> None:
     """A mismatch alert states the period's results as the warehouse holds them, and links to them."""
     period = alert["period"]
-    unexplained = unexplained_rows(results)
+    held_back = unexplained(results)
     assert alert["event"] == "reconciliation.mismatch"
     assert alert["provisional"] is False
     assert alert["link"] == f"{webserver_url}/assets/billing/reconciliation?partition={period}"
@@ -529,9 +525,9 @@ def assert_describes_results(alert: dict[str, Any], results: pd.DataFrame, webse
     assert alert["counts_by_status"] == {
         status: int(counts[status]) for status in STATUSES if status in counts
     }
-    assert f"{len(unexplained)} unexplained difference(s)" in alert["title"]
+    assert f"{len(held_back)} unexplained difference(s)" in alert["title"]
     assert alert["total_variance_cents"] == int(results["delta_cents"].abs().sum())
-    largest = unexplained["delta_cents"].abs().max()
+    largest = held_back["delta_cents"].abs().max()
     assert max(abs(difference["delta_cents"]) for difference in alert["largest_differences"]) == largest
 
 

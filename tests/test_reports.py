@@ -18,7 +18,7 @@ from fusion_billing_assets.reports import (
     status_counts,
     svg_markdown_image,
     total_variance_cents,
-    unexplained,
+    unexplained_by_severity,
     variance_chart_svg,
     write_period_report,
 )
@@ -94,7 +94,7 @@ def test_variance_and_unexplained_rows(october):
     results, _ = october
 
     assert total_variance_cents(results) == 1 + 450 + 11_300 + 2 + 11_300 + 11_300
-    held_back = unexplained(results)
+    held_back = unexplained_by_severity(results)
     # Most severe first: a duplicate, then the missing invoices, then a usage difference.
     assert held_back["status"].tolist() == [
         "duplicate",

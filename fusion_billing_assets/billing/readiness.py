@@ -14,7 +14,7 @@ from datetime import date
 import pandas as pd
 
 from fusion_billing_assets.billing.money import format_cents
-from fusion_billing_assets.billing.statuses import ACCEPTED_STATUSES
+from fusion_billing_assets.billing.statuses import unexplained
 
 READY, NOT_READY = "ready", "not_ready"
 
@@ -55,14 +55,14 @@ def flip_readiness(results: pd.DataFrame, closed_periods: Sequence[date], requir
                 + (" (only a provisional run exists)" if provisional_only else "")
             )
             continue
-        unexplained = rows[~rows["status"].isin(ACCEPTED_STATUSES)]
-        unexplained_by_period[period.isoformat()] = len(unexplained)
-        if len(unexplained):
-            counts = unexplained["status"].value_counts()
+        held_back = unexplained(rows)
+        unexplained_by_period[period.isoformat()] = len(held_back)
+        if len(held_back):
+            counts = held_back["status"].value_counts()
             listing = ", ".join(f"{count} {status}" for status, count in counts.sort_index().items())
-            variance = int(unexplained["delta_cents"].abs().sum())
+            variance = int(held_back["delta_cents"].abs().sum())
             reasons.append(
-                f"{period:%Y-%m} has {len(unexplained)} unexplained difference(s) ({listing}), "
+                f"{period:%Y-%m} has {len(held_back)} unexplained difference(s) ({listing}), "
                 f"{format_cents(variance)} of variance"
             )
     return Readiness(

@@ -38,6 +38,7 @@ from fusion_billing_assets.billing.expected import (
     tax_under_other_rounding,
 )
 from fusion_billing_assets.billing.money import format_cents
+from fusion_billing_assets.billing.statuses import Status
 from fusion_billing_assets.billing.tax import tax_rule
 from fusion_billing_assets.billing.waivers import Waiver, find_waiver
 from fusion_billing_assets.warehouse import LINE_COLUMNS, RESULT_COLUMNS
@@ -139,11 +140,11 @@ def reconcile(
             find_waiver(
                 waivers, inputs.period, int(row["customer_id"]), int(row["delta_cents"]), reconciled_at.date()
             )
-            if row["status"] != "match" and pd.notna(row["customer_id"])
+            if row["status"] != Status.MATCH and pd.notna(row["customer_id"])
             else None
         )
         if waiver is not None:
-            results.at[row_index, "status"] = "waived"
+            results.at[row_index, "status"] = Status.WAIVED
             results.at[row_index, "cause"] = (
                 f"{row['cause']} Accepted by {waiver.approver}: {waiver.reason} (waiver line {waiver.line})."
             )
@@ -249,7 +250,7 @@ class _Ledger:
         odoo = self.odoo_invoices_by_partner.get(partner_id, _EMPTY_ODOO)
         name = self.partner_names.get(partner_id)
         row = self._legs(None, partner_id, name, _EMPTY_NEXACLOUD, odoo, [])
-        row["status"] = "unmapped"
+        row["status"] = Status.UNMAPPED
         row["cause"] = (
             f"Odoo partner {partner_id} ({name}) was invoiced {format_cents(row['odoo_total_cents'])} "
             f"on {_names(odoo)} but maps to no NexaCloud customer."
@@ -293,7 +294,7 @@ class _Ledger:
     def _judge(self, customer_id, partner_id, nexacloud, odoo, deployment_ids, lines, row) -> tuple[str, str]:
         nexacloud_total, odoo_total = row["nexacloud_total_cents"], row["odoo_total_cents"]
         if partner_id is None:
-            return "unmapped", (
+            return Status.UNMAPPED, (
                 f"NexaCloud customer {customer_id} maps to no Odoo partner (no ir.model.data "
                 f"customer_{customer_id}); NexaCloud billed {format_cents(nexacloud_total)}."
             )
@@ -301,36 +302,36 @@ class _Ledger:
             deployment_id for deployment_id in deployment_ids if deployment_id not in self.subscription_of
         ]
         if unmapped:
-            return "unmapped", (
+            return Status.UNMAPPED, (
                 f"Deployment{'s' if len(unmapped) > 1 else ''} {_listing(unmapped)} of customer {customer_id} "
                 f"map{'' if len(unmapped) > 1 else 's'} to no Odoo subscription; NexaCloud billed "
                 f"{format_cents(nexacloud_total)}, Odoo {format_cents(odoo_total)}."
             )
         if row["nexacloud_invoice_count"] > 1:
-            return "duplicate", (
+            return Status.DUPLICATE, (
                 f"NexaCloud has {row['nexacloud_invoice_count']} invoices for the period "
                 f"({_listing(nexacloud['invoice_id'])}) totalling {format_cents(nexacloud_total)}; "
                 f"Odoo invoiced {format_cents(odoo_total)}."
             )
         if row["odoo_invoice_count"] > 1:
-            return "duplicate", (
+            return Status.DUPLICATE, (
                 f"Odoo has {row['odoo_invoice_count']} invoices for the period ({_names(odoo, 'out_invoice')}) "
                 f"totalling {format_cents(odoo_total)} where NexaCloud billed {format_cents(nexacloud_total)} once."
             )
         has_nexacloud, has_odoo = len(nexacloud) > 0, len(odoo) > 0
         if has_nexacloud and has_odoo and row["nexacloud_currency"] != row["odoo_currency"]:
-            return "currency_mismatch", (
+            return Status.CURRENCY_MISMATCH, (
                 f"NexaCloud bills this customer in {row['nexacloud_currency']} "
                 f"({format_cents(nexacloud_total)}) but Odoo invoiced in {row['odoo_currency']} "
                 f"({format_cents(odoo_total)} on {_names(odoo)})."
             )
         if has_nexacloud and not has_odoo:
-            return "missing_in_odoo", (
+            return Status.MISSING_IN_ODOO, (
                 f"NexaCloud billed {format_cents(nexacloud_total)} (invoice {_listing(nexacloud['invoice_id'])}); "
                 f"Odoo has no invoice for partner {partner_id} in the period."
             )
         if has_odoo and not has_nexacloud:
-            return "missing_in_nexacloud", (
+            return Status.MISSING_IN_NEXACLOUD, (
                 f"Odoo invoiced {format_cents(odoo_total)} ({_names(odoo)}) but NexaCloud has no "
                 f"non-void invoice for the period."
             )
@@ -341,7 +342,7 @@ class _Ledger:
             if not has_nexacloud and not has_odoo:
                 return self._without_invoices(usage_gaps, rate_gaps, row)
             note = f" Odoo's usage ledger differs nonetheless: {usage_gaps}" if usage_gaps else ""
-            return "match", (
+            return Status.MATCH, (
                 f"NexaCloud and Odoo both billed {format_cents(nexacloud_total)} "
                 f"(subtotal {format_cents(row['nexacloud_subtotal_cents'])} + tax "
                 f"{format_cents(row['nexacloud_tax_cents'])}).{note}"
@@ -349,40 +350,40 @@ class _Ledger:
         difference = f"Odoo − NexaCloud = {format_cents(delta)}"
         rounding = self._rounding_explanation(customer_id, nexacloud, row)
         if rounding:
-            return "rounding_difference", f"{difference}: {rounding}"
+            return Status.ROUNDING_DIFFERENCE, f"{difference}: {rounding}"
         if usage_gaps:
-            return "usage_mismatch", f"{usage_gaps} {difference} ({self._components(row)})."
+            return Status.USAGE_MISMATCH, f"{usage_gaps} {difference} ({self._components(row)})."
         if rate_gaps:
-            return "rate_mismatch", f"{rate_gaps} {difference} ({self._components(row)})."
+            return Status.RATE_MISMATCH, f"{rate_gaps} {difference} ({self._components(row)})."
         if row["odoo_subtotal_cents"] == row["nexacloud_subtotal_cents"]:
-            return "tax_mismatch", (
+            return Status.TAX_MISMATCH, (
                 f"Subtotals agree at {format_cents(row['nexacloud_subtotal_cents'])} but Odoo charged "
                 f"{format_cents(row['odoo_tax_cents'])} tax where NexaCloud charged "
                 f"{format_cents(row['nexacloud_tax_cents'])} ({self._tax_label(customer_id)} for "
                 f"{self.province_of.get(customer_id)}): {difference}, beyond any rounding."
             )
         if abs(delta) <= self.policy.tolerance_cents:
-            return "within_tolerance", (
+            return Status.WITHIN_TOLERANCE, (
                 f"{difference}, within the tolerance of {format_cents(self.policy.tolerance_cents)}; "
                 "usage, prices and tax rule agree."
             )
-        return "amount_mismatch", (
+        return Status.AMOUNT_MISMATCH, (
             f"{difference} that usage, prices and the tax rule do not explain ({self._components(row)})."
         )
 
     def _without_invoices(self, usage_gaps: str, rate_gaps: str, row: dict) -> tuple[str, str]:
         when = "so far this month" if self.inputs.provisional else "for the period"
         if usage_gaps:
-            return "usage_mismatch", f"No invoice on either side {when}, but: {usage_gaps}"
+            return Status.USAGE_MISMATCH, f"No invoice on either side {when}, but: {usage_gaps}"
         if rate_gaps:
-            return "rate_mismatch", f"No invoice on either side {when}, but: {rate_gaps}"
+            return Status.RATE_MISMATCH, f"No invoice on either side {when}, but: {rate_gaps}"
         if not self.inputs.provisional and row["expected_total_cents"] > 0:
             # Both systems failing to bill is no agreement: the usage and plans call for a bill.
-            return "amount_mismatch", (
+            return Status.AMOUNT_MISMATCH, (
                 f"Neither NexaCloud nor Odoo billed the period, although its usage and plans call for "
                 f"{format_cents(row['expected_total_cents'])}."
             )
-        return "match", (
+        return Status.MATCH, (
             f"No invoice on either side {when}; usage ledgers and prices agree "
             f"(expected so far {format_cents(row['expected_total_cents'])})."
         )
@@ -664,6 +665,8 @@ def _seconds_text(milliseconds: int) -> str:
 
 def _result_frame(results: pd.DataFrame) -> pd.DataFrame:
     frame = results.reindex(columns=RESULT_COLUMNS)
+    # Stored and compared as plain text, whoever reads the frame next.
+    frame["status"] = frame["status"].map(str)
     for column in ("customer_id", "partner_id"):
         frame[column] = frame[column].astype("Int64")
     return frame

@@ -34,7 +34,7 @@ from fusion_billing_assets.billing.reconcile import (
 from fusion_billing_assets.billing.reconcile import (
     account_mapping as map_accounts,
 )
-from fusion_billing_assets.billing.statuses import ACCEPTED_STATUSES
+from fusion_billing_assets.billing.statuses import unexplained
 from fusion_billing_assets.billing.waivers import load_waivers
 from fusion_billing_assets.defs.frames import OWNERS, frame_metadata, period_asset, period_metadata
 from fusion_billing_assets.defs.resources import ReconciliationPolicy, Warehouse
@@ -246,9 +246,9 @@ def reconciliation(
         generated_at=now,
     )
     counts = status_counts(stored)
-    unexplained = stored[~stored["status"].isin(ACCEPTED_STATUSES)]
+    held_back = unexplained(stored)
     context.log.info(
-        f"reconciliation {window.key}: {len(stored)} rows, {len(unexplained)} unexplained, "
+        f"reconciliation {window.key}: {len(stored)} rows, {len(held_back)} unexplained, "
         f"variance {format_cents(total_variance_cents(stored))}"
     )
     return MaterializeResult(
@@ -256,7 +256,7 @@ def reconciliation(
             **period_metadata(window, warehouse.describe()),
             "dagster/row_count": len(stored),
             "counts_by_status": MetadataValue.json(counts),
-            "unexplained_differences": len(unexplained),
+            "unexplained_differences": len(held_back),
             "total_variance": format_cents(total_variance_cents(stored)),
             "tolerance": format_cents(policy.tolerance_cents),
             "waivers_file": policy.waivers_file or "none",
@@ -267,7 +267,7 @@ def reconciliation(
         check_results=[
             _one_row_per_customer(window.key, stored, customers),
             _leg_totals_match_invoices(window.key, stored, nexacloud_invoices, odoo_invoices),
-            _no_unexplained_differences(window.key, unexplained),
+            _no_unexplained_differences(window.key, held_back),
         ],
     )
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 
+from fusion_billing_assets.billing.statuses import Status
+
 # The tolerance the expected statuses assume: the one-cent difference is within it, every other
 # difference is at least two cents.
 TOLERANCE_CENTS = 1
@@ -64,7 +66,7 @@ class Scope(StrEnum):
 @dataclass(frozen=True)
 class RoleSpec:
     role: Role
-    status: str
+    status: Status
     scope: Scope
     province: str | None = None  # the province the role needs (its tax rate matters)
     difference: bool = True  # False: an edge case expected to match
@@ -72,24 +74,24 @@ class RoleSpec:
 
 
 def _edge(role: Role, scope: Scope = Scope.PERIOD, province: str | None = None) -> RoleSpec:
-    return RoleSpec(role, "match", scope, province, difference=False)
+    return RoleSpec(role, Status.MATCH, scope, province, difference=False)
 
 
 ROLE_SPECS: tuple[RoleSpec, ...] = (
-    RoleSpec(Role.ONE_CENT_OFF, "within_tolerance", Scope.PERIOD, "ON"),
-    RoleSpec(Role.GLOBAL_TAX_ROUNDING, "rounding_difference", Scope.PERIOD, "ON"),
-    RoleSpec(Role.LOST_USAGE_PUSHES, "usage_mismatch", Scope.PERIOD),
-    RoleSpec(Role.DOUBLED_USAGE_PUSHES, "usage_mismatch", Scope.PERIOD),
-    RoleSpec(Role.OLD_PLAN_PRICE, "rate_mismatch", Scope.EVERY_PERIOD),
-    RoleSpec(Role.WRONG_PROVINCE_TAX, "tax_mismatch", Scope.EVERY_PERIOD, "AB"),
-    RoleSpec(Role.UNEXPLAINED_LINE, "amount_mismatch", Scope.PERIOD),
-    RoleSpec(Role.NO_ODOO_INVOICE, "missing_in_odoo", Scope.PERIOD),
-    RoleSpec(Role.VOID_NEXACLOUD_INVOICE, "missing_in_nexacloud", Scope.PERIOD),
-    RoleSpec(Role.CUSTOMER_NOT_IMPORTED, "unmapped", Scope.EVERY_PERIOD),
-    RoleSpec(Role.PARTNER_NOT_FROM_NEXACLOUD, "unmapped", Scope.PERIOD, "ON", has_customer=False),
-    RoleSpec(Role.INVOICE_GENERATED_TWICE, "duplicate", Scope.PERIOD),
-    RoleSpec(Role.INVOICE_IN_USD, "currency_mismatch", Scope.PERIOD),
-    RoleSpec(Role.WAIVED_ONBOARDING_FEE, "waived", Scope.PERIOD),
+    RoleSpec(Role.ONE_CENT_OFF, Status.WITHIN_TOLERANCE, Scope.PERIOD, "ON"),
+    RoleSpec(Role.GLOBAL_TAX_ROUNDING, Status.ROUNDING_DIFFERENCE, Scope.PERIOD, "ON"),
+    RoleSpec(Role.LOST_USAGE_PUSHES, Status.USAGE_MISMATCH, Scope.PERIOD),
+    RoleSpec(Role.DOUBLED_USAGE_PUSHES, Status.USAGE_MISMATCH, Scope.PERIOD),
+    RoleSpec(Role.OLD_PLAN_PRICE, Status.RATE_MISMATCH, Scope.EVERY_PERIOD),
+    RoleSpec(Role.WRONG_PROVINCE_TAX, Status.TAX_MISMATCH, Scope.EVERY_PERIOD, "AB"),
+    RoleSpec(Role.UNEXPLAINED_LINE, Status.AMOUNT_MISMATCH, Scope.PERIOD),
+    RoleSpec(Role.NO_ODOO_INVOICE, Status.MISSING_IN_ODOO, Scope.PERIOD),
+    RoleSpec(Role.VOID_NEXACLOUD_INVOICE, Status.MISSING_IN_NEXACLOUD, Scope.PERIOD),
+    RoleSpec(Role.CUSTOMER_NOT_IMPORTED, Status.UNMAPPED, Scope.EVERY_PERIOD),
+    RoleSpec(Role.PARTNER_NOT_FROM_NEXACLOUD, Status.UNMAPPED, Scope.PERIOD, "ON", has_customer=False),
+    RoleSpec(Role.INVOICE_GENERATED_TWICE, Status.DUPLICATE, Scope.PERIOD),
+    RoleSpec(Role.INVOICE_IN_USD, Status.CURRENCY_MISMATCH, Scope.PERIOD),
+    RoleSpec(Role.WAIVED_ONBOARDING_FEE, Status.WAIVED, Scope.PERIOD),
     _edge(Role.CREATED_MID_MONTH),
     _edge(Role.TERMINATED_MID_MONTH),
     _edge(Role.SEVERAL_DEPLOYMENTS, Scope.EVERY_PERIOD),

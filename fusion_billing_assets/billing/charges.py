@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from zoneinfo import ZoneInfo
 
 from fusion_billing_assets.billing.money import round_half_up, to_decimal
-from fusion_billing_assets.billing.periods import PeriodWindow, as_utc
+from fusion_billing_assets.billing.periods import PeriodWindow, as_utc, local_midnight_utc
 
 SECONDS_PER_HOUR = 3600
 
@@ -68,13 +67,12 @@ def active_days(created_at: datetime, terminated_at: datetime | None, window: Pe
     local midnight does not pay for the day that starts then. Days are walked in the billing time
     zone because a DST day is 23 or 25 hours long: counting 24-hour blocks would miss or add one.
     """
-    zone = ZoneInfo(window.timezone)
     created = as_utc(created_at)
     terminated = as_utc(terminated_at) if terminated_at is not None else None
     count = 0
     for day in window.local_days():
-        day_start = datetime.combine(day, time.min, tzinfo=zone).astimezone(UTC)
-        day_end = datetime.combine(day + timedelta(days=1), time.min, tzinfo=zone).astimezone(UTC)
+        day_start = local_midnight_utc(day, window.timezone)
+        day_end = local_midnight_utc(day + timedelta(days=1), window.timezone)
         if (terminated is None or day_start < terminated) and day_end > created:
             count += 1
     return count

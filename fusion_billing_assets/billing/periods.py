@@ -8,7 +8,7 @@ a usage window that starts at 2026-11-01 03:30 UTC still belongs to October in T
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
 
@@ -64,16 +64,19 @@ def next_period(period: date) -> date:
     return date(period.year + period.month // 12, period.month % 12 + 1, 1)
 
 
+def local_midnight_utc(day: date, timezone: str | tzinfo) -> datetime:
+    """The UTC moment a local calendar day starts: 04:00 or 05:00 UTC in Toronto, by DST."""
+    zone = ZoneInfo(timezone) if isinstance(timezone, str) else timezone
+    return datetime.combine(day, time.min, tzinfo=zone).astimezone(UTC)
+
+
 def period_window(key: str | date, timezone: str) -> PeriodWindow:
     period = parse_period(key)
-    zone = ZoneInfo(timezone)
-    start_local = datetime.combine(period, time.min, tzinfo=zone)
-    end_local = datetime.combine(next_period(period), time.min, tzinfo=zone)
     return PeriodWindow(
         period=period,
         timezone=timezone,
-        start_utc=start_local.astimezone(UTC),
-        end_utc=end_local.astimezone(UTC),
+        start_utc=local_midnight_utc(period, timezone),
+        end_utc=local_midnight_utc(next_period(period), timezone),
     )
 
 

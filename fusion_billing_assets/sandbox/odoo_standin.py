@@ -45,7 +45,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
 from functools import partial
 from http import HTTPStatus
@@ -58,6 +58,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from fusion_billing_assets.billing.periods import local_midnight_utc
 from fusion_billing_assets.sandbox.odoo_domain import (
     NEGATIVE_OPERATORS,
     NUMERIC_TYPES,
@@ -520,8 +521,7 @@ def _next_bucket(start: date, granularity: str | None) -> date:
 
 
 def _utc_start(local_day: date, timezone: tzinfo) -> str:
-    local_midnight = datetime.combine(local_day, time(), tzinfo=timezone)
-    return local_midnight.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return local_midnight_utc(local_day, timezone).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _label(start: date, granularity: str | None) -> str:

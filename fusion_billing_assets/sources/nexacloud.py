@@ -9,9 +9,8 @@ impossible rather than merely unlikely: PostgreSQL sessions start with
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pandas as pd
 from sqlalchemy import (
@@ -30,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql import Select
 
-from fusion_billing_assets.billing.periods import PeriodWindow, next_period
+from fusion_billing_assets.billing.periods import PeriodWindow, as_utc, local_midnight_utc, next_period
 from fusion_billing_assets.sources.frames import (
     DATE,
     DECIMAL,
@@ -240,7 +239,7 @@ def latest_usage_recorded_at(connection: Connection, window: PeriodWindow) -> da
     if latest is None:
         return None
     moment = latest if isinstance(latest, datetime) else datetime.fromisoformat(str(latest))
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return as_utc(moment)
 
 
 def fetch_negative_usage(connection: Connection, window: PeriodWindow, limit: int = 50) -> pd.DataFrame:
@@ -339,11 +338,7 @@ def _local_day_of(timestamp_column, window: PeriodWindow):
 
 
 def _local_day_starts_utc(window: PeriodWindow) -> list[datetime]:
-    zone = ZoneInfo(window.timezone)
-    starts = [
-        datetime.combine(day, datetime.min.time(), tzinfo=zone).astimezone(UTC) for day in window.local_days()
-    ]
-    return [*starts, window.end_utc]
+    return [*(local_midnight_utc(day, window.timezone) for day in window.local_days()), window.end_utc]
 
 
 def _frame(connection: Connection, query: Select, columns: dict[str, str]) -> pd.DataFrame:

@@ -29,6 +29,23 @@ class ChargeKind(StrEnum):
     ADJUSTMENT = "adjustment"
 
 
+# How Odoo's products name what a line bills (docs/design.md §5): the plan fee of plan ``<code>``
+# is product ``NC-PLAN-<code>``, usage over the quota is ``NC-CPU-OVERAGE``.
+PLAN_PRODUCT_PREFIX = "NC-PLAN-"
+OVERAGE_PRODUCT_CODE = "NC-CPU-OVERAGE"
+
+
+@dataclass(frozen=True)
+class OdooProducts:
+    """How Odoo invoice and subscription lines are told apart: plan fee products and the overage product."""
+
+    plan_prefix: str = PLAN_PRODUCT_PREFIX
+    overage_code: str = OVERAGE_PRODUCT_CODE
+
+    def plan_code(self, plan_code: str) -> str:
+        return f"{self.plan_prefix}{plan_code}"
+
+
 class TaxRounding(StrEnum):
     """How an invoice's tax is rounded, named as Odoo's ``tax_calculation_rounding_method``."""
 

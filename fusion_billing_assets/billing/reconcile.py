@@ -31,6 +31,7 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
+from fusion_billing_assets.billing.charges import ChargeKind, OdooProducts
 from fusion_billing_assets.billing.expected import (
     GLOBAL_HALF_UP,
     PER_LINE_HALF_EVEN,
@@ -42,16 +43,6 @@ from fusion_billing_assets.billing.statuses import Status
 from fusion_billing_assets.billing.tax import tax_rule
 from fusion_billing_assets.billing.waivers import Waiver, find_waiver
 from fusion_billing_assets.warehouse import LINE_COLUMNS, RESULT_COLUMNS
-
-NEXACLOUD_BASE, NEXACLOUD_OVERAGE = "base", "overage"
-
-
-@dataclass(frozen=True)
-class OdooProducts:
-    """How Odoo invoice lines are told apart: the plan fee products and the overage product."""
-
-    plan_prefix: str = "NC-PLAN-"
-    overage_code: str = "NC-CPU-OVERAGE"
 
 
 @dataclass(frozen=True)
@@ -280,8 +271,8 @@ class _Ledger:
             "expected_subtotal_cents": int(expected.get("subtotal_cents", 0)),
             "expected_tax_cents": int(expected.get("tax_cents", 0)),
             "expected_total_cents": int(expected.get("total_cents", 0)),
-            "plan_fee_delta_cents": odoo_category(_PLAN_FEE) - nexacloud_kind(NEXACLOUD_BASE),
-            "overage_delta_cents": odoo_category(_OVERAGE) - nexacloud_kind(NEXACLOUD_OVERAGE),
+            "plan_fee_delta_cents": odoo_category(_PLAN_FEE) - nexacloud_kind(ChargeKind.BASE),
+            "overage_delta_cents": odoo_category(_OVERAGE) - nexacloud_kind(ChargeKind.OVERAGE),
             "nexacloud_cpu_seconds": _seconds(sum(line["nexacloud_cpu_milliseconds"] for line in lines)),
             "odoo_cpu_seconds": _seconds(sum(line["odoo_cpu_milliseconds"] for line in lines)),
             "waiver_reason": None,
@@ -510,8 +501,8 @@ class _Ledger:
             "odoo_plan_price_cents": None if odoo_fee is None or pd.isna(odoo_fee) else int(odoo_fee),
             "nexacloud_overage_rate": None if plan is None else Decimal(plan["overage_cents_per_cpu_hour"]),
             "odoo_overage_rate": None if subscription is None else subscription["overage_cents_per_cpu_hour"],
-            "nexacloud_base_cents": nexacloud_kind(NEXACLOUD_BASE),
-            "nexacloud_overage_cents": nexacloud_kind(NEXACLOUD_OVERAGE),
+            "nexacloud_base_cents": nexacloud_kind(ChargeKind.BASE),
+            "nexacloud_overage_cents": nexacloud_kind(ChargeKind.OVERAGE),
             "nexacloud_tax_cents": self.nexacloud_tax_by_deployment.get((deployment_id,), 0),
             "odoo_plan_fee_cents": odoo_category(_PLAN_FEE),
             "odoo_overage_cents": odoo_category(_OVERAGE),

@@ -11,13 +11,14 @@ with half-up rounding; refunds count negative.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pandas as pd
 
+from fusion_billing_assets.billing.charges import OVERAGE_PRODUCT_CODE, PLAN_PRODUCT_PREFIX, OdooProducts  # noqa: F401
 from fusion_billing_assets.billing.money import dollars_to_cents
 from fusion_billing_assets.billing.periods import PeriodWindow, local_day
 from fusion_billing_assets.sources.frames import BOOL, DATE, DECIMAL, INT, NULLABLE_INT, TEXT, typed_frame
@@ -41,8 +42,7 @@ class OdooModels:
     invoice: str = "account.move"
     invoice_line: str = "account.move.line"
     product: str = "product.product"
-    plan_product_prefix: str = "NC-PLAN-"
-    overage_product_code: str = "NC-CPU-OVERAGE"
+    products: OdooProducts = field(default_factory=OdooProducts)
     # Invoices are found by date first, then kept when a line belongs to the period: wide enough
     # for subscriptions billed in advance and for invoices issued weeks after the period.
     invoice_days_before: int = 45
@@ -172,10 +172,10 @@ def fetch_subscriptions(client: OdooClient, models: OdooModels, window: PeriodWi
     for line in lines:
         code = codes.get(_many2one_id(line["product_id"]), "")
         order_prices = prices.setdefault(_many2one_id(line["order_id"]), {})
-        if code.startswith(models.plan_product_prefix):
+        if code.startswith(models.products.plan_prefix):
             order_prices["plan_product_code"] = code
             order_prices["plan_fee_cents"] = dollars_to_cents(line["price_unit"])
-        elif code == models.overage_product_code:
+        elif code == models.products.overage_code:
             # The order line prices one CPU-hour in currency units; keep the rate exact in cents.
             order_prices["overage_cents_per_cpu_hour"] = Decimal(str(line["price_unit"])) * 100
     rows = [

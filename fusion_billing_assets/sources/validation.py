@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 import pandera.pandas as pa
 
+from fusion_billing_assets.billing.charges import ChargeKind
 from fusion_billing_assets.billing.periods import PeriodWindow
 
 ISO_CURRENCY = r"^[A-Z]{3}$"
@@ -187,7 +188,7 @@ def nexacloud_invoice_lines() -> FrameContract:
         {
             **_ids("invoice_line_id", "invoice_id"),
             **_ids("deployment_id", nullable=["deployment_id"]),
-            "kind": pa.Column(str, pa.Check.isin(["base", "overage", "credit", "adjustment"])),
+            "kind": pa.Column(str, pa.Check.isin([kind.value for kind in ChargeKind])),
             "description": pa.Column(str),
             "quantity": pa.Column(object),
             "unit_price_cents": pa.Column(object),

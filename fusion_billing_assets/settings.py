@@ -20,6 +20,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from fusion_billing_assets.billing.periods import parse_period
+from fusion_billing_assets.sources.odoo import OdooProtocol
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The embedded default needs no server: a SQLite instance home inside the checkout.
@@ -27,7 +28,6 @@ LOCAL_INSTANCE_HOME = PROJECT_ROOT / "dagster_home" / "local"
 
 DEFAULT_TIMEZONE = "America/Toronto"
 DEFAULT_START_PERIOD = "2026-01-01"
-ODOO_PROTOCOLS = ("json2", "jsonrpc")
 TAX_ROUNDINGS = ("round_per_line", "round_globally")
 ALERT_KINDS = ("slack", "generic")
 SUPPORTED_DATABASES = ("postgresql", "sqlite")
@@ -193,12 +193,7 @@ def _alerts(env: Mapping[str, str]) -> AlertSettings:
     if kind not in ALERT_KINDS:
         raise ConfigurationError(f"ALERT_WEBHOOK_KIND={kind!r} is not one of {', '.join(ALERT_KINDS)}.")
     if url:
-        try:
-            parsed = httpx.URL(url)
-        except httpx.InvalidURL:
-            parsed = None
-        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
-            raise ConfigurationError("ALERT_WEBHOOK_URL is not an http(s) URL.")
+        _http_url(url, "ALERT_WEBHOOK_URL is not an http(s) URL.")
     secret = _get(env, "ALERT_WEBHOOK_SECRET")
     if url and kind == "generic" and not secret:
         raise ConfigurationError(
@@ -220,6 +215,17 @@ def _alerts(env: Mapping[str, str]) -> AlertSettings:
     )
 
 
+def _http_url(value: str, error: str) -> httpx.URL:
+    """An http(s) URL with a host, or the error: the value itself is never repeated (it may be a secret)."""
+    try:
+        parsed = httpx.URL(value)
+    except httpx.InvalidURL:
+        raise ConfigurationError(error) from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ConfigurationError(error)
+    return parsed
+
+
 def _non_negative_int(value: str, name: str) -> int:
     if not value.isdigit():
         raise ConfigurationError(f"{name}={value!r} is not a whole, non-negative number.")
@@ -234,14 +240,7 @@ def _positive_int(value: str, name: str) -> int:
 
 
 def _odoo(env: Mapping[str, str], url: str) -> OdooSettings:
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
-        parsed = None
-    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ConfigurationError(
-            "ODOO_URL is not an http(s) URL with a host (e.g. https://odoo.example.com)."
-        )
+    parsed = _http_url(url, "ODOO_URL is not an http(s) URL with a host (e.g. https://odoo.example.com).")
     if parsed.userinfo:
         raise ConfigurationError("ODOO_URL must not carry credentials; put the key in ODOO_API_KEY.")
     database = _get(env, "ODOO_DATABASE")
@@ -251,10 +250,10 @@ def _odoo(env: Mapping[str, str], url: str) -> OdooSettings:
         raise ConfigurationError(
             "ODOO_URL is set but ODOO_API_KEY (the API key of the read-only Odoo user) is not."
         )
-    protocol = _get(env, "ODOO_PROTOCOL") or "json2"
-    if protocol not in ODOO_PROTOCOLS:
-        raise ConfigurationError(f"ODOO_PROTOCOL={protocol!r} is not one of {', '.join(ODOO_PROTOCOLS)}.")
+    protocol = _get(env, "ODOO_PROTOCOL") or OdooProtocol.JSON2
+    if protocol not in tuple(OdooProtocol):
+        raise ConfigurationError(f"ODOO_PROTOCOL={protocol!r} is not one of {', '.join(OdooProtocol)}.")
     login = _get(env, "ODOO_LOGIN")
-    if protocol == "jsonrpc" and not login:
+    if protocol == OdooProtocol.JSONRPC and not login:
         raise ConfigurationError("ODOO_PROTOCOL=jsonrpc needs ODOO_LOGIN (the login of the API key's user).")
     return OdooSettings(url=str(parsed).rstrip("/"), database=database, protocol=protocol, login=login)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from enum import StrEnum
 from typing import Any
 
 import httpx
@@ -26,7 +27,14 @@ DEFAULT_CONTEXT: Mapping[str, Any] = {"lang": "en_US", "tz": "UTC", "active_test
 DEFAULT_PAGE_SIZE = 500
 # Groups are small (a key and a few sums): fetch many per request.
 GROUP_PAGE_SIZE = 5000
-PROTOCOLS = ("json2", "jsonrpc")
+
+
+class OdooProtocol(StrEnum):
+    """How the client speaks to Odoo (docs/design.md §5)."""
+
+    JSON2 = "json2"  # Odoo 19's JSON-2 API: POST /json/2/<model>/<method>, bearer key
+    JSONRPC = "jsonrpc"  # the legacy /jsonrpc execute_kw, deprecated in Odoo 19, needs the login
+
 
 
 # Answers worth another try: the server is busy, restarting or behind a struggling proxy.
@@ -83,16 +91,18 @@ class OdooClient:
         *,
         database: str,
         api_key: str,
-        protocol: str = "json2",
+        protocol: str = OdooProtocol.JSON2,
         login: str | None = None,
         page_size: int = DEFAULT_PAGE_SIZE,
         context: Mapping[str, Any] | None = None,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ):
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"unknown Odoo protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
-        if protocol == "jsonrpc" and not login:
+        if protocol not in tuple(OdooProtocol):
+            raise ValueError(
+                f"unknown Odoo protocol {protocol!r}; expected one of {', '.join(OdooProtocol)}"
+            )
+        if protocol == OdooProtocol.JSONRPC and not login:
             raise ValueError("the legacy /jsonrpc protocol needs the login of the API key's user")
         if page_size < 1:
             raise ValueError(f"page size must be positive, got {page_size}")
@@ -102,7 +112,7 @@ class OdooClient:
         self._login = login
         self._uid: int | None = None
         self._request_ids = itertools.count(1)
-        self.protocol = protocol
+        self.protocol = OdooProtocol(protocol)
         self.page_size = page_size
         self.context = dict(DEFAULT_CONTEXT if context is None else context)
         self.stats = OdooCallStats()
@@ -120,7 +130,7 @@ class OdooClient:
     def call(self, model: str, method: str, **arguments: Any) -> Any:
         """Call ``model.method`` with named arguments; ``context`` defaults to the client's."""
         arguments.setdefault("context", self.context)
-        if self.protocol == "json2":
+        if self.protocol == OdooProtocol.JSON2:
             return self._call_json2(model, method, arguments)
         return self._call_jsonrpc(model, method, arguments)
 
@@ -194,7 +204,7 @@ class OdooClient:
 
     def _read_group_page(self, model, domain, groupby, aggregates, context, order, *, offset):
         context = dict(self.context if context is None else context)
-        if self.protocol == "json2":
+        if self.protocol == OdooProtocol.JSON2:
             groups = self.call(
                 model,
                 "formatted_read_group",

@@ -174,19 +174,19 @@ def _warehouse_location(settings) -> str:
 
 
 def _ensure_sandbox(settings, *, regenerate: bool, seed: int) -> dict:
-    from fusion_billing_assets.defs.resources import sandbox_paths
     from fusion_billing_assets.sandbox.generator import DEFAULT_SCALE, generate
+    from fusion_billing_assets.sandbox.resources import SandboxPaths
 
-    paths = sandbox_paths(settings.sandbox_dir)
+    paths = SandboxPaths(settings.sandbox_dir)
     current_period = period_of(datetime.now(UTC), settings.timezone)
-    manifest = _read_manifest(paths["manifest"])
+    manifest = _read_manifest(paths.manifest)
     stale = manifest is None or manifest.get("seed") != seed or _end_period(manifest) != current_period
     if regenerate or stale:
         print(
             f"Generating the sandbox in {settings.sandbox_dir} (seed {seed}, periods up to {current_period})"
         )
         generate(
-            f"sqlite:///{paths['nexacloud']}",
+            paths.nexacloud_url,
             settings.sandbox_dir,
             seed=seed,
             scale=DEFAULT_SCALE,
@@ -194,7 +194,7 @@ def _ensure_sandbox(settings, *, regenerate: bool, seed: int) -> dict:
             timezone=settings.timezone,
             progress=lambda line: print(f"  {line}", flush=True),
         )
-        manifest = _read_manifest(paths["manifest"])
+        manifest = _read_manifest(paths.manifest)
     else:
         print(f"Using the sandbox in {settings.sandbox_dir} (seed {seed}; --regenerate to rebuild it)")
     return manifest

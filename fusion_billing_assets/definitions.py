@@ -9,10 +9,23 @@ from fusion_billing_assets.defs.jobs import (
     assess_flip_readiness,
     reconcile_billing_period,
 )
-from fusion_billing_assets.defs.resources import build_resources
+from fusion_billing_assets.defs.resources import production_resources
 from fusion_billing_assets.defs.schedules import period_close_schedule, provisional_daily_schedule
 from fusion_billing_assets.defs.sensors import sensors
-from fusion_billing_assets.settings import load_settings
+from fusion_billing_assets.settings import Settings, load_settings
+
+
+def build_resources(settings: Settings) -> dict:
+    """The configured systems' resources, or the embedded sandbox's when none is configured.
+
+    The only place that chooses: production code never imports the sandbox or its Odoo test double.
+    """
+    if settings.uses_sandbox:
+        from fusion_billing_assets.sandbox.resources import sandbox_resources
+
+        return sandbox_resources(settings)
+    return production_resources(settings)
+
 
 settings = load_settings()
 

@@ -41,9 +41,14 @@ from sqlalchemy import Connection, Delete, Insert, create_engine
 
 from fusion_billing_assets.billing.money import format_cents
 from fusion_billing_assets.billing.statuses import ACCEPTED_STATUSES, STATUSES
-from fusion_billing_assets.definitions import billing_period_job_name, defs, flip_readiness_job_name
+from fusion_billing_assets.definitions import (
+    billing_period_job_name,
+    build_resources,
+    defs,
+    flip_readiness_job_name,
+)
 from fusion_billing_assets.defs import reconciliation as reconciliation_defs
-from fusion_billing_assets.defs.resources import Warehouse, build_resources
+from fusion_billing_assets.defs.resources import Warehouse
 from fusion_billing_assets.settings import load_settings
 from fusion_billing_assets.warehouse import (
     LINE_COLUMNS,

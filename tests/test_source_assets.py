@@ -38,10 +38,11 @@ from sqlalchemy.engine import Row, make_url
 from fusion_billing_assets.billing.money import format_cents
 from fusion_billing_assets.billing.periods import PeriodWindow, next_period, period_window
 from fusion_billing_assets.defs import nexacloud, odoo
-from fusion_billing_assets.defs.resources import SANDBOX_ODOO_URL, NexaCloudDatabase, OdooAPI
+from fusion_billing_assets.defs.resources import NexaCloudDatabase, OdooAPI
 from fusion_billing_assets.partitions import billing_periods
 from fusion_billing_assets.sandbox.odoo_models import SANDBOX_API_KEY, SANDBOX_DATABASE, SANDBOX_LOGIN
 from fusion_billing_assets.sandbox.odoo_standin import OdooStandIn
+from fusion_billing_assets.sandbox.resources import SANDBOX_ODOO_URL, sandbox_odoo
 from fusion_billing_assets.sources.odoo import OdooClient
 from fusion_billing_assets.sources.odoo_frames import BATCH_SIZE, OdooModels, fetch_invoices_and_lines
 from tests.conftest import GeneratedSandbox
@@ -62,14 +63,7 @@ USAGE_STEP = "nexacloud__usage"
 
 
 def odoo_api(sandbox: GeneratedSandbox, protocol: str) -> OdooAPI:
-    return OdooAPI(
-        url=SANDBOX_ODOO_URL,
-        database=SANDBOX_DATABASE,
-        api_key=SANDBOX_API_KEY,
-        protocol=protocol,
-        login=SANDBOX_LOGIN,
-        sandbox_data=str(sandbox.odoo_json),
-    )
+    return sandbox_odoo(sandbox.odoo_json, protocol)
 
 
 def materialized(result: ExecuteInProcessResult) -> dict[AssetKey, dict]:

@@ -1,13 +1,12 @@
-"""Resources: NexaCloud (read-only SQL), Odoo (httpx client) and the results warehouse.
+"""Resources: NexaCloud (read-only SQL), Odoo (httpx client), the results warehouse, the policy and
+the alert channel, wired for the configured production systems.
 
-With neither ``NEXACLOUD_DATABASE_URL`` nor ``ODOO_URL`` set, the resources point at the embedded
-sandbox: the generated SQLite NexaCloud database and the Odoo test double reached in-process
-through ``httpx.WSGITransport`` — the same client code path as production, minus the network.
+Nothing here knows the embedded sandbox: ``fusion_billing_assets.sandbox.resources`` builds the
+same resources for it, and ``definitions`` picks one of the two sets when the code location loads.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,13 +20,7 @@ from sqlalchemy.engine import make_url
 from fusion_billing_assets.alerts import AlertChannelConfig
 from fusion_billing_assets.settings import Settings, redact_url
 from fusion_billing_assets.sources.nexacloud import read_only_engine
-from fusion_billing_assets.sources.odoo import DEFAULT_PAGE_SIZE, OdooClient
-
-SANDBOX_ODOO_URL = "http://odoo.sandbox.invalid"
-
-
-class SandboxNotGenerated(RuntimeError):
-    """The embedded sandbox has not been generated yet."""
+from fusion_billing_assets.sources.odoo import DEFAULT_PAGE_SIZE, OdooClient, OdooProtocol
 
 
 class NexaCloudDatabase(ConfigurableResource):
@@ -55,19 +48,15 @@ class OdooAPI(ConfigurableResource):
     url: str = Field(description="Base URL of the Odoo server.")
     database: str = Field(description="Odoo database name, sent as X-Odoo-Database.")
     api_key: str = Field(description="Bearer API key of the read-only Odoo user (a secret).")
-    protocol: str = Field(default="json2", description="json2 (Odoo 19) or jsonrpc (legacy).")
+    protocol: str = Field(default=OdooProtocol.JSON2, description="json2 (Odoo 19) or jsonrpc (legacy).")
     login: str | None = Field(default=None, description="Login of the API key's user; needed by jsonrpc.")
     timeout_seconds: float = Field(default=60.0, description="Read timeout of one HTTP request.")
     page_size: int = Field(default=DEFAULT_PAGE_SIZE, description="Records per keyset page.")
-    sandbox_data: str | None = Field(
-        default=None, description="Path of the sandbox's odoo.json: serves the Odoo test double in-process."
-    )
 
     @contextmanager
     def get_client(self) -> Iterator[OdooClient]:
         timeout = httpx.Timeout(self.timeout_seconds, connect=10.0)
-        transport = _sandbox_transport(self.sandbox_data) if self.sandbox_data else None
-        with httpx.Client(base_url=self.url, timeout=timeout, transport=transport) as http:
+        with httpx.Client(base_url=self.url, timeout=timeout, transport=self.transport()) as http:
             yield OdooClient(
                 http,
                 database=self.database,
@@ -76,6 +65,10 @@ class OdooAPI(ConfigurableResource):
                 login=self.login,
                 page_size=self.page_size,
             )
+
+    def transport(self) -> httpx.BaseTransport | None:
+        """How requests reach Odoo: None is the network, as in production."""
+        return None
 
 
 class Warehouse(ConfigurableResource):
@@ -141,21 +134,51 @@ class AlertChannel(ConfigurableResource):
 PRODUCTION_WAIVERS_FILE = Path(__file__).resolve().parent.parent / "waivers.csv"
 
 
-def sandbox_paths(sandbox_dir: Path) -> dict[str, Path]:
+def production_resources(settings: Settings) -> dict[str, ConfigurableResource]:
+    """The resources for the configured NexaCloud database and Odoo server."""
+    odoo = settings.odoo
+    if settings.uses_sandbox or odoo is None:
+        raise ValueError("production resources need NEXACLOUD_DATABASE_URL and ODOO_URL")
     return {
-        "nexacloud": sandbox_dir / "nexacloud.sqlite",
-        "odoo": sandbox_dir / "odoo.json",
-        "manifest": sandbox_dir / "manifest.json",
-        "waivers": sandbox_dir / "waivers.csv",
+        "reconciliation_policy": policy_for(
+            settings, default_tolerance_cents=0, default_waivers_file=PRODUCTION_WAIVERS_FILE
+        ),
+        # A configured URL may carry a password, the key is a secret: EnvVar keeps them out of the UI.
+        "nexacloud": NexaCloudDatabase(url=EnvVar("NEXACLOUD_DATABASE_URL")),
+        "odoo": OdooAPI(
+            url=odoo.url,
+            database=odoo.database,
+            api_key=EnvVar("ODOO_API_KEY"),
+            protocol=odoo.protocol,
+            login=odoo.login,
+        ),
+        "warehouse": warehouse_for(settings),
+        "alert_channel": alert_channel_for(settings),
     }
 
 
-def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
-    """The resources for the configured systems, or for the embedded sandbox when none is."""
-    return {**_source_resources(settings), "alert_channel": _alert_channel(settings)}
+def policy_for(
+    settings: Settings, *, default_tolerance_cents: int, default_waivers_file: Path
+) -> ReconciliationPolicy:
+    """The configured reconciliation policy, with the defaults of the systems reconciled."""
+    policy = settings.reconciliation
+    return ReconciliationPolicy(
+        tolerance_cents=default_tolerance_cents if policy.tolerance_cents is None else policy.tolerance_cents,
+        tax_rounding=policy.tax_rounding,
+        waivers_file=str(policy.waivers_file or default_waivers_file),
+        reports_dir=str(policy.reports_dir),
+        flip_ready_periods=policy.flip_ready_periods,
+    )
 
 
-def _alert_channel(settings: Settings) -> AlertChannel:
+def warehouse_for(settings: Settings) -> Warehouse:
+    # A configured URL may carry a password: EnvVar keeps its value out of the UI.
+    return Warehouse(
+        url=EnvVar("BILLING_WAREHOUSE_URL") if settings.warehouse_configured else settings.warehouse_url
+    )
+
+
+def alert_channel_for(settings: Settings) -> AlertChannel:
     alerts = settings.alerts
     return AlertChannel(
         # The receiver URL and the signing key are secrets: EnvVar keeps their values out of the UI.
@@ -165,73 +188,3 @@ def _alert_channel(settings: Settings) -> AlertChannel:
         webserver_url=alerts.webserver_url,
         include_provisional=alerts.include_provisional,
     )
-
-
-def _source_resources(settings: Settings) -> dict[str, ConfigurableResource]:
-    # A configured URL may carry a password: EnvVar keeps its value out of the UI.
-    warehouse = Warehouse(
-        url=EnvVar("BILLING_WAREHOUSE_URL") if settings.warehouse_configured else settings.warehouse_url
-    )
-    policy = settings.reconciliation
-    if settings.uses_sandbox:
-        from fusion_billing_assets.sandbox.odoo_models import SANDBOX_API_KEY, SANDBOX_DATABASE, SANDBOX_LOGIN
-        from fusion_billing_assets.sandbox.scenarios import TOLERANCE_CENTS
-
-        paths = sandbox_paths(settings.sandbox_dir)
-        return {
-            "reconciliation_policy": ReconciliationPolicy(
-                # The sandbox's ground truth assumes its own tolerance unless one is configured.
-                tolerance_cents=TOLERANCE_CENTS if policy.tolerance_cents is None else policy.tolerance_cents,
-                tax_rounding=policy.tax_rounding,
-                waivers_file=str(policy.waivers_file or paths["waivers"]),
-                reports_dir=str(policy.reports_dir),
-                flip_ready_periods=policy.flip_ready_periods,
-            ),
-            "nexacloud": NexaCloudDatabase(url=f"sqlite:///{paths['nexacloud']}"),
-            "odoo": OdooAPI(
-                url=SANDBOX_ODOO_URL,
-                database=SANDBOX_DATABASE,
-                api_key=SANDBOX_API_KEY,
-                login=SANDBOX_LOGIN,
-                sandbox_data=str(paths["odoo"]),
-            ),
-            "warehouse": warehouse,
-        }
-    odoo = settings.odoo
-    assert odoo is not None  # load_settings guarantees both sources or neither
-    return {
-        "reconciliation_policy": ReconciliationPolicy(
-            tolerance_cents=policy.tolerance_cents or 0,
-            tax_rounding=policy.tax_rounding,
-            waivers_file=str(policy.waivers_file or PRODUCTION_WAIVERS_FILE),
-            reports_dir=str(policy.reports_dir),
-            flip_ready_periods=policy.flip_ready_periods,
-        ),
-        "nexacloud": NexaCloudDatabase(url=EnvVar("NEXACLOUD_DATABASE_URL")),
-        "odoo": OdooAPI(
-            url=odoo.url,
-            database=odoo.database,
-            api_key=EnvVar("ODOO_API_KEY"),
-            protocol=odoo.protocol,
-            login=odoo.login,
-        ),
-        "warehouse": warehouse,
-    }
-
-
-@functools.lru_cache(maxsize=2)
-def _load_standin(path: str, modified_ns: int):
-    from fusion_billing_assets.sandbox.odoo_standin import OdooStandIn
-
-    return OdooStandIn.from_file(path)
-
-
-def _sandbox_transport(path: str) -> httpx.WSGITransport:
-    data = Path(path)
-    if not data.is_file():
-        raise SandboxNotGenerated(
-            f"the sandbox's Odoo data {data} does not exist; generate the sandbox first "
-            "(python -m fusion_billing_assets.sandbox generate, or the README's main command)."
-        )
-    # Loading the records costs seconds at large scales: keep one test double per file version.
-    return httpx.WSGITransport(app=_load_standin(str(data), data.stat().st_mtime_ns))

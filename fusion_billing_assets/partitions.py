@@ -6,8 +6,6 @@ current, unfinished month, whose results are provisional.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from dagster import MonthlyPartitionsDefinition
 
 from fusion_billing_assets.billing.periods import PeriodWindow, period_window
@@ -27,6 +25,3 @@ billing_periods = MonthlyPartitionsDefinition(
 def window_of(partition_key: str) -> PeriodWindow:
     return period_window(partition_key, BILLING_TIMEZONE)
 
-
-def is_provisional(partition_key: str, now: datetime) -> bool:
-    return not window_of(partition_key).is_closed(now)

@@ -22,7 +22,6 @@ from fusion_billing_assets.billing.money import cents_to_dollars, format_cents
 from fusion_billing_assets.billing.periods import next_period
 from fusion_billing_assets.billing.statuses import (
     SEVERITY_ORDER,
-    STATUS_MEANINGS,
     STATUSES,
     Status,
     is_unexplained,
@@ -309,7 +308,7 @@ def period_report_html(
         parts.append(
             f'<tr{row_class}><td>{_status_badge(status)}</td><td class="num">{count}</td>'
             f'<td class="num">{_text(format_cents(int(sizes.get(status, 0))))}</td>'
-            f"<td>{_text(STATUS_MEANINGS[status])}</td></tr>"
+            f"<td>{_text(Status(status).meaning)}</td></tr>"
         )
     parts += [
         "</tbody></table>",

@@ -14,12 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fusion_billing_assets.billing.charges import (
-    ChargeKind,
-    ChargeLine,
     TaxRounding,
     active_days,
     base_charge_cents,
-    invoice_total,
     line_tax_cents,
     line_taxes_cents,
     overage_charge_cents,
@@ -153,16 +150,6 @@ def test_line_tax_is_half_up_and_symmetric_for_credits():
     assert line_tax_cents(1250, Decimal("0.13")) == 163  # 162.5
     assert line_tax_cents(-1250, Decimal("0.13")) == -163
     assert line_tax_cents(1499, Decimal("0.13")) == 195  # 194.87
-
-
-@given(LINE_AMOUNTS, RATES, st.sampled_from(list(TaxRounding)))
-def test_invoice_total_is_lines_plus_tax(amounts, rate, rounding):
-    lines = [ChargeLine(ChargeKind.BASE, amount) for amount in amounts]
-    total = invoice_total(lines, rate, rounding)
-    assert total.subtotal_cents == sum(amounts)
-    assert total.tax_cents == sum(total.line_tax_cents)
-    assert total.total_cents == total.subtotal_cents + total.tax_cents
-    assert len(total.line_tax_cents) == len(lines)
 
 
 @given(LINE_AMOUNTS, RATES)

@@ -53,29 +53,6 @@ class TaxRounding(StrEnum):
     GLOBALLY = "round_globally"
 
 
-@dataclass(frozen=True)
-class ChargeLine:
-    """One line of an invoice before tax."""
-
-    kind: ChargeKind
-    amount_cents: int
-    deployment_id: int | None = None
-    description: str = ""
-
-
-@dataclass(frozen=True)
-class InvoiceTotal:
-    """An invoice's totals; ``line_tax_cents`` follows the order of its lines and sums to ``tax_cents``."""
-
-    subtotal_cents: int
-    tax_cents: int
-    line_tax_cents: tuple[int, ...] = ()
-
-    @property
-    def total_cents(self) -> int:
-        return self.subtotal_cents + self.tax_cents
-
-
 def active_days(created_at: datetime, terminated_at: datetime | None, window: PeriodWindow) -> int:
     """Local calendar days of the period that overlap the deployment's life ``[created_at, terminated_at)``.
 
@@ -145,11 +122,3 @@ def line_taxes_cents(
         rounded[index] += step
     return tuple(rounded)
 
-
-def invoice_total(
-    lines: Sequence[ChargeLine], rate: Decimal, rounding: TaxRounding = TaxRounding.PER_LINE
-) -> InvoiceTotal:
-    """Subtotal, tax and per-line tax of an invoice whose lines are all taxed at ``rate``."""
-    amounts = [line.amount_cents for line in lines]
-    taxes = line_taxes_cents(amounts, rate, rounding)
-    return InvoiceTotal(subtotal_cents=sum(amounts), tax_cents=sum(taxes), line_tax_cents=taxes)

@@ -82,8 +82,6 @@ _INT_COLUMNS = (
     "total_cents",
     "line_count",
 )
-# Every deployment bills a plan-fee line and an overage line, the latter even when it is zero.
-LINES_PER_DEPLOYMENT = 2
 MILLIS_PER_SECOND = 1000
 
 # The keys of ``tax_under_other_rounding``.

@@ -2,7 +2,7 @@
 
 One row per customer (and per Odoo partner that no customer maps to), each with exactly one
 status of docs/design.md §6 and a cause sentence carrying the figures that explain it. Statuses are
-decided in this order of precedence, the first that holds wins:
+decided in this order of precedence (``billing.statuses.DECISION_ORDER``), the first that holds wins:
 
 1. ``unmapped``: the customer (or one of its deployments alive in the period) has no Odoo
    counterpart, or an Odoo partner invoiced in the period maps to no NexaCloud customer;
@@ -213,9 +213,6 @@ class _Ledger:
         ].sum()
         self.province_of = dict(
             zip(inputs.customers["customer_id"], inputs.customers["province"], strict=True)
-        )
-        self.currency_of = dict(
-            zip(inputs.customers["customer_id"], inputs.customers["currency"], strict=True)
         )
 
     def orphan_partners(self) -> list[int]:
@@ -624,11 +621,6 @@ def _series_at(series: pd.Series, key: int) -> pd.Series:
         return series.loc[key]
     except KeyError:
         return pd.Series(dtype="int64")
-
-
-def _currency(values: pd.Series) -> str | None:
-    currencies = sorted(set(values.dropna()))
-    return "/".join(currencies) if currencies else None
 
 
 def _names(odoo: pd.DataFrame, move_type: str | None = None) -> str:

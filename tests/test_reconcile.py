@@ -3,7 +3,9 @@
 Each test builds a one-period world in which NexaCloud and Odoo bill the same customers from their
 own inputs (NexaCloud from its metering and plans, Odoo from its usage ledger and subscription
 prices), changes one thing on one side, and reads the customer's row: its status, the figures its
-cause sentence carries and the component deltas. The account mapping pairs customers with
+cause sentence carries and the component deltas. Both systems bill with this module's own
+arithmetic on exact fractions, never with ``billing.charges``, so the expected leg (which is
+``billing.charges``) agreeing with NexaCloud is a finding, not an echo. The account mapping pairs customers with
 partners (folding contacts into their company) and keeps the unmapped of both sides; statuses
 follow the precedence documented in ``billing.reconcile``. Properties over random worlds hold
 that every customer (and every invoiced partner no customer maps to) gets exactly one row whose
@@ -14,10 +16,12 @@ billing alike always match.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
+from fractions import Fraction
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -25,13 +29,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fusion_billing_assets.billing.charges import (
-    TaxRounding,
-    base_charge_cents,
-    line_tax_cents,
-    line_taxes_cents,
-    overage_charge_cents,
-)
 from fusion_billing_assets.billing.expected import (
     GLOBAL_HALF_UP,
     PER_LINE_HALF_EVEN,
@@ -96,6 +93,42 @@ class Customer:
         return 500 + self.customer_id
 
 
+# --- How both systems bill in these worlds: exact fractions, written here once -------------------
+
+
+def _half_up(exact: Fraction) -> int:
+    """Whole cents, half away from zero."""
+    magnitude = math.floor(abs(exact) + Fraction(1, 2))
+    return magnitude if exact >= 0 else -magnitude
+
+
+def _half_even(exact: Fraction) -> int:
+    """Whole cents, a half to the even neighbour (banker's rounding)."""
+    floor = math.floor(exact)
+    remainder = exact - floor
+    if remainder == Fraction(1, 2):
+        return floor + floor % 2
+    return floor + (remainder > Fraction(1, 2))
+
+
+def _billed_active_days(deployment: Deployment) -> int:
+    """October has 31 local days; a deployment created at local midnight of day d is alive 32 - d."""
+    return 31 if deployment.created_day is None else 32 - deployment.created_day
+
+
+def _prorated_fee_cents(monthly_price_cents: int, active_days: int) -> int:
+    return _half_up(Fraction(monthly_price_cents * active_days, 31))
+
+
+def _overage_cents(cpu_seconds: int, included_cpu_seconds: int, cents_per_cpu_hour: Decimal) -> int:
+    excess = max(0, cpu_seconds - included_cpu_seconds)
+    return _half_up(Fraction(excess) * Fraction(cents_per_cpu_hour) / 3_600)
+
+
+def _line_tax(amount_cents: int, rate: Decimal) -> int:
+    return _half_up(amount_cents * Fraction(rate))
+
+
 STANDARD = Plan()
 # 14,400 CPU-seconds, 10,800 over the quota: 3 CPU-hours at 4.5¢ = 13.5¢, billed 14¢, taxed 13 %.
 ALICE_WEB = Deployment(11, {1: 3_600, 2: 3_600, 3: 7_200})
@@ -111,10 +144,11 @@ NO_TOLERANCE = Policy()
 class World:
     """One billing period (October 2026, Toronto) of both systems, built from NexaCloud's truth.
 
-    NexaCloud's invoices are the expected charges (per-line half-up tax). Odoo holds a mirror of
-    every customer (partner ``100 + id``) and deployment (subscription ``1000 + id``) and bills
-    from its own usage ledger and subscription prices; every field below is one way to make Odoo
-    (or NexaCloud's own books) differ, keyed by customer or deployment id.
+    NexaCloud bills from its metering and plan (per-line half-up tax), with this module's
+    arithmetic. Odoo holds a mirror of every customer (partner ``100 + id``) and deployment
+    (subscription ``1000 + id``) and bills from its own usage ledger and subscription prices;
+    every field below is one way to make Odoo (or NexaCloud's own books) differ, keyed by customer
+    or deployment id.
     """
 
     customers: Sequence[Customer]
@@ -219,10 +253,8 @@ class World:
             nexacloud.USAGE_COLUMNS,
         )
         expected_lines = expected_charges(customers, plans, deployments, usage, OCTOBER)
-        nexacloud_invoices, nexacloud_lines = self._nexacloud_invoices(expected_lines)
-        odoo_invoices, odoo_lines = self._odoo_invoices(
-            dict(zip(deployments["deployment_id"], deployments["active_days"], strict=True))
-        )
+        nexacloud_invoices, nexacloud_lines = self._nexacloud_invoices()
+        odoo_invoices, odoo_lines = self._odoo_invoices()
         return PeriodInputs(
             period=OCTOBER.period,
             provisional=self.provisional,
@@ -241,24 +273,32 @@ class World:
             expected_invoices=expected_invoices(expected_lines),
         )
 
-    def _nexacloud_invoices(self, expected_lines: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """NexaCloud bills each customer its expected lines, plus any credit it granted."""
+    def _nexacloud_invoices(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """NexaCloud bills each customer with deployments from its metering and plan, plus any credit it
+        granted: a plan fee and an overage line per deployment, each taxed half-up on its own."""
         invoices, lines = [], []
-        for customer_id, charges in expected_lines.groupby("customer_id"):
-            customer = self.customer(int(customer_id))
-            billed = [
-                (int(deployment_id), kind, int(amount), int(tax))
-                for deployment_id, base, base_tax, overage, overage_tax in charges[
-                    ["deployment_id", "base_cents", "base_tax_cents", "overage_cents", "overage_tax_cents"]
-                ].itertuples(index=False)
-                for kind, amount, tax in (("base", base, base_tax), ("overage", overage, overage_tax))
+        for customer in sorted(self.customers, key=lambda c: c.customer_id):
+            if not customer.deployments:
+                continue
+            rate = self.nexacloud_tax_rate.get(customer.customer_id, self.tax_rate(customer))
+            amounts = [
+                (d.deployment_id, kind, amount)
+                for d in customer.deployments
+                for kind, amount in (
+                    ("base", _prorated_fee_cents(self.plan.monthly_price_cents, _billed_active_days(d))),
+                    (
+                        "overage",
+                        _overage_cents(
+                            sum(d.cpu_seconds.values()),
+                            self.plan.included_cpu_seconds,
+                            self.plan.overage_cents_per_cpu_hour,
+                        ),
+                    ),
+                )
             ]
             if credit := self.nexacloud_credits.get(customer.customer_id):
-                billed.append((None, "credit", -credit, line_tax_cents(-credit, self.tax_rate(customer))))
-            if (wrong_rate := self.nexacloud_tax_rate.get(customer.customer_id)) is not None:
-                billed = [
-                    (d, kind, amount, line_tax_cents(amount, wrong_rate)) for d, kind, amount, _ in billed
-                ]
+                amounts.append((None, "credit", -credit))
+            billed = [(d, kind, amount, _line_tax(amount, rate)) for d, kind, amount in amounts]
             subtotal, tax = sum(line[2] for line in billed), sum(line[3] for line in billed)
             for _ in range(self.nexacloud_invoice_count.get(customer.customer_id, int(self.invoiced))):
                 invoice_id = 5_001 + len(invoices)
@@ -296,24 +336,22 @@ class World:
             typed_frame(lines, nexacloud.INVOICE_LINE_COLUMNS),
         )
 
-    def _odoo_billed(
-        self, customer: Customer, active_days: dict[int, int]
-    ) -> list[tuple[str, int, int | None]]:
+    def _odoo_billed(self, customer: Customer) -> list[tuple[str, int, int | None]]:
         """What Odoo bills a customer from its own ledger and prices: (product code, cents, subscription)."""
         billed = []
         for d in customer.deployments:
             fee = self.odoo_plan_fee_cents.get(d.deployment_id, self.plan.monthly_price_cents)
             rate = self.odoo_overage_rate.get(d.deployment_id, self.plan.overage_cents_per_cpu_hour)
-            cpu_seconds = Decimal(sum(self.odoo_cpu_seconds[d.deployment_id].values()))
+            cpu_seconds = sum(self.odoo_cpu_seconds[d.deployment_id].values())
             billed += [
                 (
                     f"{PLAN_PREFIX}{self.plan.code}",
-                    base_charge_cents(fee, active_days[d.deployment_id], OCTOBER.days),
+                    _prorated_fee_cents(fee, _billed_active_days(d)),
                     d.subscription_id,
                 ),
                 (
                     OVERAGE_CODE,
-                    overage_charge_cents(cpu_seconds, self.plan.included_cpu_seconds, rate),
+                    _overage_cents(cpu_seconds, self.plan.included_cpu_seconds, rate),
                     d.subscription_id,
                 ),
             ]
@@ -321,7 +359,7 @@ class World:
             (code, amount, None) for code, amount in self.odoo_extra_lines.get(customer.customer_id, [])
         ]
 
-    def _odoo_invoices(self, active_days: dict[int, int]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def _odoo_invoices(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         moves, lines = [], []
 
         def post(
@@ -374,7 +412,7 @@ class World:
             addressee = (
                 customer.contact_id if customer_id in self.odoo_invoices_to_contact else customer.partner_id
             )
-            billed = self._odoo_billed(customer, active_days)
+            billed = self._odoo_billed(customer)
             taxes = _taxes(
                 [amount for _, amount, _ in billed],
                 rate,
@@ -384,10 +422,10 @@ class World:
             for _ in range(self.odoo_invoice_count.get(customer_id, default_count)):
                 post(addressee, currency, billed, taxes)
             for code, amount in self.odoo_refunds.get(customer_id, []):
-                post(addressee, currency, [(code, amount, None)], [line_tax_cents(amount, rate)], refund=True)
+                post(addressee, currency, [(code, amount, None)], [_line_tax(amount, rate)], refund=True)
         for amount in self.stray_partner_invoices:
             plan_fee = (f"{PLAN_PREFIX}{self.plan.code}", amount, None)
-            post(STRAY_PARTNER, "CAD", [plan_fee], [line_tax_cents(amount, Decimal("0.13"))])
+            post(STRAY_PARTNER, "CAD", [plan_fee], [_line_tax(amount, Decimal("0.13"))])
         return typed_frame(moves, odoo_frames.INVOICE_COLUMNS), typed_frame(
             lines, odoo_frames.INVOICE_LINE_COLUMNS
         )
@@ -481,12 +519,15 @@ def _created_at(deployment: Deployment) -> datetime:
 
 
 def _taxes(amounts: list[int], rate: Decimal, rounding: str) -> list[int]:
+    """Each line's tax as a system rounding ``rounding`` bills it; globally, the invoice's exact tax
+    is rounded once and the lines' per-line taxes absorb the difference on the last line."""
+    exact = [amount * Fraction(rate) for amount in amounts]
     if rounding == PER_LINE_HALF_EVEN:
-        return [
-            int((Decimal(amount) * rate).to_integral_value(rounding=ROUND_HALF_EVEN)) for amount in amounts
-        ]
-    method = TaxRounding.GLOBALLY if rounding == GLOBAL_HALF_UP else TaxRounding.PER_LINE
-    return list(line_taxes_cents(amounts, rate, method))
+        return [_half_even(tax) for tax in exact]
+    per_line = [_half_up(tax) for tax in exact]
+    if rounding == GLOBAL_HALF_UP and per_line:
+        per_line[-1] += _half_up(sum(exact, Fraction(0))) - sum(per_line)
+    return per_line
 
 
 def reconciled(
@@ -581,10 +622,14 @@ def test_the_world_itself_bills_the_figures_the_examples_rely_on():
     assert list(results.columns) == RESULT_COLUMNS
     assert list(lines.columns) == LINE_COLUMNS
     by_customer = results.set_index("customer_id")
+    # Alice: $49.00 + 3 CPU-hours × 4.5¢ = 13.5¢ → 14¢, tax 13 % of 4,914¢ = 637¢ + 1.82¢ → 2¢.
+    # Bob: $49.00 within the quota, tax 5 % = 245¢.
+    for leg in ("nexacloud", "odoo", "expected"):
+        assert by_customer.loc[1, [f"{leg}_subtotal_cents", f"{leg}_tax_cents"]].tolist() == [4_914, 639], leg
+        assert by_customer.loc[2, [f"{leg}_subtotal_cents", f"{leg}_tax_cents"]].tolist() == [4_900, 245], leg
     assert by_customer.loc[1, "nexacloud_total_cents"] == 5_553
-    assert by_customer.loc[2, "nexacloud_total_cents"] == 5_145
+    assert by_customer.loc[2, "expected_total_cents"] == 5_145
     assert by_customer.loc[1, "nexacloud_cpu_seconds"] == Decimal("14400")
-    assert (results["expected_total_cents"] == results["nexacloud_total_cents"]).all()
     assert sorted(lines["deployment_id"]) == [11, 21]
 
 
@@ -1255,7 +1300,9 @@ def test_two_systems_that_bill_alike_match_everywhere(world):
     results, _ = reconciled(world)
     assert set(results["status"]) == {"match"}, results[["customer_id", "status", "cause"]]
     assert (results["delta_cents"] == 0).all()
-    assert (results["expected_total_cents"] == results["nexacloud_total_cents"]).all()
+    # NexaCloud billed with this module's fractions, the expected leg with billing.charges.
+    disagreeing = results[results["expected_total_cents"] != results["nexacloud_total_cents"]]
+    assert disagreeing.empty, disagreeing[["customer_id", "expected_total_cents", "nexacloud_total_cents"]]
     assert (results["nexacloud_cpu_seconds"] == results["odoo_cpu_seconds"]).all()
 
 

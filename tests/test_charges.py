@@ -21,7 +21,6 @@ from fusion_billing_assets.billing.charges import (
     line_taxes_cents,
     overage_charge_cents,
 )
-from fusion_billing_assets.billing.money import round_half_up
 from fusion_billing_assets.billing.periods import local_day, period_window, periods_between
 
 TORONTO = "America/Toronto"
@@ -30,6 +29,12 @@ LINE_AMOUNTS = st.lists(st.integers(min_value=-500_000, max_value=5_000_000), mi
 PRICES = st.integers(min_value=0, max_value=10_000_000)
 CPU_SECONDS = st.decimals(min_value=0, max_value=10**9, places=3)
 RATES_PER_HOUR = st.decimals(min_value=0, max_value=1000, places=4)
+
+
+def half_up(exact: Fraction) -> int:
+    """Half-up to a whole cent, away from zero, on exact fractions: the oracle the tax is checked by."""
+    magnitude = math.floor(abs(exact) + Fraction(1, 2))
+    return magnitude if exact >= 0 else -magnitude
 
 
 def toronto(*parts: int) -> datetime:
@@ -153,10 +158,17 @@ def test_line_tax_is_half_up_and_symmetric_for_credits():
 
 
 @given(LINE_AMOUNTS, RATES)
+def test_per_line_tax_is_each_lines_exact_tax_rounded_half_up(amounts, rate):
+    assert line_taxes_cents(amounts, rate, TaxRounding.PER_LINE) == tuple(
+        half_up(amount * Fraction(rate)) for amount in amounts
+    )
+
+
+@given(LINE_AMOUNTS, RATES)
 def test_per_line_and_global_rounding_differ_by_at_most_half_a_cent_per_line(amounts, rate):
     per_line = sum(line_taxes_cents(amounts, rate, TaxRounding.PER_LINE))
     globally = sum(line_taxes_cents(amounts, rate, TaxRounding.GLOBALLY))
-    assert globally == round_half_up(sum(Decimal(amount) * rate for amount in amounts))
+    assert globally == half_up(sum(amount * Fraction(rate) for amount in amounts))
     assert abs(per_line - globally) * 2 <= len(amounts)
 
 

@@ -36,9 +36,9 @@ def test_below_a_half_rounds_toward_zero_and_from_a_half_away(whole, ten_thousan
 
 
 def test_half_up_is_not_bankers_rounding():
-    assert round_half_up(Decimal("0.5")) == 1
-    assert round_half_up(Decimal("2.5")) == 3
-    assert round(2.5) == 2  # what the module exists to avoid
+    # Banker's rounding (Python's round()) would give 0, 2, 2, -2 and 12: every one differs.
+    halves = ["0.5", "1.5", "2.5", "-2.5", "12.5"]
+    assert [round_half_up(Decimal(half)) for half in halves] == [1, 2, 3, -3, 13]
 
 
 @given(st.integers(min_value=-(10**13), max_value=10**13))

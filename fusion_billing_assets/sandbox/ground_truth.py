@@ -1,0 +1,320 @@
+"""The sandbox's ground truth: the manifest of injected differences and expected statuses, and the waiver file.
+
+``manifest`` lists every difference and edge case the cast (``sandbox.scenarios``) injected, with
+a sentence quoting the figures that make it, and the status every customer must get in every
+closed period; before writing it, it refuses a world whose shaped cases do not have the shape
+their status claims. ``waivers_csv`` accepts the ``waived`` difference.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import asdict
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from fusion_billing_assets.billing.charges import active_days, line_taxes_cents
+from fusion_billing_assets.billing.money import format_cents
+from fusion_billing_assets.billing.periods import PeriodWindow
+from fusion_billing_assets.billing.statuses import STATUSES, Status
+from fusion_billing_assets.billing.tax import tax_rate, tax_rule
+from fusion_billing_assets.sandbox.nexacloud_billing import SERVICE_CREDIT_CENTS, NexaCloudInvoice
+from fusion_billing_assets.sandbox.odoo_billing import (
+    UNEXPLAINED_LINE_CENTS,
+    WAIVED_FEE_CENTS,
+    OdooRecords,
+    UsageLedger,
+    odoo_price_cents,
+)
+from fusion_billing_assets.sandbox.scenarios import TOLERANCE_CENTS, Casting, Role
+from fusion_billing_assets.sandbox.world import PLANS, Customer, Deployment, World
+
+WAIVER_YEARS = 5
+
+
+def manifest(
+    world: World, invoices: list[NexaCloudInvoice], ledger: UsageLedger, odoo: OdooRecords
+) -> dict[str, Any]:
+    """The ground truth: injected differences, edge cases and every expected reconciliation row."""
+    truth = _GroundTruth(world, invoices, ledger, odoo)
+    differences, edge_cases = [], []
+    for casting in world.castings:
+        for period in world.periods_of(casting):
+            entry = {
+                "period": period.isoformat(),
+                "customer_id": casting.customer_id,
+                "partner_id": truth.expected_partner(casting.customer_id),
+                "status": casting.spec.status,
+                "role": casting.role.value,
+                "description": truth.describe(casting, world.window_of[period]),
+            }
+            (differences if casting.spec.difference else edge_cases).append(entry)
+    truth.check()
+    expected = []
+    for window in world.closed:
+        for customer in world.customers:
+            role = world.role_in(customer.id, window.period)
+            status = world.casting_of_customer[customer.id].spec.status if role else Status.MATCH
+            expected.append(truth.expected_row(window.period, customer.id, status))
+        partner = world.casting_of_role[Role.PARTNER_NOT_FROM_NEXACLOUD]
+        if partner.period == window.period:
+            expected.append(truth.expected_row(window.period, None, partner.spec.status))
+    return {
+        "seed": world.seed,
+        "scale": asdict(world.scale),
+        "timezone": world.timezone,
+        "periods": [
+            {
+                "period": w.period.isoformat(),
+                "closed": w is not world.provisional,
+                "provisional": w is world.provisional,
+            }
+            for w in world.windows
+        ],
+        "provisional_usage_cutoff": world.usage_cutoff.strftime("%Y-%m-%d %H:%M:%S"),
+        "tolerance_cents": TOLERANCE_CENTS,
+        "statuses": list(STATUSES),
+        "plans": [
+            {
+                "code": plan.code,
+                "monthly_price_cents": plan.monthly_price_cents,
+                "included_cpu_seconds": plan.included_cpu_seconds,
+                "overage_cents_per_cpu_hour": str(plan.overage_cents_per_cpu_hour),
+            }
+            for plan in PLANS
+        ],
+        "differences": sorted(differences, key=_manifest_order),
+        "edge_cases": sorted(edge_cases, key=_manifest_order),
+        "expected": sorted(expected, key=_manifest_order),
+    }
+
+
+def waivers_csv(world: World) -> str:
+    """The waiver file accepting the ``waived`` difference (delta = Odoo − NexaCloud total)."""
+    casting = world.casting_of_role[Role.WAIVED_ONBOARDING_FEE]
+    customer = world.customer_by_id[casting.customer_id]
+    fee_tax = line_taxes_cents([WAIVED_FEE_CENTS], tax_rate(customer.province, casting.period))[0]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["period", "customer_id", "delta_cents", "reason", "approver", "expires_on"])
+    writer.writerow(
+        [
+            casting.period.isoformat(),
+            customer.id,
+            WAIVED_FEE_CENTS + fee_tax,
+            "Onboarding session sold and invoiced in Odoo only; NexaCloud does not bill services.",
+            "Dana Whitfield, Controller",
+            # Long-lived, so the ground truth holds whether a waiver's expiry is judged against
+            # the period or against the day the reconciliation runs.
+            casting.period.replace(year=casting.period.year + WAIVER_YEARS).isoformat(),
+        ]
+    )
+    return buffer.getvalue()
+
+
+class _GroundTruth:
+    """What both systems hold, read back for the manifest's sentences and its self-check."""
+
+    def __init__(
+        self, world: World, invoices: list[NexaCloudInvoice], ledger: UsageLedger, odoo: OdooRecords
+    ):
+        self.world = world
+        self.ledger = ledger
+        self.odoo = odoo
+        self.nexacloud_invoice = {(i.customer_id, i.window.period): i for i in invoices}
+
+    def expected_partner(self, customer_id: int | None) -> int | None:
+        if customer_id is None:
+            return self.odoo.consulting_partner_id
+        return self.odoo.partner_of.get(customer_id)
+
+    def expected_row(self, period: date, customer_id: int | None, status: Status) -> dict[str, Any]:
+        return {
+            "period": period.isoformat(),
+            "customer_id": customer_id,
+            "partner_id": self.expected_partner(customer_id),
+            "status": status,
+        }
+
+    def describe(self, casting: Casting, window: PeriodWindow) -> str:
+        world, odoo = self.world, self.odoo
+        role = casting.role
+        if casting.customer_id is None:
+            (invoice,) = odoo.invoice_totals[(odoo.consulting_partner_id, window.period)]
+            return (
+                f"Odoo partner {odoo.consulting_partner_id} (Lakeshore Consulting Group) has no NexaCloud "
+                f"mapping and an invoice of {format_cents(invoice['subtotal'] + invoice['tax'])} for an "
+                f"onboarding workshop."
+            )
+        customer = world.customer_by_id[casting.customer_id]
+        primary = world.primary_of(customer.id)
+        nexacloud = self.nexacloud_invoice[(customer.id, window.period)]
+        total = format_cents(nexacloud.total_cents)
+        rule = tax_rule(customer.province, window.period)
+        if role is Role.ONE_CENT_OFF:
+            return (
+                f"Odoo's plan fee line for deployment {primary.id} is one cent above NexaCloud's; usage, "
+                f"prices and tax rule agree and no line sits on a half cent."
+            )
+        if role is Role.GLOBAL_TAX_ROUNDING:
+            odoo_tax = sum(
+                t["tax"] for t in odoo.invoice_totals[(odoo.partner_of[customer.id], window.period)]
+            )
+            return (
+                f"Odoo rounded the {rule.label} of this {len(nexacloud.lines)}-line invoice globally "
+                f"({format_cents(odoo_tax)}) where NexaCloud rounds per line ({format_cents(nexacloud.tax_cents)}); "
+                f"subtotals agree."
+            )
+        if role in (Role.LOST_USAGE_PUSHES, Role.DOUBLED_USAGE_PUSHES):
+            fault = self.ledger.lost if role is Role.LOST_USAGE_PUSHES else self.ledger.doubled
+            days = " and ".join(day.isoformat() for day in fault.days)
+            seconds = Decimal(fault.millis).scaleb(-3)
+            if role is Role.LOST_USAGE_PUSHES:
+                return (
+                    f"The usage pushes of deployment {fault.deployment.id} for {days} (local) never reached "
+                    f"Odoo: its ledger is {seconds:,} CPU-seconds short and its overage lower."
+                )
+            return (
+                f"The usage pushes of deployment {fault.deployment.id} for {days} (local) were retried with "
+                f"new idempotency keys: Odoo's ledger counts {seconds:,} CPU-seconds twice."
+            )
+        if role is Role.OLD_PLAN_PRICE:
+            return (
+                f"Odoo's subscription for deployment {primary.id} still carries the old {primary.plan.name} price "
+                f"{format_cents(odoo_price_cents(world, primary))} instead of "
+                f"{format_cents(primary.plan.monthly_price_cents)}; Odoo's invoice uses it."
+            )
+        if role is Role.WRONG_PROVINCE_TAX:
+            return (
+                f"Odoo taxes this {customer.province} customer at Ontario's "
+                f"{tax_rule('ON', window.period).label} instead of {rule.label}; subtotals agree."
+            )
+        if role is Role.UNEXPLAINED_LINE:
+            return (
+                f"Odoo's invoice carries an extra {format_cents(UNEXPLAINED_LINE_CENTS)} onboarding line that "
+                f"NexaCloud never billed; usage, rates and tax rule agree."
+            )
+        if role is Role.NO_ODOO_INVOICE:
+            return f"Odoo has no invoice for this mapped customer although NexaCloud billed {total}."
+        if role is Role.VOID_NEXACLOUD_INVOICE:
+            return (
+                f"NexaCloud voided its invoice {nexacloud.stripe_invoice_id} ({total}) for the period; Odoo "
+                f"invoiced normally."
+            )
+        if role is Role.CUSTOMER_NOT_IMPORTED:
+            return (
+                f"The customer was never imported into Odoo: no ir.model.data mapping, a hand-made partner "
+                f"{odoo.hand_made_partner_id} without ref, no subscriptions and no invoices."
+            )
+        if role is Role.INVOICE_GENERATED_TWICE:
+            return (
+                "Odoo generated the invoice twice: a posted one and a draft copy for the same subscriptions."
+            )
+        if role is Role.INVOICE_IN_USD:
+            return "Odoo's invoice is in USD while NexaCloud bills the customer in CAD; the amounts are the same numbers."
+        if role is Role.WAIVED_ONBOARDING_FEE:
+            return (
+                f"Odoo billed a {format_cents(WAIVED_FEE_CENTS)} onboarding fee plus tax that NexaCloud did not; "
+                f"accepted in waivers.csv."
+            )
+        return self._describe_edge_case(casting, customer, primary, window, rule.label)
+
+    def _describe_edge_case(
+        self, casting: Casting, customer: Customer, primary: Deployment, window: PeriodWindow, tax_label: str
+    ) -> str:
+        world = self.world
+        role = casting.role
+        others = [d for d in world.deployments_of[customer.id] if not d.primary]
+        if role in (Role.CREATED_MID_MONTH, Role.TERMINATED_MID_MONTH, Role.DST_CHANGE):
+            deployment = others[0]
+            moment = (
+                deployment.created_at if role is not Role.TERMINATED_MID_MONTH else deployment.terminated_at
+            )
+            local = moment.astimezone(world.zone).strftime("%Y-%m-%d %H:%M %Z")
+            days = active_days(deployment.created_at, deployment.terminated_at, window)
+            verb = "terminated" if role is Role.TERMINATED_MID_MONTH else "created"
+            sentence = (
+                f"Deployment {deployment.id} was {verb} {local}: {days} of {window.days} days of its plan fee"
+            )
+            if role is Role.DST_CHANGE:
+                return (
+                    f"{sentence}; created the night the clocks changed, its usage windows cross the change."
+                )
+            return f"{sentence}."
+        if role is Role.SEVERAL_DEPLOYMENTS:
+            return f"{len(world.deployments_of[customer.id])} deployments billed on one invoice."
+        if role is Role.LATE_USAGE:
+            return (
+                f"Deployment {primary.id}'s usage of the period's last six hours was ingested a day after the "
+                f"period closed (recorded_at after its end) and is billed in the period on both sides."
+            )
+        if role is Role.REFUND:
+            return (
+                f"NexaCloud credits {format_cents(SERVICE_CREDIT_CENTS)} on its invoice; Odoo issues the invoice "
+                f"in full and a credit note (out_refund) of the same amount, so the net totals agree."
+            )
+        if role is Role.ZERO_USAGE:
+            return f"Deployment {primary.id} recorded no usage in the period: plan fee only, no overage."
+        if role is Role.USAGE_AT_QUOTA:
+            return (
+                f"Deployment {primary.id} used exactly its {primary.plan.included_cpu_seconds:,} included "
+                f"CPU-seconds: no overage."
+            )
+        if role is Role.DRAFT_INVOICE:
+            return "Odoo's invoice is still a draft, which counts during dual-run."
+        if role is Role.CANCELLED_INVOICE:
+            return "Odoo holds a cancelled first attempt of the invoice beside the posted one; cancelled ones do not count."
+        if role is Role.UNDATED_LINES:
+            return (
+                f"Odoo's invoice lines carry no deferred dates; the invoice is dated {window.last_day.isoformat()}, "
+                f"inside the period."
+            )
+        return f"A customer in {customer.province}, taxed at {tax_label}."
+
+    def check(self) -> None:
+        """Refuse to write a manifest whose shaped cases do not have the shape their status claims."""
+        world, odoo = self.world, self.odoo
+        sign = {"out_invoice": 1, "out_refund": -1}
+        for casting in world.castings:
+            if casting.customer_id is None or not world.imported(casting.customer_id):
+                continue
+            for period in world.periods_of(casting):
+                nexacloud = self.nexacloud_invoice[(casting.customer_id, period)]
+                moves = odoo.invoice_totals.get((odoo.partner_of[casting.customer_id], period), [])
+                counted = [m for m in moves if m["state"] != "cancel"]
+                odoo_subtotal = sum(sign[m["move_type"]] * m["subtotal"] for m in counted)
+                odoo_tax = sum(sign[m["move_type"]] * m["tax"] for m in counted)
+                delta = odoo_subtotal + odoo_tax - nexacloud.total_cents
+                status = casting.spec.status
+                if status is Status.MATCH:
+                    ok = delta == 0
+                elif status is Status.WITHIN_TOLERANCE:
+                    ok = 0 < abs(delta) <= TOLERANCE_CENTS
+                elif status in (Status.ROUNDING_DIFFERENCE, Status.TAX_MISMATCH):
+                    ok = odoo_subtotal == nexacloud.subtotal_cents and abs(delta) > TOLERANCE_CENTS
+                elif status in (
+                    Status.USAGE_MISMATCH,
+                    Status.RATE_MISMATCH,
+                    Status.AMOUNT_MISMATCH,
+                    Status.WAIVED,
+                ):
+                    ok = abs(delta) > TOLERANCE_CENTS
+                else:
+                    ok = True
+                if not ok:
+                    raise RuntimeError(
+                        f"sandbox generator bug: {casting.role.value} of customer {casting.customer_id} in "
+                        f"{period.isoformat()} should read as {status}, but Odoo − NexaCloud = {delta} cents"
+                    )
+
+
+def _manifest_order(row: dict[str, Any]) -> tuple:
+    return (
+        row["period"],
+        row["customer_id"] is None,
+        row["customer_id"] or 0,
+        row["partner_id"] or 0,
+        row.get("role", ""),
+    )

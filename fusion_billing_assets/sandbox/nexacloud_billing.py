@@ -1,0 +1,364 @@
+"""NexaCloud's metering and billing in the sandbox: hourly usage records and one invoice per customer per closed period.
+
+Metering writes one record per deployment per complete UTC-aligned usage window of its life, with
+the volumes some roles need (``usage_targets``: the quota exactly, nothing at all, an overage
+whose tax sits just above half a cent). Billing is NexaCloud's: each deployment's plan fee
+prorated by its active local days and its overage above the included CPU-seconds, taxed per line
+at the customer's provincial rate.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import NamedTuple
+
+from fusion_billing_assets.billing.charges import (
+    SECONDS_PER_HOUR,
+    ChargeKind,
+    TaxRounding,
+    active_days,
+    base_charge_cents,
+    line_taxes_cents,
+    overage_charge_cents,
+)
+from fusion_billing_assets.billing.money import round_half_up
+from fusion_billing_assets.billing.periods import PeriodWindow, local_midnight_utc
+from fusion_billing_assets.billing.tax import tax_rate
+from fusion_billing_assets.sandbox.scenarios import Role
+from fusion_billing_assets.sandbox.world import (
+    MILLIS_PER_SECOND,
+    Customer,
+    Deployment,
+    Plan,
+    World,
+    months_before,
+)
+
+Progress = Callable[[str], None]
+
+SERVICE_CREDIT_CENTS = 1_234
+
+
+class UsageRecord(NamedTuple):
+    """One metered window (a named tuple: there are hundreds of thousands)."""
+
+    id: int
+    deployment_id: int
+    window_start: datetime
+    window_end: datetime
+    millis: int
+    recorded_at: datetime
+    idempotency_key: str
+    period: date
+
+
+@dataclass(frozen=True)
+class BilledLine:
+    kind: ChargeKind
+    deployment_id: int | None
+    description: str
+    quantity: Decimal
+    unit_price_cents: Decimal
+    amount_cents: int
+    tax_cents: int = 0  # set once the invoice's tax is computed
+
+
+@dataclass(frozen=True)
+class NexaCloudInvoice:
+    id: int
+    customer_id: int
+    window: PeriodWindow
+    status: str
+    stripe_invoice_id: str
+    issued_at: datetime
+    lines: tuple[BilledLine, ...]
+
+    @property
+    def subtotal_cents(self) -> int:
+        return sum(line.amount_cents for line in self.lines)
+
+    @property
+    def tax_cents(self) -> int:
+        return sum(line.tax_cents for line in self.lines)
+
+    @property
+    def total_cents(self) -> int:
+        return self.subtotal_cents + self.tax_cents
+
+
+# --- metering ------------------------------------------------------------------------------------
+
+
+def usage_targets(world: World) -> dict[tuple[int, date], int]:
+    """CPU milliseconds some (deployment, period) pairs must total, so a case has the shape it claims."""
+    targets: dict[tuple[int, date], int] = {}
+    for casting in world.castings:
+        if casting.period is None or casting.customer_id is None:
+            continue
+        period = casting.period
+        customer = world.customer_by_id[casting.customer_id]
+        primary = world.primary_of(customer.id)
+        rate = tax_rate(customer.province, period)
+        if casting.role is Role.ONE_CENT_OFF:
+            # No line may sit on a half cent, or half-even rounding would explain the cent.
+            overage = _overage_cents(world, rate, _not_a_half)
+            targets[(primary.id, period)] = _millis_for_overage(primary.plan, overage)
+        elif casting.role is Role.GLOBAL_TAX_ROUNDING:
+            # Three Starter fees carry 194.87 ¢ of HST each and every overage tax sits .51–.59 ¢
+            # above a whole cent: per line, all six lines round up; globally the fractions
+            # (4.14–4.38 ¢) round down, so per-line tax is exactly 2 ¢ more than global.
+            for deployment in world.deployments_of[customer.id]:
+                overage = _overage_cents(world, rate, _just_above_a_half)
+                targets[(deployment.id, period)] = _millis_for_overage(deployment.plan, overage)
+        elif casting.role is Role.LOST_USAGE_PUSHES:
+            targets[(primary.id, period)] = primary.plan.included_millis * 16 // 10
+        elif casting.role is Role.DOUBLED_USAGE_PUSHES:
+            targets[(primary.id, period)] = primary.plan.included_millis * 13 // 10
+        elif casting.role is Role.ZERO_USAGE:
+            targets[(primary.id, period)] = 0
+        elif casting.role is Role.USAGE_AT_QUOTA:
+            targets[(primary.id, period)] = primary.plan.included_millis
+    return targets
+
+
+def meter_usage(world: World, targets: dict[tuple[int, date], int], report: Progress) -> list[UsageRecord]:
+    """NexaCloud's metering: one record per deployment per complete usage window while alive."""
+    records: list[UsageRecord] = []
+    late = world.casting_of_role.get(Role.LATE_USAGE)
+    length = int(world.usage_window.total_seconds())
+    for window in world.windows:
+        # The UTC-aligned windows starting in the period, plus the end of the last one.
+        first = _align_up(window.start_utc, length)
+        count = -(-int((window.end_utc - first).total_seconds()) // length)
+        grid = [first + index * world.usage_window for index in range(count + 1)]
+        measured: list[tuple[datetime, int, int, datetime, datetime]] = []
+        for deployment in world.deployments:
+            is_late = (
+                late is not None
+                and deployment.customer_id == late.customer_id
+                and window.period == late.period
+            )
+            measured.extend(_meter(world, targets, deployment, window, grid, late=is_late))
+        measured.sort(key=lambda row: (row[0], row[1]))
+        period = window.period
+        records.extend(
+            UsageRecord(
+                record_id, deployment_id, start, end, millis, recorded_at, f"nc-usage-{record_id}", period
+            )
+            for record_id, (start, deployment_id, millis, end, recorded_at) in enumerate(
+                measured, start=len(records) + 1
+            )
+        )
+        report(f"usage {window.key}: {len(measured):,} records")
+    return records
+
+
+def _meter(
+    world: World,
+    targets: dict[tuple[int, date], int],
+    deployment: Deployment,
+    window: PeriodWindow,
+    grid: list[datetime],
+    *,
+    late: bool,
+) -> list[tuple[datetime, int, int, datetime, datetime]]:
+    """The deployment's records in the period: windows of ``grid`` wholly inside its life."""
+    length = int(world.usage_window.total_seconds())
+    first = (
+        -(-int((deployment.created_at - grid[0]).total_seconds()) // length)
+        if deployment.created_at > grid[0]
+        else 0
+    )
+    last = len(grid) - 1
+    ends = [deployment.terminated_at] if deployment.terminated_at is not None else []
+    if window is world.provisional:
+        ends.append(world.usage_cutoff)
+    if ends:
+        last = min(last, int((min(ends) - grid[0]).total_seconds()) // length)
+    target = targets.get((deployment.id, window.period))
+    if last <= first or target == 0:
+        return []
+    draw = world.rng.random
+    nominal = (
+        deployment.load * deployment.plan.included_millis * world.scale.usage_window_minutes / (30 * 1440)
+    )
+    quantities = [int(nominal * (0.35 + 1.3 * draw())) for _ in range(last - first)]
+    if target is not None:
+        quantities = _scale_to_total(quantities, target)
+    late_from = window.end_utc - timedelta(hours=6)
+    rows = []
+    for index, millis in enumerate(quantities, start=first):
+        start, end = grid[index], grid[index + 1]
+        if late and start >= late_from:
+            # The metering backlog: ingested a day after the period closed, before invoicing.
+            recorded_at = window.end_utc + LATE_INGESTION_DELAYS[int(len(LATE_INGESTION_DELAYS) * draw())]
+        else:
+            recorded_at = end + INGESTION_DELAYS[int(len(INGESTION_DELAYS) * draw())]
+        rows.append((start, deployment.id, millis, end, recorded_at))
+    return rows
+
+
+def usage_totals(rows: Iterable[tuple[int, date, int]]) -> dict[tuple[int, date], int]:
+    """CPU milliseconds per (deployment, period) from ``(deployment_id, period, millis)`` rows."""
+    totals: dict[tuple[int, date], int] = defaultdict(int)
+    for deployment_id, period, millis in rows:
+        totals[(deployment_id, period)] += millis
+    return dict(totals)
+
+
+# --- invoices ------------------------------------------------------------------------------------
+
+
+def bill_nexacloud(world: World, usage: list[UsageRecord]) -> list[NexaCloudInvoice]:
+    """One invoice per customer per closed period, billed per line as NexaCloud does."""
+    metered = usage_totals((r.deployment_id, r.period, r.millis) for r in usage)
+    rng = world.rng
+    invoices = []
+    for window in world.closed:
+        latest = window is world.closed[-1]
+        for customer in world.customers:
+            lines = _invoice_lines(world, customer, window, metered)
+            role = world.role_in(customer.id, window.period)
+            if role is Role.VOID_NEXACLOUD_INVOICE:
+                status = "void"
+            elif latest and rng.random() < 0.6:
+                status = "open"
+            else:
+                status = "paid"
+            issued = local_midnight_utc(
+                months_before(window.period, -1).replace(day=3), world.zone
+            ) + timedelta(hours=9, seconds=rng.randrange(3600))
+            invoices.append(
+                NexaCloudInvoice(
+                    id=len(invoices) + 1,
+                    customer_id=customer.id,
+                    window=window,
+                    status=status,
+                    stripe_invoice_id="in_" + "".join(rng.choices(STRIPE_ALPHABET, k=24)),
+                    issued_at=issued,
+                    lines=lines,
+                )
+            )
+    return invoices
+
+
+def _invoice_lines(
+    world: World, customer: Customer, window: PeriodWindow, metered: dict[tuple[int, date], int]
+) -> tuple[BilledLine, ...]:
+    lines: list[BilledLine] = []
+    for deployment in world.deployments_of[customer.id]:
+        days = active_days(deployment.created_at, deployment.terminated_at, window)
+        if days == 0:
+            continue
+        plan = deployment.plan
+        millis = metered.get((deployment.id, window.period), 0)
+        lines.append(
+            BilledLine(
+                kind=ChargeKind.BASE,
+                deployment_id=deployment.id,
+                description=f"{plan.name} plan, {deployment.name}: {days} of {window.days} days",
+                quantity=Decimal(days).quantize(Decimal("0.001")),
+                unit_price_cents=(Decimal(plan.monthly_price_cents) / window.days).quantize(
+                    Decimal("0.0001")
+                ),
+                amount_cents=base_charge_cents(plan.monthly_price_cents, days, window.days),
+            )
+        )
+        lines.append(
+            BilledLine(
+                kind=ChargeKind.OVERAGE,
+                deployment_id=deployment.id,
+                description=(
+                    f"CPU above {plan.included_cpu_seconds // SECONDS_PER_HOUR:,} included CPU-hours, "
+                    f"{deployment.name}"
+                ),
+                quantity=excess_cpu_hours(plan, millis).quantize(Decimal("0.001")),
+                unit_price_cents=plan.overage_cents_per_cpu_hour,
+                amount_cents=overage_cents(plan, millis),
+            )
+        )
+    if world.role_in(customer.id, window.period) is Role.REFUND:
+        primary = world.primary_of(customer.id)
+        lines.append(
+            BilledLine(
+                kind=ChargeKind.CREDIT,
+                deployment_id=primary.id,
+                description=(
+                    f"Service credit: outage of {primary.name} on {window.period.replace(day=12).isoformat()}"
+                ),
+                quantity=Decimal("1.000"),
+                unit_price_cents=Decimal(-SERVICE_CREDIT_CENTS),
+                amount_cents=-SERVICE_CREDIT_CENTS,
+            )
+        )
+    rate = tax_rate(customer.province, window.period)
+    taxes = line_taxes_cents([line.amount_cents for line in lines], rate, TaxRounding.PER_LINE)
+    return tuple(replace(line, tax_cents=tax) for line, tax in zip(lines, taxes, strict=True))
+
+
+def overage_cents(plan: Plan, millis: int) -> int:
+    return overage_charge_cents(
+        Decimal(millis).scaleb(-3), plan.included_cpu_seconds, plan.overage_cents_per_cpu_hour
+    )
+
+
+def excess_cpu_hours(plan: Plan, millis: int) -> Decimal:
+    """CPU-hours above the plan's quota, as invoice lines show them (before quantizing)."""
+    return max(Decimal(0), Decimal(millis).scaleb(-3) - plan.included_cpu_seconds) / SECONDS_PER_HOUR
+
+
+def _overage_cents(world: World, rate: Decimal, acceptable: Callable[[Decimal], bool]) -> int:
+    """A random overage charge whose tax's fraction of a cent is ``acceptable``."""
+    while True:
+        cents = world.rng.randint(150, 2_000)
+        if acceptable((cents * rate) % 1):
+            return cents
+
+
+def _millis_for_overage(plan: Plan, overage: int) -> int:
+    """CPU milliseconds in a period whose overage charge is exactly ``overage`` cents."""
+    excess = round_half_up(
+        Decimal(overage) * SECONDS_PER_HOUR * MILLIS_PER_SECOND / plan.overage_cents_per_cpu_hour
+    )
+    millis = plan.included_millis + excess
+    if overage_cents(plan, millis) != overage:
+        raise RuntimeError(f"sandbox generator bug: {millis} ms do not bill {overage} cents of overage")
+    return millis
+
+
+def _not_a_half(fraction: Decimal) -> bool:
+    return fraction != Decimal("0.5")
+
+
+def _just_above_a_half(fraction: Decimal) -> bool:
+    return Decimal("0.51") <= fraction < Decimal("0.60")
+
+
+def _align_up(moment: datetime, seconds: int) -> datetime:
+    """The first usage-window boundary (a multiple of ``seconds`` since the epoch, UTC) at or after ``moment``."""
+    epoch_seconds = moment.timestamp()
+    aligned = -(-int(epoch_seconds) // seconds) * seconds
+    if aligned < epoch_seconds:
+        aligned += seconds
+    return datetime.fromtimestamp(aligned, UTC)
+
+
+def _scale_to_total(quantities: list[int], total: int) -> list[int]:
+    """The same shape of usage, rescaled to add up to exactly ``total`` milliseconds."""
+    if not quantities:
+        raise RuntimeError(f"sandbox generator bug: {total} CPU milliseconds to spread over no usage window")
+    weights = [quantity + 1 for quantity in quantities]  # +1: no division by zero for an idle shape
+    scaled = [weight * total // sum(weights) for weight in weights]
+    # Flooring leaves a remainder smaller than the window count; the last window takes it.
+    scaled[-1] += total - sum(scaled)
+    return scaled
+
+
+# How long after a window closes its record is ingested: a few minutes, or a day for the backlog.
+INGESTION_DELAYS = tuple(timedelta(seconds=seconds) for seconds in range(120, 540))
+LATE_INGESTION_DELAYS = tuple(timedelta(hours=26, seconds=seconds) for seconds in range(600))
+STRIPE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"

@@ -17,12 +17,24 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fusion_billing_assets.billing.readiness import NOT_READY, READY, flip_readiness
-from fusion_billing_assets.billing.statuses import ACCEPTED_STATUSES, STATUSES
+from fusion_billing_assets.billing.statuses import STATUSES
 from fusion_billing_assets.warehouse import RESULT_COLUMNS
 
 AUGUST, SEPTEMBER, OCTOBER, NOVEMBER = (date(2026, month, 1) for month in (8, 9, 10, 11))
 CLOSED = [AUGUST, SEPTEMBER, OCTOBER]  # November is the running month
-UNEXPLAINED_STATUSES = sorted(set(STATUSES) - ACCEPTED_STATUSES)
+# docs/design.md §6 and the README: the statuses that count against the switch, written out here
+# rather than taken from billing.statuses, so a status moved to the accepted side is caught.
+UNEXPLAINED_STATUSES = [
+    "unmapped",
+    "duplicate",
+    "currency_mismatch",
+    "missing_in_odoo",
+    "missing_in_nexacloud",
+    "usage_mismatch",
+    "rate_mismatch",
+    "tax_mismatch",
+    "amount_mismatch",
+]
 
 
 def period_rows(period: date, *statuses_and_deltas: tuple[str, int], provisional: bool = False) -> list[dict]:
@@ -47,6 +59,10 @@ def results(*periods: list[dict]) -> pd.DataFrame:
 
 
 CLEAN = (("match", 0), ("within_tolerance", 2), ("rounding_difference", -1), ("waived", 1_575))
+
+
+def test_the_statuses_are_the_accepted_and_the_unexplained_of_the_design():
+    assert sorted(STATUSES) == sorted([status for status, _ in CLEAN] + UNEXPLAINED_STATUSES)
 
 
 def test_ready_when_the_last_closed_period_is_clean():
@@ -100,7 +116,11 @@ def test_a_period_never_reconciled_is_not_ready():
 def test_nothing_reconciled_at_all_is_not_ready():
     readiness = flip_readiness(results(), CLOSED, 2)
     assert readiness.verdict == NOT_READY
-    assert len(readiness.reasons) == 2
+    assert readiness.periods_judged == (SEPTEMBER, OCTOBER)
+    assert readiness.reasons == (
+        "2026-09 has not been reconciled since it closed",
+        "2026-10 has not been reconciled since it closed",
+    )
 
 
 def test_fewer_closed_periods_than_required_is_not_ready():
@@ -114,6 +134,7 @@ def test_no_closed_period_at_all_is_not_ready():
     readiness = flip_readiness(results(period_rows(NOVEMBER, *CLEAN, provisional=True)), [], 1)
     assert readiness.verdict == NOT_READY
     assert readiness.periods_judged == ()
+    assert readiness.reasons == ("only 0 closed period(s) exist; 1 consecutive clean ones are required",)
 
 
 def test_more_than_one_period_judges_the_last_n_only():

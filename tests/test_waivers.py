@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+import sqlite3
+from contextlib import closing
 from datetime import date, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pytest
@@ -50,11 +54,28 @@ def waiver(**changes) -> Waiver:
 # --- loading ------------------------------------------------------------------------------------
 
 
-def test_the_sandbox_waiver_file_loads(small_sandbox):
+# Sales tax of 2026 by province, as the README's tax table gives it.
+TAX_2026 = {"ON": "0.13", "NB": "0.15", "NL": "0.15", "PE": "0.15", "NS": "0.14"}
+
+
+def test_the_sandbox_waiver_file_accepts_exactly_the_injected_fee_and_its_tax(small_sandbox):
     (waived,) = [row for row in small_sandbox.manifest["differences"] if row["status"] == "waived"]
+    fee = re.search(r"Odoo billed a \$([\d,]+\.\d\d) onboarding fee plus tax", waived["description"])
+    assert fee, waived["description"]
+    fee_cents = int(Decimal(fee.group(1).replace(",", "")) * 100)
+    with closing(sqlite3.connect(small_sandbox.out / "nexacloud.sqlite")) as connection:
+        ((province,),) = connection.execute(
+            "SELECT province FROM customers WHERE id = ?", (waived["customer_id"],)
+        ).fetchall()
+    tax_cents = int(
+        (fee_cents * Decimal(TAX_2026.get(province, "0.05"))).to_integral_value(rounding=ROUND_HALF_UP)
+    )
+
     (loaded,) = load_waivers(small_sandbox.out / "waivers.csv")
+
     assert (loaded.period.isoformat(), loaded.customer_id) == (waived["period"], waived["customer_id"])
-    assert loaded.delta_cents > 0
+    # Odoo − NexaCloud: the fee and its tax, e.g. $15.00 + 13 % = 1,695 cents in Ontario.
+    assert loaded.delta_cents == fee_cents + tax_cents
     assert loaded.reason and loaded.approver == "Dana Whitfield, Controller"
     assert loaded.line == 2
 

@@ -1,12 +1,27 @@
-"""The code location loads: its assets, checks, job and resources, on one partitions definition."""
+"""The code location loads: its assets, checks, job and resources, on one partitions definition;
+``dg list defs`` (what a Dagster user reaches for) lists the same assets, checks and jobs."""
 
+import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from dagster import AssetKey
+from dagster import AssetCheckKey, AssetKey
 
 from fusion_billing_assets.definitions import billing_period_job_name, defs, flip_readiness_job_name
 from fusion_billing_assets.partitions import BILLING_TIMEZONE, billing_periods
+from fusion_billing_assets.settings import PROJECT_ROOT
+
+# The console scripts of the environment the suite runs in (uv's .venv).
+BIN = Path(sys.executable).parent
+RECONCILIATION = AssetKey(["billing", "reconciliation"])
+RECONCILIATION_CHECKS = {
+    AssetCheckKey(RECONCILIATION, name)
+    for name in ("one_row_per_customer", "leg_totals_match_invoices", "no_unexplained_differences")
+}
 
 SOURCE_ASSETS = {
     ("nexacloud", name)
@@ -59,3 +74,43 @@ def test_blocking_referential_checks_guard_the_sources():
         "leg_totals_match_invoices",
         "no_unexplained_differences",
     } <= checks
+
+
+def test_the_reconciliation_checks_run_in_the_period_job_and_can_be_executed_on_their_own():
+    graph = defs.resolve_asset_graph()
+    job_checks = defs.resolve_job_def(billing_period_job_name).asset_layer.asset_graph.asset_check_keys
+    assert job_checks >= RECONCILIATION_CHECKS
+    for check_key in RECONCILIATION_CHECKS:
+        # Alone in its execution set: the UI's "Execute" runs it without materializing the asset.
+        assert graph.get_execution_set_asset_and_check_keys(check_key) == {check_key}
+        assert not graph.get(check_key).blocking
+
+
+def test_dg_list_defs_lists_the_assets_checks_and_jobs_from_the_project_root():
+    completed = subprocess.run(
+        [str(BIN / "dg"), "list", "defs", "--json"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "VIRTUAL_ENV": str(BIN.parent)},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    listed = json.loads(completed.stdout)
+
+    graph = defs.resolve_asset_graph()
+    assert {asset["asset_key"] for asset in listed["assets"]} == {
+        key.to_user_string() for key in graph.get_all_asset_keys()
+    }
+    assert (
+        {check["key"] for check in listed["asset_checks"]}
+        == {key.to_user_string() for key in graph.asset_check_keys}
+        >= {key.to_user_string() for key in RECONCILIATION_CHECKS}
+    )
+    assert {job["name"] for job in listed["jobs"]} == {billing_period_job_name, flip_readiness_job_name}
+    assert {sensor["name"] for sensor in listed["sensors"]} == {
+        "reconciliation_alerts",
+        "run_failure_alerts",
+        "late_usage_reruns",
+    }

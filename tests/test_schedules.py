@@ -15,9 +15,8 @@ import pytest
 from dagster import DefaultScheduleStatus, RunRequest, build_schedule_context
 from dagster._utils.schedules import cron_string_iterator
 
-from fusion_billing_assets.defs.jobs import BILLING_PERIOD_JOB
+from fusion_billing_assets.defs.jobs import BILLING_PERIOD_JOB, REASON_TAG
 from fusion_billing_assets.defs.schedules import (
-    REASON_TAG,
     current_period,
     period_close_schedule,
     previous_period,

@@ -30,8 +30,11 @@ from dagster import (
     DagsterEvent,
     DagsterEventType,
     DagsterInstance,
+    DagsterRun,
     Definitions,
     RunRequest,
+    RunStatusChangeRecordsFilter,
+    SensorEvaluationContext,
     SkipReason,
     asset,
     build_sensor_context,
@@ -39,13 +42,14 @@ from dagster import (
 )
 from dagster._core.events import StepMaterializationData
 from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
+from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from sqlalchemy import create_engine, func, select
 
 from fusion_billing_assets.alerts import EVENT_ID_HEADER, MISMATCH, RESOLVED, RUN_FAILED, SIGNATURE_HEADER
-from fusion_billing_assets.defs.jobs import BILLING_PERIOD_JOB
+from fusion_billing_assets.definitions import defs
+from fusion_billing_assets.defs.jobs import BILLING_PERIOD_JOB, REASON_TAG
 from fusion_billing_assets.defs.resources import AlertChannel, NexaCloudDatabase, Warehouse
 from fusion_billing_assets.defs.sensors import (
-    REASON_TAG,
     late_usage_reruns,
     reconciliation_alerts,
     run_failure_alerts,
@@ -373,6 +377,35 @@ def run_failure_tick(instance: DagsterInstance, receiver: Receiver, cursor: str 
         return run_failure_alerts.evaluate_tick(context).cursor
 
 
+LOCATION, REPOSITORY = "fusion_billing_assets", "__repository__"
+
+
+def failed_run_launched_from(instance: DagsterInstance, location: str, job_name: str) -> DagsterRun:
+    """A failed run as the webserver or daemon launches it: with the origin of its code location."""
+    origin = RemoteJobOrigin(
+        repository_origin=RemoteRepositoryOrigin(
+            code_location_origin=RegisteredCodeLocationOrigin(location), repository_name=REPOSITORY
+        ),
+        job_name=job_name,
+    )
+    run = instance.add_run(DagsterRun(job_name=job_name, remote_job_origin=origin))
+    instance.report_run_failed(run)
+    return run
+
+
+def run_failure_tick_in_location(instance: DagsterInstance, receiver: Receiver) -> str | None:
+    """A tick of the sensor as the daemon evaluates it, inside this code location."""
+    with SensorEvaluationContext(
+        instance_ref=None,
+        instance=instance,
+        cursor="0",
+        repository_name=REPOSITORY,
+        code_location_origin=RegisteredCodeLocationOrigin(LOCATION),
+        resources={"alert_channel": channel(receiver)},
+    ) as context:
+        return run_failure_alerts.evaluate_tick(context).cursor
+
+
 def test_a_failed_run_is_alerted_with_its_job_period_and_failed_step(instance, receiver):
     result = failed_run(instance)
 
@@ -396,6 +429,40 @@ def test_a_run_failure_alert_quotes_the_steps_own_error(instance, receiver):
 
     (alert,) = receiver.accepted()
     assert "RuntimeError: Odoo answered HTTP 503 while reading account.move" in alert["lines"][0]
+
+
+def test_a_failed_run_of_any_job_of_this_code_location_is_alerted_and_another_locations_is_not(
+    instance, receiver
+):
+    # The UI's ad-hoc materializations run Dagster's implicit asset job, whatever it is named.
+    ours = failed_run_launched_from(instance, LOCATION, "an_ad_hoc_asset_job")
+    failed_run_launched_from(instance, "another_location", BILLING_PERIOD_JOB)
+
+    cursor = run_failure_tick_in_location(instance, receiver)
+
+    assert [alert["run_id"] for alert in receiver.accepted()] == [ours.run_id]
+    # The other location's failure is passed over for good, not held for a later tick.
+    latest = instance.fetch_run_status_changes(
+        RunStatusChangeRecordsFilter(event_type=DagsterEventType.RUN_FAILURE), limit=1
+    ).records[0]
+    assert cursor == str(latest.storage_id)
+
+
+def test_an_in_process_run_is_alerted_only_when_it_ran_one_of_this_code_locations_jobs(instance, receiver):
+    ours = failed_run(instance)
+    foreign = Definitions(assets=[failing_reconciliation], jobs=[define_asset_job("elsewhere")])
+    assert (
+        not foreign.resolve_job_def("elsewhere")
+        .execute_in_process(partition_key=OCTOBER, instance=instance, raise_on_error=False)
+        .success
+    )
+
+    with build_sensor_context(
+        instance=instance, cursor="0", definitions=defs, resources={"alert_channel": channel(receiver)}
+    ) as context:
+        run_failure_alerts.evaluate_tick(context)
+
+    assert [alert["run_id"] for alert in receiver.accepted()] == [ours.run_id]
 
 
 def test_the_first_tick_watches_failures_from_now_on(instance, receiver):

@@ -6,6 +6,8 @@ from fusion_billing_assets.defs.reconciliation import flip_readiness
 
 BILLING_PERIOD_JOB = "reconcile_billing_period"
 FLIP_READINESS_JOB = "assess_flip_readiness"
+# Why a schedule or sensor launched a run, in words, on the run itself.
+REASON_TAG = "fusion/reason"
 
 flip_readiness_selection = AssetSelection.assets(flip_readiness)
 

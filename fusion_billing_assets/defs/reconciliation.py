@@ -1,8 +1,15 @@
 """The reconciliation: account mapping, expected charges, the three-way diff and flip readiness.
 
 The assets are thin: they hand the period's frames to ``billing.reconcile`` and record the result.
-The ``reconciliation`` asset replaces the period's rows in the warehouse in one transaction,
-reads them back, judges them with its checks and writes the period's report for finance.
+The ``reconciliation`` asset replaces the period's rows in the warehouse in one transaction, reads
+them back and writes the period's report for finance.
+
+Its three checks judge what the warehouse holds, not what a run meant to write: each reads the
+period's stored rows (and the stored source frames it compares them with), so it runs after the
+asset in the reconciliation job and can also be executed on its own to re-judge a stored period.
+They are unpartitioned checks of a partitioned asset (partitioned checks are a preview in 1.13,
+docs/design.md §8): a check judges its run's billing period, or, executed on its own, the period
+of the latest reconciliation, and records the period it judged as ``billing_period``.
 """
 
 from datetime import UTC, datetime
@@ -10,15 +17,19 @@ from pathlib import Path
 
 import pandas as pd
 from dagster import (
+    AssetCheckExecutionContext,
     AssetCheckResult,
     AssetCheckSeverity,
-    AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
+    AssetKey,
+    AssetRecordsFilter,
+    Failure,
     MaterializeResult,
     MetadataValue,
     Output,
     asset,
+    asset_check,
 )
 
 from fusion_billing_assets.billing.charges import TaxRounding
@@ -53,21 +64,10 @@ GROUP = "reconciliation"
 KEY_PREFIX = "billing"
 MAX_LISTED_IDS = 50
 
-ONE_ROW_PER_CUSTOMER = AssetCheckSpec(
-    "one_row_per_customer",
-    asset=[KEY_PREFIX, "reconciliation"],
-    description="Exactly one result row per customer (and per unmapped invoiced partner); no customer lost.",
-)
-LEG_TOTALS_MATCH_INVOICES = AssetCheckSpec(
-    "leg_totals_match_invoices",
-    asset=[KEY_PREFIX, "reconciliation"],
-    description="Each leg's total in the results equals the total of that system's invoices for the period.",
-)
-NO_UNEXPLAINED_DIFFERENCES = AssetCheckSpec(
-    "no_unexplained_differences",
-    asset=[KEY_PREFIX, "reconciliation"],
-    description="Every difference is matched, within tolerance, a rounding difference or waived.",
-)
+RECONCILIATION = AssetKey([KEY_PREFIX, "reconciliation"])
+ONE_ROW_PER_CUSTOMER = "one_row_per_customer"
+LEG_TOTALS_MATCH_INVOICES = "leg_totals_match_invoices"
+NO_UNEXPLAINED_DIFFERENCES = "no_unexplained_differences"
 
 
 def _ins(**keys: tuple[str, str]) -> dict[str, AssetIn]:
@@ -183,7 +183,6 @@ def expected_charges(
         odoo_invoice_lines=("odoo", "invoice_lines"),
         expected_lines=(KEY_PREFIX, "expected_charges"),
     ),
-    check_specs=[ONE_ROW_PER_CUSTOMER, LEG_TOTALS_MATCH_INVOICES, NO_UNEXPLAINED_DIFFERENCES],
 )
 def reconciliation(
     context: AssetExecutionContext,
@@ -264,11 +263,6 @@ def reconciliation(
             "variance_by_status": MetadataValue.md(svg_markdown_image(variance_chart_svg(stored))),
             **{f"report_{kind}": MetadataValue.path(str(path)) for kind, path in reports.items()},
         },
-        check_results=[
-            _one_row_per_customer(window.key, stored, customers),
-            _leg_totals_match_invoices(window.key, stored, nexacloud_invoices, odoo_invoices),
-            _no_unexplained_differences(window.key, held_back),
-        ],
     )
 
 
@@ -306,6 +300,92 @@ def flip_readiness(
     )
 
 
+def _stored_frames(**keys: tuple[str, str]) -> dict[str, AssetIn]:
+    # An unpartitioned check loads every stored period of a frame ({period: frame}); it picks the
+    # one it judges. Periods never materialized are skipped.
+    return {
+        name: AssetIn(key=list(key), metadata={"allow_missing_partitions": True})
+        for name, key in keys.items()
+    }
+
+
+def judged_period(context: AssetCheckExecutionContext) -> str:
+    """The run's billing period, or, for a check executed on its own, the latest one reconciled."""
+    if context.has_partition_key:
+        return context.partition_key
+    if context.has_partition_key_range:
+        raise Failure(
+            "A reconciliation check judges one billing period per run; "
+            f"this run covers {context.partition_key_range.start} to {context.partition_key_range.end}."
+        )
+    latest = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=RECONCILIATION), limit=1
+    ).records
+    if not latest or latest[0].partition_key is None:
+        raise Failure("No billing period has been reconciled yet: there is nothing stored to judge.")
+    return latest[0].partition_key
+
+
+def _stored_results(warehouse: Warehouse, period: str) -> pd.DataFrame:
+    with warehouse.begin() as connection:
+        ensure_tables(connection)
+        return read_results(connection, [window_of(period).period])
+
+
+def _frame_of(frames: dict[str, pd.DataFrame], period: str, key: str) -> pd.DataFrame:
+    if period not in frames:
+        raise Failure(f"{key} has no stored frame for {period}: materialize the period again to judge it.")
+    return frames[period]
+
+
+@asset_check(
+    asset=reconciliation,
+    name=ONE_ROW_PER_CUSTOMER,
+    description="Exactly one result row per customer (and per unmapped invoiced partner); no customer lost.",
+    additional_ins=_stored_frames(customers=("nexacloud", "customers")),
+)
+def one_row_per_customer(
+    context: AssetCheckExecutionContext, warehouse: Warehouse, customers: dict[str, pd.DataFrame]
+) -> AssetCheckResult:
+    period = judged_period(context)
+    return _one_row_per_customer(
+        period, _stored_results(warehouse, period), _frame_of(customers, period, "nexacloud/customers")
+    )
+
+
+@asset_check(
+    asset=reconciliation,
+    name=LEG_TOTALS_MATCH_INVOICES,
+    description="Each leg's total in the results equals the total of that system's invoices for the period.",
+    additional_ins=_stored_frames(
+        nexacloud_invoices=("nexacloud", "invoices"), odoo_invoices=("odoo", "invoices")
+    ),
+)
+def leg_totals_match_invoices(
+    context: AssetCheckExecutionContext,
+    warehouse: Warehouse,
+    nexacloud_invoices: dict[str, pd.DataFrame],
+    odoo_invoices: dict[str, pd.DataFrame],
+) -> AssetCheckResult:
+    period = judged_period(context)
+    return _leg_totals_match_invoices(
+        period,
+        _stored_results(warehouse, period),
+        _frame_of(nexacloud_invoices, period, "nexacloud/invoices"),
+        _frame_of(odoo_invoices, period, "odoo/invoices"),
+    )
+
+
+@asset_check(
+    asset=reconciliation,
+    name=NO_UNEXPLAINED_DIFFERENCES,
+    description="Every difference is matched, within tolerance, a rounding difference or waived.",
+)
+def no_unexplained_differences(context: AssetCheckExecutionContext, warehouse: Warehouse) -> AssetCheckResult:
+    period = judged_period(context)
+    return _no_unexplained_differences(period, unexplained(_stored_results(warehouse, period)))
+
+
 def _one_row_per_customer(period: str, stored: pd.DataFrame, customers: pd.DataFrame) -> AssetCheckResult:
     customer_rows = stored[stored["customer_id"].notna()]
     partner_rows = stored[stored["customer_id"].isna()]
@@ -314,7 +394,7 @@ def _one_row_per_customer(period: str, stored: pd.DataFrame, customers: pd.DataF
     lost = customers.loc[~customers["customer_id"].isin(customer_rows["customer_id"]), "customer_id"]
     unknown = customer_rows.loc[~customer_rows["customer_id"].isin(customers["customer_id"]), "customer_id"]
     return AssetCheckResult(
-        check_name=ONE_ROW_PER_CUSTOMER.name,
+        check_name=ONE_ROW_PER_CUSTOMER,
         passed=repeated.empty and repeated_partners.empty and lost.empty and unknown.empty,
         severity=AssetCheckSeverity.ERROR,
         metadata={
@@ -340,7 +420,7 @@ def _leg_totals_match_invoices(
         "odoo": (int(stored["odoo_total_cents"].sum()), int(odoo_invoices["total_cents"].sum())),
     }
     return AssetCheckResult(
-        check_name=LEG_TOTALS_MATCH_INVOICES.name,
+        check_name=LEG_TOTALS_MATCH_INVOICES,
         passed=all(results == invoices for results, invoices in legs.values()),
         severity=AssetCheckSeverity.ERROR,
         metadata={
@@ -354,7 +434,7 @@ def _leg_totals_match_invoices(
 def _no_unexplained_differences(period: str, unexplained: pd.DataFrame) -> AssetCheckResult:
     worst = unexplained.reindex(unexplained["delta_cents"].abs().sort_values(ascending=False).index)
     return AssetCheckResult(
-        check_name=NO_UNEXPLAINED_DIFFERENCES.name,
+        check_name=NO_UNEXPLAINED_DIFFERENCES,
         passed=unexplained.empty,
         # Not blocking: the results are written either way so people can read them.
         severity=AssetCheckSeverity.ERROR,
@@ -379,4 +459,6 @@ def _ids(values: pd.Series) -> list[int]:
     return [int(value) for value in values.dropna()][:MAX_LISTED_IDS]
 
 
-assets = [account_mapping, expected_charges, reconciliation, flip_readiness]
+asset_checks = [one_row_per_customer, leg_totals_match_invoices, no_unexplained_differences]
+# Definitions takes checks in its assets too (an AssetChecksDefinition is an AssetsDefinition).
+assets = [account_mapping, expected_charges, reconciliation, flip_readiness, *asset_checks]

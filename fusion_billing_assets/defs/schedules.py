@@ -9,10 +9,8 @@ from datetime import timedelta
 from dagster import DefaultScheduleStatus, RunRequest, ScheduleEvaluationContext, schedule
 
 from fusion_billing_assets.billing.periods import local_day
-from fusion_billing_assets.defs.jobs import reconcile_billing_period
+from fusion_billing_assets.defs.jobs import REASON_TAG, reconcile_billing_period
 from fusion_billing_assets.partitions import BILLING_TIMEZONE
-
-REASON_TAG = "fusion/reason"
 
 
 def previous_period(moment) -> str:

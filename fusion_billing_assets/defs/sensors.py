@@ -14,6 +14,7 @@ from dagster import (
     AssetKey,
     AssetRecordsFilter,
     DagsterEventType,
+    DagsterRun,
     DefaultSensorStatus,
     RunRequest,
     RunStatusChangeRecordsFilter,
@@ -29,7 +30,7 @@ from fusion_billing_assets.alerts import (
     period_alert,
     run_failure_alert,
 )
-from fusion_billing_assets.defs.jobs import BILLING_PERIOD_JOB, FLIP_READINESS_JOB, reconcile_billing_period
+from fusion_billing_assets.defs.jobs import REASON_TAG, reconcile_billing_period
 from fusion_billing_assets.defs.resources import AlertChannel, NexaCloudDatabase, Warehouse
 from fusion_billing_assets.partitions import billing_periods, window_of
 from fusion_billing_assets.sources.nexacloud import latest_usage_recorded_at
@@ -39,9 +40,6 @@ RECONCILIATION = AssetKey(["billing", "reconciliation"])
 MATERIALIZATIONS_PER_TICK = 50
 LATE_USAGE_PERIODS_WATCHED = 3
 PARTITION_TAG = "dagster/partition"
-REASON_TAG = "fusion/reason"
-# Runs of this code location's jobs, and of the UI's ad-hoc asset materializations.
-RUN_FAILURE_JOBS = [BILLING_PERIOD_JOB, FLIP_READINESS_JOB, "__ASSET_JOB"]
 
 
 @dataclass
@@ -158,7 +156,7 @@ def run_failure_alerts(context: SensorEvaluationContext, alert_channel: AlertCha
     reported = 0
     for record in records:
         run = context.instance.get_run_by_id(record.run_id)
-        if run is None or run.job_name not in RUN_FAILURE_JOBS:
+        if run is None or not _launched_here(context, run):
             # Another code location's run, on a shared instance: not ours to report.
             context.update_cursor(str(record.storage_id))
             continue
@@ -174,6 +172,20 @@ def run_failure_alerts(context: SensorEvaluationContext, alert_channel: AlertCha
         context.update_cursor(str(record.storage_id))
         reported += 1
     return SkipReason(f"Reported {reported} failed run(s).")
+
+
+def _launched_here(context: SensorEvaluationContext, run: DagsterRun) -> bool:
+    """Whether the run is this code location's, whatever its job (ad-hoc UI materializations too)."""
+    origin = run.remote_job_origin
+    if origin is None:
+        # Executed in a process of its own (the command line): ours when it ran one of our jobs.
+        return context.repository_def is None or context.repository_def.has_job(run.job_name)
+    # Launched through a code location: the same comparison Dagster's run-status sensors make.
+    location = context.code_location_origin.location_name if context.code_location_origin else None
+    return (
+        origin.repository_origin.code_location_origin.location_name,
+        origin.repository_origin.repository_name,
+    ) == (location, context.repository_name)
 
 
 def _run_failure_alert(context: SensorEvaluationContext, run, alert_channel: AlertChannel):

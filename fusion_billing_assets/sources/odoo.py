@@ -10,7 +10,10 @@ never put into a message, a log line or metadata.
 from __future__ import annotations
 
 import itertools
+import json
+import logging
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +23,8 @@ from enum import StrEnum
 from typing import Any
 
 import httpx
+
+logger = logging.getLogger(__name__)
 
 # Sent with every call: in JSON-2 a context replaces the user's, it is not merged into it.
 # ``active_test: False`` so archived partners and products still resolve during reconciliation.
@@ -36,18 +41,50 @@ class OdooProtocol(StrEnum):
     JSONRPC = "jsonrpc"  # the legacy /jsonrpc execute_kw, deprecated in Odoo 19, needs the login
 
 
-
-# Answers worth another try: the server is busy, restarting or behind a struggling proxy.
+# Answers worth another try: the server is busy, restarting or behind a struggling proxy. Odoo
+# also answers 500 for whatever a request raises; those are retried unless the error is the
+# request's own (``DETERMINISTIC_ERRORS``).
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+# How long one request may take from sending to its last byte, whatever the server trickles.
+DEFAULT_DEADLINE_SECONDS = 120.0
+
+# Exceptions an Odoo request raises because of the request itself: a field, model or method that
+# does not exist, a bad argument, a record that is gone, a refused access. The same request fails
+# the same way again, so they are reported at once instead of retried.
+DETERMINISTIC_ERRORS = frozenset(
+    {
+        "ValueError",
+        "TypeError",
+        "KeyError",
+        "AttributeError",
+        "NameError",
+        "IndexError",
+        "NotImplementedError",
+        "UserError",
+        "ValidationError",
+        "MissingError",
+        "AccessError",
+        "AccessDenied",
+        "RedirectWarning",
+        "NotFound",
+    }
+)
+_INVALID_FIELD = re.compile(r"Invalid field '?(?P<field>[\w.]+)'?(?: on model '?(?P<model>[\w.]+)'?)?")
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded retries with exponential backoff and full jitter; ``Retry-After`` wins when sent."""
+    """Bounded retries with exponential backoff and full jitter; ``Retry-After`` wins when sent.
+
+    A call stops after ``max_attempts`` or when the next wait would end after
+    ``max_elapsed_seconds`` from its first attempt, whichever comes first; each attempt's deadline
+    is cut to what is left of that budget.
+    """
 
     max_attempts: int = 5
     base_delay_seconds: float = 0.5
     max_delay_seconds: float = 30.0
+    max_elapsed_seconds: float = 180.0
 
     def delay(self, attempt: int, retry_after: float | None, jitter: random.Random) -> float:
         if retry_after is not None:
@@ -69,6 +106,26 @@ class OdooAuthenticationError(OdooError):
     """The API key or login was rejected, or the user may not read a model. Retrying cannot help."""
 
 
+class _RetryableFailure(Exception):
+    """One attempt failed in a way the next may not: ``what`` happened to the call, and why."""
+
+    def __init__(
+        self,
+        what: str,
+        detail: str,
+        *,
+        status: int | None = None,
+        error_name: str | None = None,
+        retry_after: float | None = None,
+    ):
+        super().__init__(what)
+        self.what = what
+        self.detail = detail
+        self.status = status
+        self.error_name = error_name
+        self.retry_after = retry_after
+
+
 @dataclass
 class OdooCallStats:
     """How much a piece of work cost the Odoo server, for the asset's metadata."""
@@ -84,6 +141,34 @@ class OdooCallStats:
         self.calls_by_method[key] = self.calls_by_method.get(key, 0) + 1
 
 
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_records(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(record, dict) and _is_id(record.get("id")) for record in value
+    )
+
+
+def _is_groups(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(group, dict) for group in value)
+
+
+# What each read method answers, so a wrong-shaped answer is caught (and retried) here rather
+# than failing later as a KeyError far from the call. Other methods' answers are not checked.
+EXPECTED_ANSWERS: Mapping[str, tuple[str, Callable[[Any], bool]]] = {
+    "search_read": ("a list of records with integer ids", _is_records),
+    "read": ("a list of records with integer ids", _is_records),
+    "formatted_read_group": ("a list of groups", _is_groups),
+    "read_group": ("a list of groups", _is_groups),
+    "search": ("a list of ids", lambda value: isinstance(value, list) and all(map(_is_id, value))),
+    "search_count": ("a count", _is_id),
+    "fields_get": ("an object of field descriptions", lambda value: isinstance(value, dict)),
+    "login": ("a user id or false", lambda value: value is False or _is_id(value)),
+}
+
+
 class OdooClient:
     def __init__(
         self,
@@ -96,16 +181,18 @@ class OdooClient:
         page_size: int = DEFAULT_PAGE_SIZE,
         context: Mapping[str, Any] | None = None,
         retry: RetryPolicy | None = None,
+        deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ):
         if protocol not in tuple(OdooProtocol):
-            raise ValueError(
-                f"unknown Odoo protocol {protocol!r}; expected one of {', '.join(OdooProtocol)}"
-            )
+            raise ValueError(f"unknown Odoo protocol {protocol!r}; expected one of {', '.join(OdooProtocol)}")
         if protocol == OdooProtocol.JSONRPC and not login:
             raise ValueError("the legacy /jsonrpc protocol needs the login of the API key's user")
         if page_size < 1:
             raise ValueError(f"page size must be positive, got {page_size}")
+        if deadline_seconds <= 0:
+            raise ValueError(f"the deadline per request must be positive, got {deadline_seconds}")
         self._http = http
         self._database = database
         self._api_key = api_key
@@ -117,7 +204,9 @@ class OdooClient:
         self.context = dict(DEFAULT_CONTEXT if context is None else context)
         self.stats = OdooCallStats()
         self.retry = retry or RetryPolicy()
+        self.deadline_seconds = deadline_seconds
         self._sleep = sleep
+        self._clock = clock
         self._jitter = random.Random()
 
     @property
@@ -235,10 +324,15 @@ class OdooClient:
 
     def _call_json2(self, model: str, method: str, arguments: dict[str, Any]) -> Any:
         headers = {"Authorization": f"bearer {self._api_key}", "X-Odoo-Database": self._database}
-        response = self._post(model, method, f"/json/2/{model}/{method}", arguments, headers)
-        if response.status_code == 200:
-            return response.json()
-        raise self._json2_error(model, method, response)
+        path = f"/json/2/{model}/{method}"
+
+        def attempt(deadline: float) -> Any:
+            response, content = self._send(model, method, path, arguments, headers, deadline)
+            if response.status_code == 200:
+                return self._expected_answer(model, method, self._decode(model, method, content))
+            raise self._json2_failure(model, method, response, content)
+
+        return self._with_retries(model, method, attempt)
 
     def _call_jsonrpc(self, model: str, method: str, arguments: dict[str, Any]) -> Any:
         # execute_kw passes ``args`` positionally; record methods (read) take their ids first.
@@ -252,9 +346,10 @@ class OdooClient:
                 "res.users", "login", "common", "login", [self._database, self._login, self._api_key]
             )
             if not uid:
-                raise OdooAuthenticationError(
+                raise self._error(
                     f"{self.describe()} rejected the login {self._login!r} with the configured API key; "
-                    "check ODOO_LOGIN and ODOO_API_KEY."
+                    "check ODOO_LOGIN and ODOO_API_KEY.",
+                    kind=OdooAuthenticationError,
                 )
             self._uid = uid
         return self._uid
@@ -266,78 +361,214 @@ class OdooClient:
             "params": {"service": service, "method": service_method, "args": args},
             "id": next(self._request_ids),
         }
-        response = self._post(model, method, "/jsonrpc", body, {})
-        if response.status_code != 200:
-            raise OdooError(
-                f"{self.describe()} answered HTTP {response.status_code} to {model}.{method}.",
-                status=response.status_code,
-            )
-        payload = response.json()
-        if "error" not in payload:
-            return payload.get("result")
-        error = payload["error"]
-        data = error.get("data") or {}
-        name = data.get("name") or ""
-        message = data.get("message") or error.get("message") or "no message"
-        error_class = OdooAuthenticationError if _is_access_error(name) else OdooError
-        raise error_class(
-            f"{self.describe()} refused {model}.{method}: {name or 'error'}: {message}",
-            status=error.get("code"),
-            error_name=name,
-        )
 
-    def _post(
-        self, model: str, method: str, path: str, body: Mapping[str, Any], headers: Mapping[str, str]
-    ) -> httpx.Response:
-        """POST with bounded retries; every call this client makes is a read, so a retry is safe."""
-        for attempt in range(1, self.retry.max_attempts + 1):
+        def attempt(deadline: float) -> Any:
+            response, content = self._send(model, method, "/jsonrpc", body, {}, deadline)
+            status = response.status_code
+            if status != 200:
+                if status in RETRYABLE_STATUSES or status == 500:
+                    raise _RetryableFailure(
+                        f"answered HTTP {status} to {model}.{method}",
+                        response.reason_phrase,
+                        status=status,
+                        retry_after=_retry_after_seconds(response),
+                    )
+                raise self._error(
+                    f"{self.describe()} answered HTTP {status} to {model}.{method}: {response.reason_phrase}.",
+                    status=status,
+                )
+            envelope = self._decode(model, method, content)
+            if not isinstance(envelope, dict) or not ({"result", "error"} & envelope.keys()):
+                raise _RetryableFailure(
+                    f"answered {model}.{method} with a JSON-RPC envelope holding neither 'result' nor 'error'",
+                    f"got {_shape(envelope)}",
+                )
+            if "error" not in envelope:
+                return self._expected_answer(model, method, envelope["result"])
+            error = envelope["error"] if isinstance(envelope["error"], dict) else {}
+            data = error.get("data") if isinstance(error.get("data"), dict) else {}
+            name = str(data.get("name") or "")
+            message = str(data.get("message") or error.get("message") or "no message")
+            if not _is_deterministic(name, str(data.get("debug") or "")):
+                raise _RetryableFailure(
+                    f"failed {model}.{method}", f"{name or 'error'}: {message}", error_name=name
+                )
+            raise self._error(
+                f"{self.describe()} refused {model}.{method}: {name or 'error'}: {message}"
+                f"{_field_hint(model, message)}",
+                kind=OdooAuthenticationError if _is_access_error(name) else OdooError,
+                status=error.get("code"),
+                error_name=name,
+            )
+
+        return self._with_retries(model, method, attempt)
+
+    def _with_retries(self, model: str, method: str, attempt: Callable[[float], Any]) -> Any:
+        """Run ``attempt`` until it answers, within the policy's attempts and time budget.
+
+        Every call this client makes is a read (search_read, read, read_group, search_count,
+        login): repeating one changes nothing in Odoo, so any attempt that may fail differently
+        next time is retried. A failure that will repeat (a refused key, an unknown field) is
+        raised by ``attempt`` as an OdooError and ends the call at once.
+        """
+        started = self._clock()
+        for number in itertools.count(1):
             self.stats.count(model, method)
-            last_attempt = attempt == self.retry.max_attempts
+            budget_left = self.retry.max_elapsed_seconds - (self._clock() - started)
+            deadline = self._clock() + max(0.0, min(self.deadline_seconds, budget_left))
             try:
-                response = self._http.post(path, json=body, headers=headers)
-            except httpx.TransportError as error:
-                if last_attempt:
-                    raise OdooError(
-                        _transport_failure(self.describe(), model, method, error, attempt)
+                return attempt(deadline)
+            except _RetryableFailure as failure:
+                delay = self.retry.delay(number, failure.retry_after, self._jitter)
+                elapsed = self._clock() - started
+                if number >= self.retry.max_attempts or elapsed + delay > self.retry.max_elapsed_seconds:
+                    raise self._error(
+                        f"{self.describe()} {failure.what} ({failure.detail}, {number} attempts). "
+                        f"Gave up after {elapsed:.1f} s; a call is tried at most "
+                        f"{self.retry.max_attempts} times within {self.retry.max_elapsed_seconds:g} s.",
+                        status=failure.status,
+                        error_name=failure.error_name,
                     ) from None
                 self.stats.retries += 1
-                self._sleep(self.retry.delay(attempt, None, self._jitter))
-                continue
-            if response.status_code not in RETRYABLE_STATUSES or last_attempt:
-                return response
-            self.stats.retries += 1
-            self._sleep(self.retry.delay(attempt, _retry_after_seconds(response), self._jitter))
-        raise AssertionError("unreachable: the last attempt returns or raises")
+                logger.warning(
+                    "%s",
+                    self._redact(
+                        f"{self.describe()} {failure.what} ({failure.detail}); "
+                        f"attempt {number} of {self.retry.max_attempts}, retrying in {delay:.1f} s."
+                    ),
+                )
+                self._sleep(delay)
+        raise AssertionError("unreachable: itertools.count never ends")
 
-    def _json2_error(self, model: str, method: str, response: httpx.Response) -> OdooError:
+    def _send(
+        self,
+        model: str,
+        method: str,
+        path: str,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
+        deadline: float,
+    ) -> tuple[httpx.Response, bytes]:
+        """POST and read the whole answer by ``deadline``, however slowly the server sends it.
+
+        httpx's read timeout applies to each read, so a server trickling a byte at a time never
+        trips it: the body is streamed and the deadline checked between chunks, and every timeout
+        of the request is cut to what is left before the deadline.
+        """
+        content = bytearray()
+        try:
+            with self._http.stream(
+                "POST", path, json=body, headers=headers, timeout=self._timeout_until(deadline)
+            ) as response:
+                for chunk in response.iter_bytes():
+                    content += chunk
+                    if self._clock() > deadline:
+                        raise _RetryableFailure(
+                            f"did not finish answering {model}.{method} within the deadline of "
+                            f"{self.deadline_seconds:g} s per request",
+                            f"{len(content)} bytes received, HTTP {response.status_code}",
+                            status=response.status_code,
+                        )
+        except httpx.TimeoutException as error:
+            raise _RetryableFailure(
+                f"did not answer {model}.{method} in time", type(error).__name__
+            ) from None
+        except (httpx.RemoteProtocolError, httpx.ReadError) as error:
+            raise _RetryableFailure(
+                f"dropped the connection during {model}.{method}",
+                f"{type(error).__name__}: {error}; {len(content)} bytes received",
+            ) from None
+        except (httpx.TransportError, httpx.DecodingError) as error:
+            raise _RetryableFailure(
+                f"is unreachable for {model}.{method}", f"{type(error).__name__}: {error}"
+            ) from None
+        return response, bytes(content)
+
+    def _timeout_until(self, deadline: float) -> httpx.Timeout:
+        left = max(deadline - self._clock(), 0.001)
+        configured = self._http.timeout
+
+        def cut(seconds: float | None) -> float:
+            return left if seconds is None else min(seconds, left)
+
+        return httpx.Timeout(
+            connect=cut(configured.connect),
+            read=cut(configured.read),
+            write=cut(configured.write),
+            pool=cut(configured.pool),
+        )
+
+    def _decode(self, model: str, method: str, content: bytes) -> Any:
+        try:
+            return json.loads(content)
+        except ValueError as error:  # also UnicodeDecodeError
+            raise _RetryableFailure(
+                f"answered {model}.{method} with a body that is not JSON",
+                f"{error}; {len(content)} bytes starting {content[:60]!r}",
+            ) from None
+
+    def _expected_answer(self, model: str, method: str, answer: Any) -> Any:
+        expected, fits = EXPECTED_ANSWERS.get(method, ("any answer", lambda value: True))
+        if not fits(answer):
+            raise _RetryableFailure(
+                f"answered {model}.{method} with {_shape(answer)} where {expected} was expected",
+                "wrong-shaped answer",
+            )
+        return answer
+
+    def _json2_failure(
+        self, model: str, method: str, response: httpx.Response, content: bytes
+    ) -> OdooError | _RetryableFailure:
         status = response.status_code
-        name, message = "", ""
-        if response.headers.get("content-type", "").startswith("application/json"):
-            body = response.json()
-            name, message = body.get("name") or "", body.get("message") or ""
+        name, message, debug = _json2_error_body(response, content)
         if status == 401:
-            return OdooAuthenticationError(
+            return self._error(
                 f"{self.describe()} rejected the API key (HTTP 401); check ODOO_API_KEY.",
+                kind=OdooAuthenticationError,
                 status=status,
                 error_name=name,
             )
         if status == 403:
-            return OdooAuthenticationError(
+            return self._error(
                 f"{self.describe()} denied {model}.{method} to the API key's user (HTTP 403): {message}",
+                kind=OdooAuthenticationError,
                 status=status,
                 error_name=name,
             )
         if status == 404 and not name:
-            return OdooError(
+            return self._error(
                 f"{self.describe()} answered 404 with no Odoo error: is the database name right (ODOO_DATABASE)?",
                 status=status,
             )
         detail = f"{name}: {message}" if name else response.reason_phrase
-        return OdooError(
-            f"{self.describe()} refused {model}.{method} (HTTP {status}): {detail}",
+        if status in RETRYABLE_STATUSES or (status == 500 and not _is_deterministic(name, debug)):
+            return _RetryableFailure(
+                f"answered HTTP {status} to {model}.{method}",
+                detail,
+                status=status,
+                error_name=name,
+                retry_after=_retry_after_seconds(response),
+            )
+        return self._error(
+            f"{self.describe()} refused {model}.{method} (HTTP {status}): {detail}"
+            f"{_field_hint(model, f'{message} {debug}')}",
             status=status,
             error_name=name,
         )
+
+    def _error(
+        self,
+        message: str,
+        *,
+        kind: type[OdooError] = OdooError,
+        status: int | None = None,
+        error_name: str | None = None,
+    ) -> OdooError:
+        return kind(self._redact(message), status=status, error_name=error_name)
+
+    def _redact(self, text: str) -> str:
+        # Odoo's own messages and bodies are quoted in errors: make sure none carries the key back.
+        return text.replace(self._api_key, "***") if self._api_key else text
 
 
 def _formatted_group(
@@ -356,14 +587,48 @@ def _formatted_group(
     return group
 
 
-def _transport_failure(
-    server: str, model: str, method: str, error: httpx.TransportError, attempts: int
-) -> str:
-    if isinstance(error, httpx.TimeoutException):
-        return (
-            f"{server} did not answer {model}.{method} in time ({type(error).__name__}, {attempts} attempts)."
-        )
-    return f"{server} is unreachable for {model}.{method} after {attempts} attempts: {type(error).__name__}: {error}."
+def _json2_error_body(response: httpx.Response, content: bytes) -> tuple[str, str, str]:
+    """Odoo's ``name``, ``message`` and ``debug`` from a JSON-2 error, empty when it sent none."""
+    if not response.headers.get("content-type", "").startswith("application/json"):
+        return "", "", ""
+    try:
+        body = json.loads(content)
+    except ValueError:
+        return "", "", ""
+    if not isinstance(body, dict):
+        return "", "", ""
+    return str(body.get("name") or ""), str(body.get("message") or ""), str(body.get("debug") or "")
+
+
+def _is_deterministic(error_name: str, debug: str) -> bool:
+    """Whether Odoo's error comes from the request itself, so the same request fails again."""
+    return error_name.rsplit(".", 1)[-1] in DETERMINISTIC_ERRORS or "ValueError: Invalid field" in debug
+
+
+def _field_hint(model: str, text: str) -> str:
+    found = _INVALID_FIELD.search(text)
+    if not found:
+        return ""
+    field_name = found["field"].removeprefix(f"{model}.")
+    return (
+        f". The field {field_name!r} does not exist on {found['model'] or model} in this database; "
+        "check the field names read (docs/design.md §5.3) against the installed modules."
+    )
+
+
+def _shape(value: Any) -> str:
+    """A short description of a JSON value, for saying what a wrong-shaped answer was."""
+    if isinstance(value, dict):
+        keys = ", ".join(repr(key) for key in list(value)[:5])
+        return f"an object with keys [{keys}{', …' if len(value) > 5 else ''}]"
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if not isinstance(item, dict) or not _is_id(item.get("id")):
+                return f"a list of {len(value)} items whose item {index} is {_shape(item)}"
+        return f"a list of {len(value)} items"
+    if value is None:
+        return "null"
+    return f"{type(value).__name__} {str(value)[:40]!r}"
 
 
 def _retry_after_seconds(response: httpx.Response) -> float | None:

@@ -11,7 +11,9 @@ returns frames typed like the source frames (``sources.frames``), whichever data
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -49,41 +51,94 @@ from fusion_billing_assets.sources.frames import (
 
 metadata = MetaData()
 
+
+def _result_columns() -> list[Column]:
+    """The columns of a result row, fresh for each table that holds result rows."""
+    return [
+        Column("billing_period", Date, nullable=False),
+        # Null for the row of an Odoo partner that no NexaCloud customer maps to.
+        Column("customer_id", BigInteger, nullable=True),
+        # Null for a NexaCloud customer that maps to no Odoo partner.
+        Column("partner_id", BigInteger, nullable=True),
+        Column("customer_name", Text, nullable=True),
+        Column("status", Text, nullable=False),
+        Column("cause", Text, nullable=False),
+        Column("nexacloud_invoice_count", Integer, nullable=False),
+        Column("odoo_invoice_count", Integer, nullable=False),
+        Column("nexacloud_currency", Text, nullable=True),
+        Column("odoo_currency", Text, nullable=True),
+        Column("nexacloud_subtotal_cents", BigInteger, nullable=False),
+        Column("nexacloud_tax_cents", BigInteger, nullable=False),
+        Column("nexacloud_total_cents", BigInteger, nullable=False),
+        Column("odoo_subtotal_cents", BigInteger, nullable=False),
+        Column("odoo_tax_cents", BigInteger, nullable=False),
+        Column("odoo_total_cents", BigInteger, nullable=False),
+        Column("expected_subtotal_cents", BigInteger, nullable=False),
+        Column("expected_tax_cents", BigInteger, nullable=False),
+        Column("expected_total_cents", BigInteger, nullable=False),
+        Column("delta_cents", BigInteger, nullable=False),
+        Column("plan_fee_delta_cents", BigInteger, nullable=False),
+        Column("overage_delta_cents", BigInteger, nullable=False),
+        Column("tax_delta_cents", BigInteger, nullable=False),
+        Column("nexacloud_cpu_seconds", Numeric(18, 3), nullable=False),
+        Column("odoo_cpu_seconds", Numeric(18, 3), nullable=False),
+        Column("waiver_reason", Text, nullable=True),
+        Column("waiver_approver", Text, nullable=True),
+        Column("provisional", Boolean, nullable=False),
+        Column("reconciled_at", DateTime(timezone=True), nullable=False),
+    ]
+
+
 billing_reconciliation = Table(
     "billing_reconciliation",
     metadata,
-    Column("billing_period", Date, nullable=False),
-    # Null for the row of an Odoo partner that no NexaCloud customer maps to.
-    Column("customer_id", BigInteger, nullable=True),
-    # Null for a NexaCloud customer that maps to no Odoo partner.
-    Column("partner_id", BigInteger, nullable=True),
-    Column("customer_name", Text, nullable=True),
-    Column("status", Text, nullable=False),
-    Column("cause", Text, nullable=False),
-    Column("nexacloud_invoice_count", Integer, nullable=False),
-    Column("odoo_invoice_count", Integer, nullable=False),
-    Column("nexacloud_currency", Text, nullable=True),
-    Column("odoo_currency", Text, nullable=True),
-    Column("nexacloud_subtotal_cents", BigInteger, nullable=False),
-    Column("nexacloud_tax_cents", BigInteger, nullable=False),
-    Column("nexacloud_total_cents", BigInteger, nullable=False),
-    Column("odoo_subtotal_cents", BigInteger, nullable=False),
-    Column("odoo_tax_cents", BigInteger, nullable=False),
-    Column("odoo_total_cents", BigInteger, nullable=False),
-    Column("expected_subtotal_cents", BigInteger, nullable=False),
-    Column("expected_tax_cents", BigInteger, nullable=False),
-    Column("expected_total_cents", BigInteger, nullable=False),
-    Column("delta_cents", BigInteger, nullable=False),
-    Column("plan_fee_delta_cents", BigInteger, nullable=False),
-    Column("overage_delta_cents", BigInteger, nullable=False),
-    Column("tax_delta_cents", BigInteger, nullable=False),
-    Column("nexacloud_cpu_seconds", Numeric(18, 3), nullable=False),
-    Column("odoo_cpu_seconds", Numeric(18, 3), nullable=False),
-    Column("waiver_reason", Text, nullable=True),
-    Column("waiver_approver", Text, nullable=True),
-    Column("provisional", Boolean, nullable=False),
-    Column("reconciled_at", DateTime(timezone=True), nullable=False),
+    *_result_columns(),
     Index("billing_reconciliation_period_status", "billing_period", "status"),
+)
+
+# Every run's rows, kept (docs/design.md §12): the current view above is one of them.
+billing_reconciliation_history = Table(
+    "billing_reconciliation_history",
+    metadata,
+    Column("run_id", Text, nullable=False),
+    *_result_columns(),
+    Column("inputs_fingerprint", Text, nullable=False),
+    Index("billing_reconciliation_history_period_run", "billing_period", "run_id"),
+)
+
+# One row per reconciliation run of a period: when, on which inputs, with which totals.
+billing_reconciliation_runs = Table(
+    "billing_reconciliation_runs",
+    metadata,
+    Column("run_id", Text, primary_key=True),
+    Column("billing_period", Date, nullable=False),
+    Column("reconciled_at", DateTime(timezone=True), nullable=False),
+    Column("provisional", Boolean, nullable=False),
+    Column("row_count", Integer, nullable=False),
+    Column("counts_by_status", Text, nullable=False),  # JSON
+    Column("total_variance_cents", BigInteger, nullable=False),
+    Column("inputs_fingerprint", Text, nullable=False),
+    Column("input_fingerprints", Text, nullable=False),  # JSON: input name -> {rows, sha256}
+    Index("billing_reconciliation_runs_period", "billing_period", "reconciled_at"),
+)
+
+# Who accepted which run of a closed period; revoked, never deleted.
+billing_signoffs = Table(
+    "billing_signoffs",
+    metadata,
+    Column("signoff_id", Integer, primary_key=True, autoincrement=True),
+    Column("billing_period", Date, nullable=False),
+    Column("run_id", Text, nullable=False),
+    Column("signed_by", Text, nullable=False),
+    Column("signed_at", DateTime(timezone=True), nullable=False),
+    Column("note", Text, nullable=True),
+    Column("counts_by_status", Text, nullable=False),  # JSON
+    Column("total_variance_cents", BigInteger, nullable=False),
+    Column("accepted_unexplained", Text, nullable=False),  # JSON list of row names
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_by", Text, nullable=True),
+    Column("revoke_reason", Text, nullable=True),
+    Index("billing_signoffs_period", "billing_period"),
 )
 
 billing_reconciliation_lines = Table(
@@ -149,6 +204,163 @@ def replace_period(connection: Connection, period: date, results: pd.DataFrame, 
     for table, rows in ((billing_reconciliation, result_rows), (billing_reconciliation_lines, line_rows)):
         if rows:
             connection.execute(table.insert(), rows)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One reconciliation run of a period and the fingerprints of the inputs it read."""
+
+    run_id: str
+    period: date
+    reconciled_at: datetime
+    provisional: bool
+    input_fingerprints: Mapping[str, Mapping[str, Any]]  # input name -> {"rows", "sha256"}
+    inputs_fingerprint: str
+
+
+def record_run(connection: Connection, run: RunRecord, results: pd.DataFrame) -> None:
+    """Keep a run's rows and fingerprints in the history, in the caller's transaction.
+
+    Called beside ``replace_period`` in the same transaction, so the history never holds a run
+    the current view does not also show (or showed). A run recorded again (a retried step) is
+    replaced, not doubled.
+    """
+    period = parse_period(run.period)
+    history = results.assign(run_id=run.run_id, inputs_fingerprint=run.inputs_fingerprint)
+    rows = _bound_rows(billing_reconciliation_history, history, period)
+    variance = int(results["delta_cents"].abs().sum()) if len(results) else 0
+    counts = results["status"].value_counts().sort_index().to_dict() if len(results) else {}
+    runs, history_table = billing_reconciliation_runs, billing_reconciliation_history
+    connection.execute(history_table.delete().where(history_table.c.run_id == run.run_id))
+    connection.execute(runs.delete().where(runs.c.run_id == run.run_id))
+    connection.execute(
+        runs.insert(),
+        {
+            "run_id": run.run_id,
+            "billing_period": period,
+            "reconciled_at": _utc_datetime(run.reconciled_at),
+            "provisional": run.provisional,
+            "row_count": len(results),
+            "counts_by_status": json.dumps({str(k): int(v) for k, v in counts.items()}, sort_keys=True),
+            "total_variance_cents": variance,
+            "inputs_fingerprint": run.inputs_fingerprint,
+            "input_fingerprints": json.dumps(run.input_fingerprints, sort_keys=True),
+        },
+    )
+    if rows:
+        connection.execute(history_table.insert(), rows)
+
+
+def prune_history(connection: Connection, period: date, keep_runs: int) -> int:
+    """Drop all but the ``keep_runs`` latest runs of a period (0: keep all); signed-off runs stay.
+
+    Returns the number of runs dropped.
+    """
+    if keep_runs <= 0:
+        return 0
+    period = parse_period(period)
+    runs = read_runs(connection, period)
+    signed = {row["run_id"] for row in read_signoffs(connection, [period]).to_dict("records")}
+    dropped = [run_id for run_id in runs["run_id"].iloc[:-keep_runs] if run_id not in signed]
+    history, run_table = billing_reconciliation_history, billing_reconciliation_runs
+    for run_id in dropped:
+        connection.execute(history.delete().where(history.c.run_id == run_id))
+        connection.execute(run_table.delete().where(run_table.c.run_id == run_id))
+    return len(dropped)
+
+
+def read_runs(connection: Connection, period: date) -> pd.DataFrame:
+    """Every recorded run of a period, oldest first, fingerprints as dicts."""
+    table = billing_reconciliation_runs
+    statement = (
+        select(table)
+        .where(table.c.billing_period == parse_period(period))
+        .order_by(table.c.reconciled_at, table.c.run_id)
+    )
+    frame = typed_frame(
+        connection.execute(statement), {column.name: _handling(column)[0] for column in table.columns}
+    )
+    for column in ("counts_by_status", "input_fingerprints"):
+        frame[column] = frame[column].map(json.loads)
+    return frame
+
+
+def read_run_results(connection: Connection, run_id: str) -> pd.DataFrame:
+    """The result rows one run produced, as ``billing_reconciliation`` holds them."""
+    table = billing_reconciliation_history
+    statement = (
+        select(*(table.c[name] for name in RESULT_COLUMNS))
+        .where(table.c.run_id == run_id)
+        .order_by(table.c.customer_id.nulls_last(), table.c.partner_id.nulls_last())
+    )
+    kinds = {name: _handling(table.c[name])[0] for name in RESULT_COLUMNS}
+    return typed_frame(connection.execute(statement), kinds)
+
+
+def record_signoff(
+    connection: Connection,
+    *,
+    period: date,
+    run_id: str,
+    signed_by: str,
+    signed_at: datetime,
+    note: str | None,
+    results: pd.DataFrame,
+    accepted_unexplained: Iterable[str],
+) -> int:
+    """Record who accepted which run of a period, with its totals by status. Returns its id."""
+    counts = results["status"].value_counts().sort_index().to_dict()
+    inserted = connection.execute(
+        billing_signoffs.insert().returning(billing_signoffs.c.signoff_id),
+        {
+            "billing_period": parse_period(period),
+            "run_id": run_id,
+            "signed_by": signed_by,
+            "signed_at": _utc_datetime(signed_at),
+            "note": note,
+            "counts_by_status": json.dumps({str(k): int(v) for k, v in counts.items()}, sort_keys=True),
+            "total_variance_cents": int(results["delta_cents"].abs().sum()),
+            "accepted_unexplained": json.dumps(sorted(accepted_unexplained)),
+        },
+    )
+    return int(inserted.scalar_one())
+
+
+def revoke_signoff(
+    connection: Connection, *, period: date, revoked_by: str, revoked_at: datetime, reason: str
+) -> int | None:
+    """Mark the period's active sign-off revoked (kept, never deleted); its id, or None if none."""
+    active = active_signoff(connection, period)
+    if active is None:
+        return None
+    table = billing_signoffs
+    connection.execute(
+        table.update()
+        .where(table.c.signoff_id == active["signoff_id"])
+        .values(revoked_at=_utc_datetime(revoked_at), revoked_by=revoked_by, revoke_reason=reason)
+    )
+    return int(active["signoff_id"])
+
+
+def read_signoffs(connection: Connection, periods: Iterable[date] | None = None) -> pd.DataFrame:
+    """Sign-offs, revoked ones included, oldest first."""
+    table = billing_signoffs
+    statement = select(table).order_by(table.c.billing_period, table.c.signed_at, table.c.signoff_id)
+    if periods is not None:
+        statement = statement.where(table.c.billing_period.in_([parse_period(p) for p in periods]))
+    frame = typed_frame(
+        connection.execute(statement), {column.name: _handling(column)[0] for column in table.columns}
+    )
+    for column in ("counts_by_status", "accepted_unexplained"):
+        frame[column] = frame[column].map(json.loads)
+    return frame
+
+
+def active_signoff(connection: Connection, period: date) -> dict[str, Any] | None:
+    """The period's latest sign-off that was not revoked, as a dict, or None."""
+    signoffs = read_signoffs(connection, [period])
+    active = signoffs[signoffs["revoked_at"].isna()]
+    return None if active.empty else active.iloc[-1].to_dict()
 
 
 def read_period(connection: Connection, period: date) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -2,11 +2,15 @@
 
 Kept in one place so that each asset body reads as "fetch, validate, record" and every frame's
 metadata looks the same in the UI: the period judged, whether it is provisional, where the data
-came from, row counts, a preview.
+came from, row counts, a preview, and the frame's contract as its column schema (columns, types,
+nullability and checks, converted from the pandera schema by dagster-pandera). The schema goes on
+each materialization rather than on the definition because a contract depends on its period (the
+period's days, its end): the UI shows the one the latest materialization was validated against.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -17,11 +21,14 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    BetaWarning,
     Failure,
     MetadataValue,
     Output,
+    TableSchema,
     asset,
 )
+from dagster_pandera import pandera_schema_to_dagster_type
 
 from fusion_billing_assets.billing.periods import PeriodWindow
 from fusion_billing_assets.partitions import billing_periods
@@ -63,8 +70,22 @@ def validated_output(
     return Output(
         frame,
         output_name=output_name,
-        metadata={**period_metadata(window, source), **frame_metadata(frame), **(metadata or {})},
+        metadata={
+            **period_metadata(window, source),
+            **frame_metadata(frame),
+            "dagster/column_schema": column_schema(contract),
+            **(metadata or {}),
+        },
     )
+
+
+def column_schema(contract: FrameContract) -> TableSchema:
+    """The contract's columns and checks as a Dagster table schema, the way dagster-pandera reads it."""
+    with warnings.catch_warnings():
+        # Beta in dagster-pandera 0.29; the project pins it with dagster (docs/design.md §8).
+        warnings.simplefilter("ignore", BetaWarning)
+        dagster_type = pandera_schema_to_dagster_type(contract.schema)
+    return dagster_type.metadata["schema"].schema
 
 
 def data_quality_failure(error: DataQualityError, window: PeriodWindow) -> Failure:

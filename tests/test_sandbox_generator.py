@@ -3,7 +3,9 @@
 The generated world is deterministic from its seed; the NexaCloud tables follow the §4 schema on
 SQLite and PostgreSQL alike; the manifest covers every reconciliation status and has one expected
 row per customer per closed period; and the data is consistent enough that the ground truth is
-true: every expected status can be read off the generated data by the rules of §5 and §6.
+true: every expected status can be read off the generated data by the rules of §5 and §6. Both
+systems' invoices are billed by the sandbox's own arithmetic, so a regression in ``billing.charges``
+(the code the reconciliation tests) cannot move them.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import json
 import sqlite3
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import create_engine, func, select, text
@@ -24,6 +27,7 @@ from sqlalchemy.dialects.sqlite import DATETIME as SQLITE_DATETIME
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import make_url
 
+from fusion_billing_assets.billing import charges
 from fusion_billing_assets.billing.charges import (
     active_days,
     base_charge_cents,
@@ -34,10 +38,13 @@ from fusion_billing_assets.billing.money import dollars_to_cents, round_half_up
 from fusion_billing_assets.billing.periods import as_utc, period_of, period_window
 from fusion_billing_assets.billing.statuses import STATUSES
 from fusion_billing_assets.billing.tax import tax_rate
+from fusion_billing_assets.sandbox import independent_charges
 from fusion_billing_assets.sandbox.__main__ import main as sandbox_cli
 from fusion_billing_assets.sandbox.generator import SandboxScale, Summary, generate
+from fusion_billing_assets.sandbox.nexacloud_billing import overage_cents
 from fusion_billing_assets.sandbox.odoo_models import MODELS, SANDBOX_API_KEY, SANDBOX_DATABASE
 from fusion_billing_assets.sandbox.scenarios import MINIMUM_CUSTOMERS
+from fusion_billing_assets.sandbox.world import STANDARD
 from fusion_billing_assets.sources import nexacloud_schema as schema
 
 TIMEZONE = "America/Toronto"
@@ -611,6 +618,87 @@ def test_nexacloud_bills_what_the_charge_math_expects(sandbox):
             assert line["amount_cents"] == overage_charge_cents(
                 cpu_seconds, plan["included_cpu_seconds"], rate
             )
+
+
+# A Standard deployment ($49.00 a month, 400 included CPU-hours, 3.75 ¢ per CPU-hour above them) of
+# an Ontario customer (HST 13 %), created 2026-03-10 00:30 EDT = 04:30 UTC, two days after the clocks
+# sprang forward on March 8, and metered 1,799,520 CPU-seconds in March.
+#
+# - active days: March 10 … 31 = 22 of 31. (Counting 24-hour blocks from the period's start,
+#   March 1 00:00 EST = 05:00 UTC, puts 04:30 UTC on March 10 in the block of March 9: 23 days.)
+# - plan fee: 4,900 × 22 / 31 = 3,477.419… → 3,477 ¢.
+# - overage: 1,799,520 − 1,440,000 = 359,520 s = 99.8666… CPU-hours × 3.75 = 374.5 ¢ → 375 ¢ half-up
+#   (374 half-even; with the quota prorated to 22/31 of 1,440,000 s it would be 809.98… → 810 ¢).
+# - tax: 3,477 × 0.13 = 452.01 → 452 ¢; 375 × 0.13 = 48.75 → 49 ¢.
+# - invoice: subtotal 3,852 ¢ + tax 501 ¢ = 4,353 ¢ ($43.53).
+HAND_WORKED_CREATED_AT = datetime(2026, 3, 10, 4, 30, tzinfo=UTC)
+HAND_WORKED_PERIOD = date(2026, 3, 1)
+HAND_WORKED_MILLIS = 1_799_520_000
+
+
+def _hand_worked_invoice() -> tuple[int, int, int, int]:
+    """Active days, subtotal, tax and total of the hand-worked invoice, by the sandbox's arithmetic."""
+    days = independent_charges.active_days(
+        HAND_WORKED_CREATED_AT, None, HAND_WORKED_PERIOD, ZoneInfo(TIMEZONE)
+    )
+    amounts = [
+        independent_charges.base_fee_cents(STANDARD.monthly_price_cents, days, 31),
+        overage_cents(STANDARD, HAND_WORKED_MILLIS),
+    ]
+    taxes = independent_charges.line_taxes(amounts, independent_charges.tax_rate("ON", HAND_WORKED_PERIOD))
+    return days, sum(amounts), sum(taxes), sum(amounts) + sum(taxes)
+
+
+def test_a_hand_worked_invoice_across_a_dst_change_with_overage_in_ontario():
+    local = HAND_WORKED_CREATED_AT.astimezone(ZoneInfo(TIMEZONE))
+    assert local.strftime("%Y-%m-%d %H:%M %Z") == "2026-03-10 00:30 EDT"
+    assert _hand_worked_invoice() == (22, 3_852, 501, 4_353)
+    # The charge math under test agrees with the hand too (the reconciliation's expected leg).
+    window = period_window(HAND_WORKED_PERIOD, TIMEZONE)
+    assert active_days(HAND_WORKED_CREATED_AT, None, window) == 22
+    assert base_charge_cents(STANDARD.monthly_price_cents, 22, window.days) == 3_477
+    overage = overage_charge_cents(
+        Decimal(HAND_WORKED_MILLIS).scaleb(-3),
+        STANDARD.included_cpu_seconds,
+        STANDARD.overage_cents_per_cpu_hour,
+    )
+    assert overage == 375
+    assert [line_tax_cents(amount, tax_rate("ON", HAND_WORKED_PERIOD)) for amount in (3_477, 375)] == [
+        452,
+        49,
+    ]
+
+
+def test_the_invoices_do_not_move_when_the_charge_math_under_test_regresses(sandbox, tmp_path, monkeypatch):
+    """Both systems' invoices come from the sandbox's own arithmetic, not from billing.charges."""
+
+    def half_even(cents) -> int:
+        return int(Decimal(str(cents)).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+    def midnight_of_24_hour_blocks(day: date, timezone) -> datetime:
+        """Local midnights stepped 24 hours at a time from the month's first, blind to DST."""
+        first = datetime.combine(day.replace(day=1), time.min, tzinfo=ZoneInfo(timezone))
+        return first.astimezone(UTC) + timedelta(days=day.day - 1)
+
+    monkeypatch.setattr(charges, "round_half_up", half_even)
+    monkeypatch.setattr(charges, "local_midnight_utc", midnight_of_24_hour_blocks)
+    # The regressions bite: billing.charges now gets the hand-worked invoice wrong ...
+    window = period_window(HAND_WORKED_PERIOD, TIMEZONE)
+    assert active_days(HAND_WORKED_CREATED_AT, None, window) == 23
+    assert (
+        overage_charge_cents(
+            Decimal(HAND_WORKED_MILLIS).scaleb(-3),
+            STANDARD.included_cpu_seconds,
+            STANDARD.overage_cents_per_cpu_hour,
+        )
+        == 374
+    )
+    # ... while the sandbox still bills it as worked by hand, and generates the same world, byte for byte.
+    assert _hand_worked_invoice() == (22, 3_852, 501, 4_353)
+    regressed = _generate(tmp_path)
+    assert regressed.tables["invoices"] == sandbox.tables["invoices"]
+    assert regressed.tables["invoice_lines"] == sandbox.tables["invoice_lines"]
+    assert _digest(regressed) == _digest(sandbox)
 
 
 def test_usage_records_are_whole_windows_inside_each_deployments_life(sandbox):

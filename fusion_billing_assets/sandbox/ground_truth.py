@@ -3,7 +3,8 @@
 ``manifest`` lists every difference and edge case the cast (``sandbox.scenarios``) injected, with
 a sentence quoting the figures that make it, and the status every customer must get in every
 closed period; before writing it, it refuses a world whose shaped cases do not have the shape
-their status claims. ``waivers_csv`` accepts the ``waived`` difference.
+their status claims. ``waivers_csv`` accepts the ``waived`` difference. Its figures come from the
+sandbox's own arithmetic (``independent_charges``), as both systems' invoices do.
 """
 
 from __future__ import annotations
@@ -15,11 +16,16 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from fusion_billing_assets.billing.charges import active_days, line_taxes_cents
 from fusion_billing_assets.billing.money import format_cents
 from fusion_billing_assets.billing.periods import PeriodWindow
 from fusion_billing_assets.billing.statuses import STATUSES, Status
-from fusion_billing_assets.billing.tax import tax_rate, tax_rule
+from fusion_billing_assets.sandbox.independent_charges import (
+    active_days,
+    days_in_period,
+    line_taxes,
+    tax_rate,
+    tax_rule_on,
+)
 from fusion_billing_assets.sandbox.nexacloud_billing import SERVICE_CREDIT_CENTS, NexaCloudInvoice
 from fusion_billing_assets.sandbox.odoo_billing import (
     UNEXPLAINED_LINE_CENTS,
@@ -95,7 +101,7 @@ def waivers_csv(world: World) -> str:
     """The waiver file accepting the ``waived`` difference (delta = Odoo − NexaCloud total)."""
     casting = world.casting_of_role[Role.WAIVED_ONBOARDING_FEE]
     customer = world.customer_by_id[casting.customer_id]
-    fee_tax = line_taxes_cents([WAIVED_FEE_CENTS], tax_rate(customer.province, casting.period))[0]
+    (fee_tax,) = line_taxes([WAIVED_FEE_CENTS], tax_rate(customer.province, casting.period))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["period", "customer_id", "delta_cents", "reason", "approver", "expires_on"])
@@ -152,7 +158,7 @@ class _GroundTruth:
         primary = world.primary_of(customer.id)
         nexacloud = self.nexacloud_invoice[(customer.id, window.period)]
         total = format_cents(nexacloud.total_cents)
-        rule = tax_rule(customer.province, window.period)
+        rule = tax_rule_on(customer.province, window.period)
         if role is Role.ONE_CENT_OFF:
             return (
                 f"Odoo's plan fee line for deployment {primary.id} is one cent above NexaCloud's; usage, "
@@ -189,7 +195,7 @@ class _GroundTruth:
         if role is Role.WRONG_PROVINCE_TAX:
             return (
                 f"Odoo taxes this {customer.province} customer at Ontario's "
-                f"{tax_rule('ON', window.period).label} instead of {rule.label}; subtotals agree."
+                f"{tax_rule_on('ON', window.period).label} instead of {rule.label}; subtotals agree."
             )
         if role is Role.UNEXPLAINED_LINE:
             return (
@@ -233,10 +239,11 @@ class _GroundTruth:
                 deployment.created_at if role is not Role.TERMINATED_MID_MONTH else deployment.terminated_at
             )
             local = moment.astimezone(world.zone).strftime("%Y-%m-%d %H:%M %Z")
-            days = active_days(deployment.created_at, deployment.terminated_at, window)
+            days = active_days(deployment.created_at, deployment.terminated_at, window.period, world.zone)
             verb = "terminated" if role is Role.TERMINATED_MID_MONTH else "created"
             sentence = (
-                f"Deployment {deployment.id} was {verb} {local}: {days} of {window.days} days of its plan fee"
+                f"Deployment {deployment.id} was {verb} {local}: {days} of {days_in_period(window.period)} "
+                f"days of its plan fee"
             )
             if role is Role.DST_CHANGE:
                 return (

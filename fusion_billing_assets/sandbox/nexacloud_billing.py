@@ -4,7 +4,8 @@ Metering writes one record per deployment per complete UTC-aligned usage window 
 the volumes some roles need (``usage_targets``: the quota exactly, nothing at all, an overage
 whose tax sits just above half a cent). Billing is NexaCloud's: each deployment's plan fee
 prorated by its active local days and its overage above the included CPU-seconds, taxed per line
-at the customer's provincial rate.
+at the customer's provincial rate, with the sandbox's own arithmetic (``independent_charges``),
+never ``billing.charges``: the invoices are what the reconciliation's charge math is checked against.
 """
 
 from __future__ import annotations
@@ -14,23 +15,23 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 from typing import NamedTuple
 
-from fusion_billing_assets.billing.charges import (
-    SECONDS_PER_HOUR,
-    ChargeKind,
-    TaxRounding,
-    active_days,
-    base_charge_cents,
-    line_taxes_cents,
-    overage_charge_cents,
-)
-from fusion_billing_assets.billing.money import round_half_up
+from fusion_billing_assets.billing.charges import ChargeKind
 from fusion_billing_assets.billing.periods import PeriodWindow, local_midnight_utc
-from fusion_billing_assets.billing.tax import tax_rate
+from fusion_billing_assets.sandbox.independent_charges import (
+    SECONDS_PER_HOUR,
+    active_days,
+    base_fee_cents,
+    days_in_period,
+    excess_millis_for,
+    line_taxes,
+    overage_fee_cents,
+    tax_rate,
+)
 from fusion_billing_assets.sandbox.scenarios import Role
 from fusion_billing_assets.sandbox.world import (
-    MILLIS_PER_SECOND,
     Customer,
     Deployment,
     Plan,
@@ -250,8 +251,9 @@ def _invoice_lines(
     world: World, customer: Customer, window: PeriodWindow, metered: dict[tuple[int, date], int]
 ) -> tuple[BilledLine, ...]:
     lines: list[BilledLine] = []
+    period_days = days_in_period(window.period)
     for deployment in world.deployments_of[customer.id]:
-        days = active_days(deployment.created_at, deployment.terminated_at, window)
+        days = active_days(deployment.created_at, deployment.terminated_at, window.period, world.zone)
         if days == 0:
             continue
         plan = deployment.plan
@@ -260,12 +262,12 @@ def _invoice_lines(
             BilledLine(
                 kind=ChargeKind.BASE,
                 deployment_id=deployment.id,
-                description=f"{plan.name} plan, {deployment.name}: {days} of {window.days} days",
+                description=f"{plan.name} plan, {deployment.name}: {days} of {period_days} days",
                 quantity=Decimal(days).quantize(Decimal("0.001")),
-                unit_price_cents=(Decimal(plan.monthly_price_cents) / window.days).quantize(
+                unit_price_cents=(Decimal(plan.monthly_price_cents) / period_days).quantize(
                     Decimal("0.0001")
                 ),
-                amount_cents=base_charge_cents(plan.monthly_price_cents, days, window.days),
+                amount_cents=base_fee_cents(plan.monthly_price_cents, days, period_days),
             )
         )
         lines.append(
@@ -295,15 +297,13 @@ def _invoice_lines(
                 amount_cents=-SERVICE_CREDIT_CENTS,
             )
         )
-    rate = tax_rate(customer.province, window.period)
-    taxes = line_taxes_cents([line.amount_cents for line in lines], rate, TaxRounding.PER_LINE)
+    taxes = line_taxes([line.amount_cents for line in lines], tax_rate(customer.province, window.period))
     return tuple(replace(line, tax_cents=tax) for line, tax in zip(lines, taxes, strict=True))
 
 
 def overage_cents(plan: Plan, millis: int) -> int:
-    return overage_charge_cents(
-        Decimal(millis).scaleb(-3), plan.included_cpu_seconds, plan.overage_cents_per_cpu_hour
-    )
+    """The overage charge of ``millis`` CPU milliseconds used in a period on ``plan``."""
+    return overage_fee_cents(millis, plan.included_cpu_seconds, plan.overage_cents_per_cpu_hour)
 
 
 def excess_cpu_hours(plan: Plan, millis: int) -> Decimal:
@@ -311,7 +311,7 @@ def excess_cpu_hours(plan: Plan, millis: int) -> Decimal:
     return max(Decimal(0), Decimal(millis).scaleb(-3) - plan.included_cpu_seconds) / SECONDS_PER_HOUR
 
 
-def _overage_cents(world: World, rate: Decimal, acceptable: Callable[[Decimal], bool]) -> int:
+def _overage_cents(world: World, rate: Fraction, acceptable: Callable[[Fraction], bool]) -> int:
     """A random overage charge whose tax's fraction of a cent is ``acceptable``."""
     while True:
         cents = world.rng.randint(150, 2_000)
@@ -321,21 +321,18 @@ def _overage_cents(world: World, rate: Decimal, acceptable: Callable[[Decimal], 
 
 def _millis_for_overage(plan: Plan, overage: int) -> int:
     """CPU milliseconds in a period whose overage charge is exactly ``overage`` cents."""
-    excess = round_half_up(
-        Decimal(overage) * SECONDS_PER_HOUR * MILLIS_PER_SECOND / plan.overage_cents_per_cpu_hour
-    )
-    millis = plan.included_millis + excess
+    millis = plan.included_millis + excess_millis_for(overage, plan.overage_cents_per_cpu_hour)
     if overage_cents(plan, millis) != overage:
         raise RuntimeError(f"sandbox generator bug: {millis} ms do not bill {overage} cents of overage")
     return millis
 
 
-def _not_a_half(fraction: Decimal) -> bool:
-    return fraction != Decimal("0.5")
+def _not_a_half(fraction: Fraction) -> bool:
+    return fraction != Fraction(1, 2)
 
 
-def _just_above_a_half(fraction: Decimal) -> bool:
-    return Decimal("0.51") <= fraction < Decimal("0.60")
+def _just_above_a_half(fraction: Fraction) -> bool:
+    return Fraction(51, 100) <= fraction < Fraction(60, 100)
 
 
 def _align_up(moment: datetime, seconds: int) -> datetime:

@@ -5,7 +5,8 @@ injected lost and doubled pushes); ``odoo_records`` builds, in the storage forma
 ``sandbox.odoo_models``, the imported partners and subscriptions, the importer's external ids and
 the invoices Odoo produced from its own data (subscription prices, its ledger, the partner's tax
 rule). Every injected difference is a change to that data or to the invoices, whose effect flows
-through the same arithmetic as a correct invoice.
+through the same arithmetic as a correct invoice: the sandbox's own (``independent_charges``), as
+NexaCloud's, and not ``billing.charges``, the code the reconciliation tests.
 """
 
 from __future__ import annotations
@@ -16,18 +17,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any, NamedTuple
 
-from fusion_billing_assets.billing.charges import (
-    SECONDS_PER_HOUR,
-    TaxRounding,
-    active_days,
-    base_charge_cents,
-    line_taxes_cents,
-)
+from fusion_billing_assets.billing.charges import TaxRounding
 from fusion_billing_assets.billing.money import cents_to_dollars
 from fusion_billing_assets.billing.periods import PeriodWindow, local_day
-from fusion_billing_assets.billing.tax import tax_rate
+from fusion_billing_assets.sandbox.independent_charges import (
+    SECONDS_PER_HOUR,
+    active_days,
+    base_fee_cents,
+    days_in_period,
+    line_taxes,
+    tax_rate,
+)
 from fusion_billing_assets.sandbox.nexacloud_billing import (
     SERVICE_CREDIT_CENTS,
     UsageRecord,
@@ -112,7 +115,7 @@ class OdooInvoiceHead:
     invoice_date: date
     invoice_origin: str | None
     window: PeriodWindow
-    tax_rate: Decimal
+    tax_rate: Fraction
     rounding: TaxRounding = TaxRounding.PER_LINE
 
 
@@ -415,8 +418,9 @@ class _OdooBilling:
         """The invoice(s) Odoo produced for one customer and period, from Odoo's own data."""
         world, odoo = self.world, self.odoo
         lines: list[OdooLine] = []
+        period_days = days_in_period(window.period)
         for deployment in world.deployments_of[customer.id]:
-            days = active_days(deployment.created_at, deployment.terminated_at, window)
+            days = active_days(deployment.created_at, deployment.terminated_at, window.period, world.zone)
             if days == 0:
                 continue
             plan = deployment.plan
@@ -426,10 +430,10 @@ class _OdooBilling:
             lines.append(
                 OdooLine(
                     plan.id,
-                    f"NexaCloud {plan.name} plan — {deployment.name} ({days}/{window.days} days)",
-                    (Decimal(days) / window.days).quantize(Decimal("0.000001")),
+                    f"NexaCloud {plan.name} plan — {deployment.name} ({days}/{period_days} days)",
+                    (Decimal(days) / period_days).quantize(Decimal("0.000001")),
                     cents_to_dollars(price),
-                    base_charge_cents(price, days, window.days),
+                    base_fee_cents(price, days, period_days),
                     subscription_id,
                 )
             )
@@ -523,7 +527,11 @@ class _OdooBilling:
     ) -> None:
         """One account.move with its product lines; ``dated`` lines carry the period as deferred dates."""
         odoo = self.odoo
-        taxes = line_taxes_cents([line.amount_cents for line in lines], head.tax_rate, head.rounding)
+        taxes = line_taxes(
+            [line.amount_cents for line in lines],
+            head.tax_rate,
+            globally=head.rounding is TaxRounding.GLOBALLY,
+        )
         subtotal, tax = sum(line.amount_cents for line in lines), sum(taxes)
         move_id = odoo.add(
             "account.move",

@@ -337,18 +337,19 @@ class OdooClient:
     def _call_jsonrpc(self, model: str, method: str, arguments: dict[str, Any]) -> Any:
         # execute_kw passes ``args`` positionally; record methods (read) take their ids first.
         positional = [arguments.pop("ids")] if "ids" in arguments else []
-        args = [self._database, self._authenticate(), self._api_key, model, method, positional, arguments]
+        uid = self._authenticate(model, method)
+        args = [self._database, uid, self._api_key, model, method, positional, arguments]
         return self._jsonrpc(model, method, "object", "execute_kw", args)
 
-    def _authenticate(self) -> int:
+    def _authenticate(self, model: str, method: str) -> int:
         if self._uid is None:
             uid = self._jsonrpc(
                 "res.users", "login", "common", "login", [self._database, self._login, self._api_key]
             )
             if not uid:
                 raise self._error(
-                    f"{self.describe()} rejected the login {self._login!r} with the configured API key; "
-                    "check ODOO_LOGIN and ODOO_API_KEY.",
+                    f"{self.describe()} rejected the login {self._login!r} with the configured API key, "
+                    f"so {model}.{method} was not called; check ODOO_LOGIN and ODOO_API_KEY.",
                     kind=OdooAuthenticationError,
                 )
             self._uid = uid
@@ -394,8 +395,11 @@ class OdooClient:
                     f"failed {model}.{method}", f"{name or 'error'}: {message}", error_name=name
                 )
             raise self._error(
-                f"{self.describe()} refused {model}.{method}: {name or 'error'}: {message}"
-                f"{_field_hint(model, message)}",
+                _with_field_hint(
+                    f"{self.describe()} refused {model}.{method}: {name or 'error'}: {message}",
+                    model,
+                    message,
+                ),
                 kind=OdooAuthenticationError if _is_access_error(name) else OdooError,
                 status=error.get("code"),
                 error_name=name,
@@ -523,7 +527,8 @@ class OdooClient:
         name, message, debug = _json2_error_body(response, content)
         if status == 401:
             return self._error(
-                f"{self.describe()} rejected the API key (HTTP 401); check ODOO_API_KEY.",
+                f"{self.describe()} rejected the API key for {model}.{method} (HTTP 401: "
+                f"{name or 'no Odoo error'}: {message or response.reason_phrase}); check ODOO_API_KEY.",
                 kind=OdooAuthenticationError,
                 status=status,
                 error_name=name,
@@ -537,7 +542,8 @@ class OdooClient:
             )
         if status == 404 and not name:
             return self._error(
-                f"{self.describe()} answered 404 with no Odoo error: is the database name right (ODOO_DATABASE)?",
+                f"{self.describe()} answered {model}.{method} with HTTP 404 and no Odoo error: "
+                "is the database name right (ODOO_DATABASE)?",
                 status=status,
             )
         detail = f"{name}: {message}" if name else response.reason_phrase
@@ -550,8 +556,11 @@ class OdooClient:
                 retry_after=_retry_after_seconds(response),
             )
         return self._error(
-            f"{self.describe()} refused {model}.{method} (HTTP {status}): {detail}"
-            f"{_field_hint(model, f'{message} {debug}')}",
+            _with_field_hint(
+                f"{self.describe()} refused {model}.{method} (HTTP {status}): {detail}",
+                model,
+                f"{message} {debug}",
+            ),
             status=status,
             error_name=name,
         )
@@ -605,14 +614,15 @@ def _is_deterministic(error_name: str, debug: str) -> bool:
     return error_name.rsplit(".", 1)[-1] in DETERMINISTIC_ERRORS or "ValueError: Invalid field" in debug
 
 
-def _field_hint(model: str, text: str) -> str:
-    found = _INVALID_FIELD.search(text)
+def _with_field_hint(message: str, model: str, odoo_text: str) -> str:
+    """``message``, plus which field is unknown when Odoo's text says a field is invalid."""
+    found = _INVALID_FIELD.search(odoo_text)
     if not found:
-        return ""
+        return message
     field_name = found["field"].removeprefix(f"{model}.")
     return (
-        f". The field {field_name!r} does not exist on {found['model'] or model} in this database; "
-        "check the field names read (docs/design.md §5.3) against the installed modules."
+        f"{message.rstrip('.')}. The field {field_name!r} does not exist on {found['model'] or model} in "
+        "this database; check the field names read (docs/design.md §5.3) against the installed modules."
     )
 
 

@@ -48,11 +48,74 @@ def main(argv: list[str] | None = None) -> int:
     reconcile.add_argument(
         "--seed", type=int, default=DEFAULT_SEED, help="sandbox seed (default %(default)s)"
     )
+    signoff = commands.add_parser(
+        "signoff", help="sign off a closed billing period's current results (or revoke the sign-off)"
+    )
+    signoff.add_argument("--period", required=True, metavar="YYYY-MM-01", help="the closed billing period")
+    signoff.add_argument("--by", required=True, metavar="NAME", help="who signs off (or revokes)")
+    signoff.add_argument("--note", help="what was checked, or why it is accepted")
+    signoff.add_argument(
+        "--accept-unexplained",
+        action="append",
+        default=[],
+        metavar="ROWS",
+        help="rows accepted although they count against the switch: customer ids, or partner:<id> "
+        "for an Odoo partner without a customer (comma-separated, repeatable)",
+    )
+    signoff.add_argument("--revoke", action="store_true", help="revoke the period's active sign-off")
+    signoff.add_argument("--reason", help="why the sign-off is revoked (required with --revoke)")
     args = parser.parse_args(argv)
+    if args.command == "signoff":
+        return _signoff(args)
     return _reconcile(args)
 
 
-def _reconcile(args: argparse.Namespace) -> int:
+def _signoff(args: argparse.Namespace) -> int:
+    """Run the sign-off job in this process, on the instance the reconciliations ran on."""
+    _prepare_instance_home()
+    from dagster import DagsterInstance
+
+    from fusion_billing_assets.defs.signoff import SIGNOFF_JOB
+    from fusion_billing_assets.settings import ConfigurationError
+
+    try:
+        from fusion_billing_assets.definitions import defs
+    except ConfigurationError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    accepted = [name.strip() for value in args.accept_unexplained for name in value.split(",") if name.strip()]
+    config = {
+        "period": args.period,
+        "signed_by": args.by,
+        "note": args.note,
+        "accept_unexplained": accepted,
+        "revoke": args.revoke,
+        "reason": args.reason,
+    }
+    result = defs.resolve_job_def(SIGNOFF_JOB).execute_in_process(
+        run_config={"ops": {"sign_off_period": {"config": config}}, **QUIET},
+        instance=DagsterInstance.get(),
+        raise_on_error=False,
+        tags=RUN_TAGS,
+    )
+    if not result.success:
+        for failure in result.get_step_failure_events():
+            print(_failure_sentence(failure), file=sys.stderr)
+        return 1
+    action = "revoked the sign-off of" if args.revoke else "signed off"
+    print(f"{args.by} {action} {args.period} (run {result.run_id}).")
+    return 0
+
+
+def _failure_sentence(failure) -> str:
+    """What a failed step says in its own words, not Dagster's wrapper around them."""
+    error = failure.event_specific_data.error
+    while error.cause is not None and error.message.startswith("dagster."):
+        error = error.cause
+    return error.message.strip()
+
+
+def _prepare_instance_home() -> Path:
     # The embedded default: a SQLite instance home inside the checkout, created on first use.
     os.environ.setdefault("DAGSTER_HOME", str(LOCAL_INSTANCE_HOME))
     instance_home = Path(os.environ["DAGSTER_HOME"])
@@ -60,6 +123,11 @@ def _reconcile(args: argparse.Namespace) -> int:
     instance_config = instance_home / "dagster.yaml"
     if not instance_config.exists():
         instance_config.write_text(LOCAL_INSTANCE_CONFIG)
+    return instance_home
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    instance_home = _prepare_instance_home()
 
     from fusion_billing_assets.settings import ConfigurationError, load_settings
 

@@ -12,6 +12,7 @@ from fusion_billing_assets.defs.jobs import (
 from fusion_billing_assets.defs.resources import production_resources
 from fusion_billing_assets.defs.schedules import period_close_schedule, provisional_daily_schedule
 from fusion_billing_assets.defs.sensors import sensors
+from fusion_billing_assets.defs.signoff import sign_off_billing_period
 from fusion_billing_assets.settings import Settings, load_settings
 
 
@@ -35,7 +36,7 @@ flip_readiness_job_name = FLIP_READINESS_JOB
 
 defs = Definitions(
     assets=[*nexacloud.assets, *odoo.assets, *reconciliation.assets],
-    jobs=[reconcile_billing_period, assess_flip_readiness],
+    jobs=[reconcile_billing_period, assess_flip_readiness, sign_off_billing_period],
     schedules=[period_close_schedule(settings.alerts.close_day), provisional_daily_schedule],
     sensors=sensors,
     resources=build_resources(settings),

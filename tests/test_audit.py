@@ -278,3 +278,28 @@ def test_a_revoked_signoff_is_kept_and_no_longer_active(connection):
         warehouse.revoke_signoff(connection, period=OCTOBER, revoked_by="Sam", revoked_at=AT, reason="x")
         is None
     )
+
+
+# --- flip readiness with sign-off required ----------------------------------------------------
+
+
+def test_readiness_requires_a_signoff_with_nothing_moved_and_names_the_run_it_rests_on():
+    from fusion_billing_assets.billing.readiness import PeriodSignoff, flip_readiness
+
+    clean = result_rows((1, 101, "match", 5537, 5537))
+    latest = {OCTOBER: "run-2"}
+    without = flip_readiness(clean, [OCTOBER], 1, latest_runs=latest)
+    assert without.ready and without.runs_judged == {"2026-10-01": "run-2"}
+    unsigned = flip_readiness(clean, [OCTOBER], 1, latest_runs=latest, signoffs={})
+    assert not unsigned.ready and unsigned.reasons == ("2026-10 is not signed off",)
+    moved = flip_readiness(
+        clean, [OCTOBER], 1, latest_runs=latest, signoffs={OCTOBER: PeriodSignoff("run-1", "Dana", 1)}
+    )
+    assert not moved.ready
+    assert moved.reasons == (
+        "2026-10 changed since Dana signed off run run-1 (1 row(s) moved): sign it off again or find out why",
+    )
+    signed = flip_readiness(
+        clean, [OCTOBER], 1, latest_runs=latest, signoffs={OCTOBER: PeriodSignoff("run-1", "Dana")}
+    )
+    assert signed.ready and signed.runs_judged == {"2026-10-01": "run-1"}

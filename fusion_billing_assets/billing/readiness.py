@@ -1,14 +1,16 @@
-"""Flip readiness: may Nexa switch billing over to Odoo? (docs/design.md §6)
+"""Flip readiness: may Nexa switch billing over to Odoo? (docs/design.md §6, §12)
 
 Ready when the last N consecutive closed billing periods were each reconciled after they closed
 and hold no unexplained difference (a status other than match, within_tolerance,
-rounding_difference or waived). Otherwise not ready, with every reason spelled out.
+rounding_difference or waived). When sign-off is required, each of them must also be signed off,
+with nothing moved since. Otherwise not ready, with every reason spelled out. The verdict names
+the run each period's judgement rests on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date
 
 import pandas as pd
@@ -25,23 +27,44 @@ class Readiness:
     periods_judged: tuple[date, ...]
     reasons: tuple[str, ...]
     unexplained_by_period: dict[str, int]
+    # Period key -> the reconciliation run its judgement rests on.
+    runs_judged: dict[str, str] = field(default_factory=dict)
 
     @property
     def ready(self) -> bool:
         return self.verdict == READY
 
 
-def flip_readiness(results: pd.DataFrame, closed_periods: Sequence[date], required_periods: int) -> Readiness:
+@dataclass(frozen=True)
+class PeriodSignoff:
+    """A period's active sign-off, and how many result rows moved since the run it accepted."""
+
+    run_id: str
+    signed_by: str
+    rows_moved: int = 0
+
+
+def flip_readiness(
+    results: pd.DataFrame,
+    closed_periods: Sequence[date],
+    required_periods: int,
+    *,
+    latest_runs: Mapping[date, str] | None = None,
+    signoffs: Mapping[date, PeriodSignoff] | None = None,
+) -> Readiness:
     """Judge the last ``required_periods`` closed periods from the warehouse's results.
 
     ``results`` holds ``billing_reconciliation`` rows (any periods); ``closed_periods`` every
-    period whose window has passed, in any order.
+    period whose window has passed, in any order; ``latest_runs`` the run that wrote each
+    period's current rows. With ``signoffs`` given, sign-off is required: a period counts only
+    when it has an active sign-off and nothing moved since the run it accepted.
     """
     if required_periods < 1:
         raise ValueError(f"flip readiness needs at least one period, got {required_periods}")
     judged = tuple(sorted(closed_periods)[-required_periods:])
     reasons: list[str] = []
     unexplained_by_period: dict[str, int] = {}
+    runs_judged: dict[str, str] = {}
     if len(judged) < required_periods:
         reasons.append(
             f"only {len(judged)} closed period(s) exist; {required_periods} consecutive clean ones are required"
@@ -55,6 +78,19 @@ def flip_readiness(results: pd.DataFrame, closed_periods: Sequence[date], requir
                 + (" (only a provisional run exists)" if provisional_only else "")
             )
             continue
+        if latest_runs and period in latest_runs:
+            runs_judged[period.isoformat()] = latest_runs[period]
+        if signoffs is not None:
+            signoff = signoffs.get(period)
+            if signoff is None:
+                reasons.append(f"{period:%Y-%m} is not signed off")
+            elif signoff.rows_moved:
+                reasons.append(
+                    f"{period:%Y-%m} changed since {signoff.signed_by} signed off run {signoff.run_id} "
+                    f"({signoff.rows_moved} row(s) moved): sign it off again or find out why"
+                )
+            else:
+                runs_judged[period.isoformat()] = signoff.run_id
         held_back = unexplained(rows)
         unexplained_by_period[period.isoformat()] = len(held_back)
         if len(held_back):
@@ -70,4 +106,5 @@ def flip_readiness(results: pd.DataFrame, closed_periods: Sequence[date], requir
         periods_judged=judged,
         reasons=tuple(reasons),
         unexplained_by_period=unexplained_by_period,
+        runs_judged=runs_judged,
     )

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -35,15 +34,18 @@ from sqlalchemy.engine import make_url
 
 from fusion_billing_assets.billing.periods import parse_period
 from fusion_billing_assets.sandbox.ground_truth import manifest, waivers_csv
-from fusion_billing_assets.sandbox.nexacloud_billing import bill_nexacloud, meter_usage, usage_targets
+from fusion_billing_assets.sandbox.nexacloud_billing import (
+    Progress,
+    bill_nexacloud,
+    meter_usage,
+    usage_targets,
+)
 from fusion_billing_assets.sandbox.nexacloud_db import write_nexacloud
 from fusion_billing_assets.sandbox.odoo_billing import odoo_records, push_usage
 from fusion_billing_assets.sandbox.odoo_models import SANDBOX_API_KEY, SANDBOX_DATABASE, SANDBOX_LOGIN
 from fusion_billing_assets.sandbox.world import DEFAULT_SCALE, SandboxScale, World
 
 __all__ = ["DEFAULT_SCALE", "SandboxScale", "Summary", "generate"]
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from fusion_billing_assets.sandbox.world import (
     months_before,
 )
 
+# Where a stage reports what it built, one line at a time.
 Progress = Callable[[str], None]
 
 SERVICE_CREDIT_CENTS = 1_234

@@ -7,7 +7,7 @@ second run replaces the world instead of adding to it, and filled in bulk.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import date, datetime
 from decimal import Decimal
 from itertools import islice
@@ -17,11 +17,9 @@ from typing import Any
 from sqlalchemy import Connection, Table, create_engine
 from sqlalchemy.engine import make_url
 
-from fusion_billing_assets.sandbox.nexacloud_billing import NexaCloudInvoice, UsageRecord
+from fusion_billing_assets.sandbox.nexacloud_billing import NexaCloudInvoice, Progress, UsageRecord
 from fusion_billing_assets.sandbox.world import MILLIS_PER_SECOND, PLANS, USAGE_METRIC, World, utc_text
 from fusion_billing_assets.sources import nexacloud_schema as schema
-
-Progress = Callable[[str], None]
 
 BILLING_CURRENCY = "CAD"
 INSERT_CHUNK_ROWS = 5_000

@@ -1,8 +1,8 @@
 """The charge math of docs/design.md §6: base fee prorated by local days, CPU overage, and sales tax.
 
-These functions are the reconciliation's third opinion (what *should* have been billed) and the
-arithmetic the sandbox generator bills both systems with; the sandbox's injected differences change
-the inputs (a price, the usage ledger, a tax rule), never this arithmetic. Amounts are integer
+These functions are the reconciliation's third opinion (what *should* have been billed). The
+sandbox bills its two systems with an arithmetic of its own (``sandbox.independent_charges``), so
+the end-to-end tests compare this one with an independent implementation. Amounts are integer
 cents, rates ``Decimal``, and every rounding is half-up (``money.round_half_up``).
 """
 

@@ -20,7 +20,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any, NamedTuple
 
-from fusion_billing_assets.billing.charges import TaxRounding
+from fusion_billing_assets.billing.charges import OVERAGE_PRODUCT_CODE, PLAN_PRODUCT_PREFIX, TaxRounding
 from fusion_billing_assets.billing.money import cents_to_dollars
 from fusion_billing_assets.billing.periods import PeriodWindow, local_day
 from fusion_billing_assets.sandbox.independent_charges import (
@@ -50,7 +50,6 @@ from fusion_billing_assets.sandbox.world import (
     months_before,
     utc_text,
 )
-from fusion_billing_assets.sources.odoo_frames import OVERAGE_PRODUCT_CODE, PLAN_PRODUCT_PREFIX
 
 # Odoo ids: the database has its own partners and currencies first, so no Odoo id equals the
 # NexaCloud id of the same thing by accident.

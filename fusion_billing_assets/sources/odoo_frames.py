@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from fusion_billing_assets.billing.charges import OVERAGE_PRODUCT_CODE, PLAN_PRODUCT_PREFIX, OdooProducts  # noqa: F401
+from fusion_billing_assets.billing.charges import OdooProducts
 from fusion_billing_assets.billing.money import dollars_to_cents
 from fusion_billing_assets.billing.periods import PeriodWindow, local_day
 from fusion_billing_assets.sources.frames import BOOL, DATE, DECIMAL, INT, NULLABLE_INT, TEXT, typed_frame

@@ -4,7 +4,10 @@ Both protocols answer the same ``call(model, method, **named_arguments)``, so th
 know which one is configured. Reads page with a keyset (``id > last``, ``order: id asc``): every
 JSON-2 call is its own transaction, and offsets would skip or repeat records that change between
 pages. The API key travels in a header (JSON-2) or in the call's arguments (``/jsonrpc``); it is
-never put into a message, a log line or metadata.
+never put into a message, a log line or metadata. Each request must be answered in full within a
+wall-clock deadline; a failure that may not repeat (a busy or restarting server, a dropped
+connection, a garbled answer) is retried within ``RetryPolicy``'s attempts and time budget, and one
+that will repeat (a refused key, an unknown field) is reported at once.
 """
 
 from __future__ import annotations
@@ -482,7 +485,12 @@ class OdooClient:
                 f"dropped the connection during {model}.{method}",
                 f"{type(error).__name__}: {error}; {len(content)} bytes received",
             ) from None
-        except (httpx.TransportError, httpx.DecodingError) as error:
+        except httpx.DecodingError as error:
+            raise _RetryableFailure(
+                f"answered {model}.{method} with a body that cannot be decoded",
+                f"{type(error).__name__}: {error}",
+            ) from None
+        except httpx.TransportError as error:
             raise _RetryableFailure(
                 f"is unreachable for {model}.{method}", f"{type(error).__name__}: {error}"
             ) from None

@@ -5,13 +5,22 @@ delivery (an HTTP POST to a Slack incoming webhook, or to a generic JSON webhook
 HMAC-SHA256 over the exact bytes sent). A period is alerted once per distinct set of unexplained
 differences: the set's fingerprint is remembered, and a period that becomes clean after an alert
 gets one resolution message. No message carries a secret.
+
+The webhook is reached only where the address rules allow (``webhook_address_refusal``): its host
+is resolved before connecting, every address it resolves to is checked, and the connection goes to
+the checked address itself (TLS still verifies the certificate against the host name), so a name
+that resolves elsewhere between the check and the connection is not followed. Redirects are
+never followed, nothing from the environment (proxies, ``.netrc``) joins the request, and no
+log line carries the webhook URL.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,6 +44,27 @@ SIGNATURE_HEADER, TIMESTAMP_HEADER, EVENT_ID_HEADER = (
 
 class AlertDeliveryError(RuntimeError):
     """The receiver did not accept an alert; it will be sent again on a later tick."""
+
+
+class WebhookAddressRefused(AlertDeliveryError):
+    """The webhook's host is, or resolves to, an address alerts may not be sent to."""
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Instance-metadata endpoints (AWS, GCP, Azure, OpenStack; AWS over IPv6; ECS tasks; Alibaba Cloud):
+# they hand out credentials to whoever asks from inside the cloud, so no setting opens them.
+CLOUD_METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(address)
+    for address in ("169.254.169.254", "fd00:ec2::254", "169.254.170.2", "100.100.100.200")
+)
+# What ALERT_WEBHOOK_ALLOW_PRIVATE opens: RFC 1918, IPv6 unique-local and carrier-grade NAT space.
+PRIVATE_NETWORKS = tuple(
+    ipaddress.ip_network(network)
+    for network in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+)
+NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
+LOOPBACK_NAMES = ("localhost",)
 
 
 @dataclass(frozen=True)
@@ -164,26 +194,141 @@ class AlertChannelConfig:
     kind: str = "generic"
     secret: str | None = None
     timeout_seconds: float = 10.0
+    # ALERT_WEBHOOK_ALLOW_PRIVATE: a receiver inside the private network is allowed.
+    allow_private: bool = False
 
 
 def deliver(alert: Alert, channel: AlertChannelConfig, http: httpx.Client | None = None) -> bool:
-    """POST the alert; True when a receiver accepted it, False when no channel is configured."""
+    """POST the alert; True when a receiver accepted it, False when no channel is configured.
+
+    Without ``http``, the webhook's host is resolved and checked, and the request goes straight
+    through a transport pinned to the checked address: no client stands in between, so no
+    proxy, ``.netrc`` or redirect applies, and httpx's request log never holds the URL (a Slack
+    webhook's path is its credential). A given ``http`` client is its caller's transport (tests).
+    """
     if not channel.url:
         return False
     body, headers = encode(alert, channel, now=time.time())
-    client = http or httpx.Client(timeout=channel.timeout_seconds)
+    timeout = httpx.Timeout(channel.timeout_seconds).as_dict()
     try:
-        response = client.post(channel.url, content=body, headers=headers)
+        if http is None:
+            address = checked_webhook_address(channel.url, allow_private=channel.allow_private)
+            request = httpx.Request(
+                "POST", channel.url, content=body, headers=headers, extensions={"timeout": timeout}
+            )
+            with _PinnedTransport(address) as transport:
+                response = transport.handle_request(request)
+                response.read()
+                response.close()
+        else:
+            # A redirect is answered like a refusal: the alert goes to the configured receiver or nowhere.
+            request = http.build_request("POST", channel.url, content=body, headers=headers)
+            response = http.send(request, follow_redirects=False)
+    except WebhookAddressRefused as refusal:
+        raise WebhookAddressRefused(f"alert {alert.event_id} not sent: {refusal}") from None
     except httpx.HTTPError as error:
         raise AlertDeliveryError(f"alert {alert.event_id} not delivered: {type(error).__name__}") from None
-    finally:
-        if http is None:
-            client.close()
     if not 200 <= response.status_code < 300:
         raise AlertDeliveryError(
             f"alert {alert.event_id} refused by the receiver: HTTP {response.status_code}"
         )
     return True
+
+
+def webhook_address_refusal(address: IPAddress, *, allow_private: bool = False) -> str | None:
+    """Why alerts may not go to this address ("a private address", …), or None when they may.
+
+    Loopback is allowed (a receiver on the same host). ``PRIVATE_NETWORKS`` need
+    ``allow_private``; link-local, cloud-metadata, multicast, unspecified and other reserved
+    addresses are never allowed. An IPv6 address that carries an IPv4 one (mapped,
+    NAT64, 6to4) is judged by the IPv4 address it reaches.
+    """
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return webhook_address_refusal(address.ipv4_mapped, allow_private=allow_private)
+        if address in NAT64_PREFIX:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+            return webhook_address_refusal(embedded, allow_private=allow_private)
+        if address.sixtofour is not None:
+            return webhook_address_refusal(address.sixtofour, allow_private=allow_private)
+    if address in CLOUD_METADATA_ADDRESSES:
+        return "a cloud instance-metadata address"
+    if address.is_loopback:
+        return None
+    if address.is_unspecified:
+        return "an unspecified address"
+    if address.is_link_local:
+        return "a link-local address"
+    if address.is_multicast:
+        return "a multicast address"
+    if any(address in network for network in PRIVATE_NETWORKS if network.version == address.version):
+        return None if allow_private else "a private address"
+    # Documentation, benchmarking, "this network", broadcast and the other special-purpose ranges.
+    if address.is_reserved or not address.is_global:
+        return "a reserved address"
+    return None
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a literal loopback address: the only hosts plain http may reach."""
+    if host.lower().rstrip(".") in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def checked_webhook_address(webhook_url: str, *, allow_private: bool = False) -> str:
+    """The address to connect to for the webhook: every address its host resolves to is checked.
+
+    Raises WebhookAddressRefused (naming neither the URL nor its host: a webhook URL may be a
+    credential) when plain http goes elsewhere than loopback, the host does not resolve, or any
+    address it resolves to is refused.
+    """
+    try:
+        url = httpx.URL(webhook_url)
+    except httpx.InvalidURL:
+        raise WebhookAddressRefused("the webhook URL is malformed") from None
+    if url.scheme != "https" and not (url.scheme == "http" and is_loopback_host(url.host)):
+        raise WebhookAddressRefused("the webhook must be https (plain http only to a loopback address)")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        resolved = socket.getaddrinfo(url.host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as error:
+        raise WebhookAddressRefused(f"the webhook's host does not resolve ({type(error).__name__})") from None
+    addresses = []
+    for *_, sockaddr in resolved:
+        # An IPv6 sockaddr may carry a zone (fe80::1%eth0): judge the address without it.
+        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        refusal = webhook_address_refusal(address, allow_private=allow_private)
+        if refusal is not None:
+            hint = " (ALERT_WEBHOOK_ALLOW_PRIVATE=true allows it)" if _allowable(address) else ""
+            raise WebhookAddressRefused(f"the webhook's host resolves to {refusal}{hint}")
+        addresses.append(str(address))
+    if not addresses:
+        raise WebhookAddressRefused("the webhook's host resolves to no address")
+    return addresses[0]
+
+
+class _PinnedTransport(httpx.HTTPTransport):
+    """Connects to the checked address only, still presenting and verifying the URL's host name."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__()
+        self._address = address
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        # The Host header is already the URL's; TLS gets the name for SNI and certificate checks.
+        if request.url.scheme == "https":
+            request.extensions = {**request.extensions, "sni_hostname": request.url.host}
+        request.url = request.url.copy_with(host=self._address)
+        return super().handle_request(request)
+
+
+def _allowable(address: IPAddress) -> bool:
+    """Whether ALERT_WEBHOOK_ALLOW_PRIVATE would allow the address."""
+    return webhook_address_refusal(address, allow_private=True) is None
 
 
 def encode(alert: Alert, channel: AlertChannelConfig, *, now: float) -> tuple[bytes, dict[str, str]]:

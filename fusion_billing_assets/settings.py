@@ -8,6 +8,7 @@ resources through Dagster's ``EnvVar`` and never appear in a message.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import httpx
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from fusion_billing_assets.alerts import is_loopback_host, webhook_address_refusal
 from fusion_billing_assets.billing.periods import parse_period
 from fusion_billing_assets.sources.odoo import OdooProtocol
 
@@ -30,6 +32,7 @@ DEFAULT_TIMEZONE = "America/Toronto"
 DEFAULT_START_PERIOD = "2026-01-01"
 TAX_ROUNDINGS = ("round_per_line", "round_globally")
 ALERT_KINDS = ("slack", "generic")
+BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 SUPPORTED_DATABASES = ("postgresql", "sqlite")
 
 
@@ -53,6 +56,9 @@ class ReconciliationSettings:
     waivers_file: Path | None
     reports_dir: Path
     flip_ready_periods: int
+    flip_requires_signoff: bool = False
+    # Runs of a period kept in the history; 0 keeps every run. Signed-off runs are always kept.
+    history_keep_runs: int = 0
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,8 @@ class AlertSettings:
     webserver_url: str
     include_provisional: bool
     close_day: int
+    # ALERT_WEBHOOK_ALLOW_PRIVATE: the receiver may be on a private network address.
+    allow_private_webhook: bool = False
 
 
 @dataclass(frozen=True)
@@ -184,6 +192,10 @@ def _reconciliation(env: Mapping[str, str], instance_home: Path) -> Reconciliati
         flip_ready_periods=_positive_int(
             _get(env, "BILLING_FLIP_READY_PERIODS") or "1", "BILLING_FLIP_READY_PERIODS"
         ),
+        flip_requires_signoff=_boolean(env, "BILLING_FLIP_REQUIRES_SIGNOFF"),
+        history_keep_runs=_non_negative_int(
+            _get(env, "BILLING_HISTORY_KEEP_RUNS") or "0", "BILLING_HISTORY_KEEP_RUNS"
+        ),
     )
 
 
@@ -192,8 +204,9 @@ def _alerts(env: Mapping[str, str]) -> AlertSettings:
     kind = _get(env, "ALERT_WEBHOOK_KIND") or "slack"
     if kind not in ALERT_KINDS:
         raise ConfigurationError(f"ALERT_WEBHOOK_KIND={kind!r} is not one of {', '.join(ALERT_KINDS)}.")
+    allow_private = _boolean(env, "ALERT_WEBHOOK_ALLOW_PRIVATE")
     if url:
-        _http_url(url, "ALERT_WEBHOOK_URL is not an http(s) URL.")
+        _webhook_url(url, allow_private=allow_private)
     secret = _get(env, "ALERT_WEBHOOK_SECRET")
     if url and kind == "generic" and not secret:
         raise ConfigurationError(
@@ -202,17 +215,50 @@ def _alerts(env: Mapping[str, str]) -> AlertSettings:
     close_day = _positive_int(_get(env, "BILLING_CLOSE_DAY") or "3", "BILLING_CLOSE_DAY")
     if close_day > 28:
         raise ConfigurationError("BILLING_CLOSE_DAY must be between 1 and 28, a day every month has.")
-    provisional = (_get(env, "BILLING_ALERT_PROVISIONAL") or "false").lower()
-    if provisional not in ("true", "false", "1", "0", "yes", "no"):
-        raise ConfigurationError(f"BILLING_ALERT_PROVISIONAL={provisional!r} is not true or false.")
     return AlertSettings(
         webhook_url_configured=url is not None,
         kind=kind,
         secret_configured=secret is not None,
         webserver_url=(_get(env, "DAGSTER_WEBSERVER_URL") or "http://localhost:3000").rstrip("/"),
-        include_provisional=provisional in ("true", "1", "yes"),
+        include_provisional=_boolean(env, "BILLING_ALERT_PROVISIONAL"),
         close_day=close_day,
+        allow_private_webhook=allow_private,
     )
+
+
+def _webhook_url(value: str, *, allow_private: bool) -> None:
+    """https, or http to loopback; a literal address must be one alerts may go to (alerts.py).
+
+    A host name is resolved and its addresses checked when each alert is sent, not here: DNS
+    answers change. No message repeats the URL, which may hold a token (Slack's does).
+    """
+    parsed = _http_url(value, "ALERT_WEBHOOK_URL is not an http(s) URL.")
+    host = parsed.host
+    if parsed.scheme == "http" and not is_loopback_host(host):
+        raise ConfigurationError(
+            "ALERT_WEBHOOK_URL must be https: plain http is accepted only to a loopback address "
+            "(127.0.0.1, ::1, localhost)."
+        )
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return
+    refusal = webhook_address_refusal(address, allow_private=allow_private)
+    if refusal is not None:
+        allowable = webhook_address_refusal(address, allow_private=True) is None
+        hint = (
+            "; set ALERT_WEBHOOK_ALLOW_PRIVATE=true if the receiver is inside your network"
+            if allowable
+            else ""
+        )
+        raise ConfigurationError(f"ALERT_WEBHOOK_URL points at {refusal}, where alerts are not sent{hint}.")
+
+
+def _boolean(env: Mapping[str, str], name: str) -> bool:
+    value = (_get(env, name) or "false").lower()
+    if value not in BOOLEANS:
+        raise ConfigurationError(f"{name}={value!r} is not true or false.")
+    return BOOLEANS[value]
 
 
 def _http_url(value: str, error: str) -> httpx.URL:

@@ -16,6 +16,7 @@ from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 from sqlalchemy import Connection, create_engine
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from fusion_billing_assets.alerts import AlertChannelConfig
 from fusion_billing_assets.settings import Settings, redact_url
@@ -71,6 +72,10 @@ class OdooAPI(ConfigurableResource):
         return None
 
 
+class WarehouseError(RuntimeError):
+    """The warehouse refused a statement; the message names the statement, never a row's values."""
+
+
 class Warehouse(ConfigurableResource):
     """Where reconciliation results and evidence tables are written."""
 
@@ -78,11 +83,18 @@ class Warehouse(ConfigurableResource):
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
-        """A connection inside one transaction: committed on success, rolled back on error."""
+        """A connection inside one transaction: committed on success, rolled back on error.
+
+        A database error leaves as a WarehouseError, unchained: the driver's own message can
+        quote the row it refused (PostgreSQL's "Failing row contains (…)"), and a run's event log
+        keeps every exception of a chain.
+        """
         engine = self._engine()
         try:
             with engine.begin() as connection:
                 yield connection
+        except DBAPIError as error:
+            raise WarehouseError(_without_row_values(error)) from None
         finally:
             engine.dispose()
 
@@ -93,7 +105,30 @@ class Warehouse(ConfigurableResource):
         url = make_url(self.url)
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        return create_engine(url, pool_pre_ping=True)
+        # Bound parameters are row values (names, causes, amounts): keep them out of every error.
+        return create_engine(url, pool_pre_ping=True, hide_parameters=True)
+
+
+def _without_row_values(error: DBAPIError) -> str:
+    """What failed, without the values of the rows involved: the driver's error and the bound SQL."""
+    driver_error = error.orig
+    diagnostics = getattr(driver_error, "diag", None)
+    sqlstate = getattr(diagnostics, "sqlstate", None)
+    if sqlstate is None:
+        # sqlite3, or a PostgreSQL connection failure: one line naming a constraint, column or host.
+        what = str(driver_error).strip().splitlines()[0] if str(driver_error).strip() else ""
+    elif sqlstate.startswith("22"):
+        # A data exception quotes the value it could not take ('invalid input syntax …: "x"').
+        what = f"SQLSTATE {sqlstate}, column {diagnostics.column_name or 'unknown'}"
+    else:
+        # PostgreSQL's DETAIL ("Failing row contains (…)", "Key (…)=(…)") is left out.
+        what = f"SQLSTATE {sqlstate}: {diagnostics.message_primary}"
+    statement = " ".join((error.statement or "").split())
+    return (
+        f"the warehouse refused a statement: {type(driver_error).__name__}"
+        + (f" ({what})" if what else "")
+        + (f"; SQL: {statement[:300]}" if statement else "")
+    )
 
 
 class ReconciliationPolicy(ConfigurableResource):
@@ -107,6 +142,12 @@ class ReconciliationPolicy(ConfigurableResource):
     reports_dir: str = Field(description="Where each period's CSV and HTML reports are written.")
     flip_ready_periods: int = Field(
         default=1, description="Consecutive clean closed periods needed before the switch to Odoo."
+    )
+    flip_requires_signoff: bool = Field(
+        default=False, description="Count only signed-off periods, unchanged since, towards the switch."
+    )
+    history_keep_runs: int = Field(
+        default=0, description="Runs of a period kept in the history (0: all); signed-off runs stay."
     )
 
 
@@ -122,9 +163,18 @@ class AlertChannel(ConfigurableResource):
     include_provisional: bool = Field(
         default=False, description="Alert on the current, provisional month too."
     )
+    allow_private_addresses: bool = Field(
+        default=False,
+        description="Allow a receiver on a private network address (ALERT_WEBHOOK_ALLOW_PRIVATE).",
+    )
 
     def config(self) -> AlertChannelConfig:
-        return AlertChannelConfig(url=self.webhook_url, kind=self.kind, secret=self.secret)
+        return AlertChannelConfig(
+            url=self.webhook_url,
+            kind=self.kind,
+            secret=self.secret,
+            allow_private=self.allow_private_addresses,
+        )
 
     def link(self, path: str) -> str:
         return f"{self.webserver_url.rstrip('/')}/{path.lstrip('/')}"
@@ -168,6 +218,8 @@ def policy_for(
         waivers_file=str(policy.waivers_file or default_waivers_file),
         reports_dir=str(policy.reports_dir),
         flip_ready_periods=policy.flip_ready_periods,
+        flip_requires_signoff=policy.flip_requires_signoff,
+        history_keep_runs=policy.history_keep_runs,
     )
 
 
@@ -187,4 +239,5 @@ def alert_channel_for(settings: Settings) -> AlertChannel:
         secret=EnvVar("ALERT_WEBHOOK_SECRET") if alerts.secret_configured else None,
         webserver_url=alerts.webserver_url,
         include_provisional=alerts.include_provisional,
+        allow_private_addresses=alerts.allow_private_webhook,
     )

@@ -1,5 +1,6 @@
 """What the operations end-to-end test needs around the code location: a webhook receiver, process
-groups for ``dagster-webserver`` and ``dagster-daemon``, the webserver's GraphQL and headless chromium.
+groups for ``dagster-webserver`` and ``dagster-daemon``, the webserver's GraphQL, headless chromium
+and a reader of the pixels of its screenshots.
 
 Everything here listens on or talks to 127.0.0.1 only, and every wait is bounded.
 """
@@ -10,9 +11,12 @@ import contextlib
 import os
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
+import zlib
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +27,7 @@ import httpx
 
 LOOPBACK = "127.0.0.1"
 CHROMIUM = Path("/usr/bin/chromium")
+WINDOW_SIZE = (1400, 1000)  # the browser's viewport, and so every screenshot's size in pixels
 T = TypeVar("T")
 
 
@@ -242,7 +247,7 @@ def visit_headless(url: str, action: str, *, profile: Path, timeout: float = 90.
         "--disable-sync",
         "--no-first-run",
         f"--user-data-dir={profile}",
-        "--window-size=1400,1000",
+        f"--window-size={WINDOW_SIZE[0]},{WINDOW_SIZE[1]}",
         # Time the page's own timers and requests may take before the DOM or pixels are taken.
         "--virtual-time-budget=15000",
         action,
@@ -261,3 +266,74 @@ def visit_headless(url: str, action: str, *, profile: Path, timeout: float = 90.
         f"chromium {action} exited {browser.returncode}: {stderr.decode()[-2000:]}"
     )
     return stdout
+
+
+# --- What a screenshot shows ------------------------------------------------------------------------
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Bytes per pixel of the 8-bit PNG colour types chromium writes: greyscale, RGB, grey + alpha, RGBA.
+_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
+
+
+@dataclass(frozen=True)
+class Picture:
+    """A decoded 8-bit, non-interlaced PNG: its size and every pixel as channel bytes."""
+
+    width: int
+    height: int
+    pixels: list[bytes]
+
+    def colour_shares(self) -> Counter[bytes]:
+        """How many pixels hold each colour."""
+        return Counter(self.pixels)
+
+
+def read_png(data: bytes) -> Picture:
+    """Decode a PNG with the standard library: its chunks, the zlib stream and the row filters."""
+    if data[:8] != PNG_SIGNATURE:
+        raise ValueError("not a PNG file")
+    position, header, compressed = 8, None, bytearray()
+    while position < len(data):
+        (length,) = struct.unpack(">I", data[position : position + 4])
+        kind = data[position + 4 : position + 8]
+        body = data[position + 8 : position + 8 + length]
+        position += 12 + length
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            compressed += body
+        elif kind == b"IEND":
+            break
+    if header is None:
+        raise ValueError("a PNG without its IHDR chunk")
+    width, height, depth, colour_type, _, _, interlace = header
+    if depth != 8 or colour_type not in _CHANNELS or interlace:
+        raise ValueError(f"unsupported PNG: depth {depth}, colour type {colour_type}, interlace {interlace}")
+    step = _CHANNELS[colour_type]
+    stride = width * step
+    raw = zlib.decompress(bytes(compressed))
+    if len(raw) != height * (stride + 1):
+        raise ValueError(f"a {width}×{height} PNG holds {len(raw)} bytes of rows")
+    previous, pixels = bytearray(stride), []
+    for row in range(height):
+        start = row * (stride + 1)
+        kind, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
+        for i in range(stride):
+            left = line[i - step] if i >= step else 0
+            up, up_left = previous[i], previous[i - step] if i >= step else 0
+            if kind == 1:
+                line[i] = (line[i] + left) & 0xFF
+            elif kind == 2:
+                line[i] = (line[i] + up) & 0xFF
+            elif kind == 3:
+                line[i] = (line[i] + (left + up) // 2) & 0xFF
+            elif kind == 4:
+                estimate = left + up - up_left
+                distances = (abs(estimate - left), abs(estimate - up), abs(estimate - up_left))
+                predictor = (left, up, up_left)[distances.index(min(distances))]
+                line[i] = (line[i] + predictor) & 0xFF
+            elif kind != 0:
+                raise ValueError(f"row {row} has the unknown PNG filter {kind}")
+        pixels.extend(bytes(line[i : i + step]) for i in range(0, stride, step))
+        previous = line
+    return Picture(width, height, pixels)

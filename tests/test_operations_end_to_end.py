@@ -8,8 +8,10 @@ The ``reconciliation_alerts`` sensor, running by default, then posts exactly one
 per closed period with unexplained differences — signed with HMAC-SHA256 over the exact body,
 its event id in a header — none for the provisional month, and none again on its next tick.
 When a period's differences change while the receiver is down, its new alert is refused once,
-sent again on the next tick and accepted exactly once. Headless chromium renders the UI's assets
-page with the groups nexacloud, odoo and reconciliation (screenshot in tests/artifacts/).
+sent again on the next tick and accepted exactly once; every alert's counts are the sandbox's
+ground truth (its manifest), not merely what the warehouse holds. Headless chromium renders the
+UI's assets page with the groups nexacloud, odoo and reconciliation in its DOM, and its screenshot
+(kept in tests/artifacts/) is a drawn page, not a blank one.
 """
 
 from __future__ import annotations
@@ -42,12 +44,14 @@ from fusion_billing_assets.warehouse import read_period
 from tests.conftest import GeneratedSandbox, generate_small_sandbox, throwaway_postgres_database
 from tests.e2e_support import (
     LOOPBACK,
+    WINDOW_SIZE,
     GraphQL,
     ProcessGroups,
     ReceivedRequest,
     WebhookReceiver,
     ensure_chromium,
     free_port,
+    read_png,
     visit_headless,
     wait_for,
 )
@@ -69,6 +73,8 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 # The environment a deployment is configured through; none of it leaks in from the test's shell.
 CONFIGURATION_PREFIXES = ("DAGSTER_", "BILLING_", "ALERT_", "NEXACLOUD_", "ODOO_")
 SENSOR_TICK_SECONDS = 60
+# The statuses that count against the switch (README "Reading the results"), written out here.
+ACCEPTED = {"match", "within_tolerance", "rounding_difference", "waived"}
 TERMINAL_RUN_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
@@ -211,6 +217,9 @@ def test_backfilled_periods_alert_once_each_and_a_refused_alert_arrives_once_the
     # its silence below is the rule for provisional months, not an absence of news.
     held_back = {period: unexplained(results[period]) for period in periods}
     assert all(len(held_back[period]) for period in periods)
+    truth = {period: manifest_statuses(sandbox, period) for period in closed}
+    for period in closed:
+        assert Counter(results[period]["status"]) == truth[period], period
 
     # --- First round: one signed alert per closed period, none for the provisional month ----------
     started = deployment.graphql(START_SENSOR, selector=SENSOR_SELECTOR)["startSensor"]
@@ -227,7 +236,9 @@ def test_backfilled_periods_alert_once_each_and_a_refused_alert_arrives_once_the
     for request in first_round:
         alert = verified_alert(request, deployment.webhook_secret)
         first_alerts[alert["period"]] = alert
-        assert_describes_results(alert, results[alert["period"]], deployment.webserver_url)
+        assert_describes_results(
+            alert, results[alert["period"]], truth[alert["period"]], deployment.webserver_url
+        )
     assert Counter(alert["period"] for alert in map(json_body, first_round)) == Counter(closed)
     assert provisional not in first_alerts
     assert first_tick["error"] is None and first_tick["status"] == "SKIPPED", first_tick
@@ -255,7 +266,9 @@ def test_backfilled_periods_alert_once_each_and_a_refused_alert_arrives_once_the
     refused_alert = verified_alert(refused, deployment.webhook_secret)
     assert refused_alert["period"] == period
     assert refused_alert["fingerprint"] != first_alerts[period]["fingerprint"]
-    assert_describes_results(refused_alert, changed, deployment.webserver_url)
+    # The ground truth, with the customer billed a dollar more moved from match to amount_mismatch.
+    changed_truth = truth[period] - Counter(match=1) + Counter(amount_mismatch=1)
+    assert_describes_results(refused_alert, changed, changed_truth, deployment.webserver_url)
     assert "sent again on the next tick" in (refusing_tick["skipReason"] or ""), refusing_tick
 
     # While the sensor waits for its next tick, the UI is looked at.
@@ -461,6 +474,11 @@ def period_results(deployment: Deployment, period: str) -> pd.DataFrame:
     return results
 
 
+def manifest_statuses(sandbox: GeneratedSandbox, period: str) -> Counter[str]:
+    """How many rows of each status the generator says a closed period must reconcile to."""
+    return Counter(entry["status"] for entry in sandbox.manifest["expected"] if entry["period"] == period)
+
+
 def plain_matching_customer(sandbox: GeneratedSandbox, period: str) -> int:
     """A customer whose period reconciles to the cent and is no edge case of the sandbox."""
     special = {
@@ -514,18 +532,20 @@ def verified_alert(request: ReceivedRequest, secret: str) -> dict[str, Any]:
     return alert
 
 
-def assert_describes_results(alert: dict[str, Any], results: pd.DataFrame, webserver_url: str) -> None:
-    """A mismatch alert states the period's results as the warehouse holds them, and links to them."""
+def assert_describes_results(
+    alert: dict[str, Any], results: pd.DataFrame, truth: Counter[str], webserver_url: str
+) -> None:
+    """A mismatch alert states the period's ground-truth counts and the amounts the warehouse holds,
+    and links to them."""
     period = alert["period"]
     held_back = unexplained(results)
     assert alert["event"] == "reconciliation.mismatch"
     assert alert["provisional"] is False
     assert alert["link"] == f"{webserver_url}/assets/billing/reconciliation?partition={period}"
-    counts = results["status"].value_counts()
-    assert alert["counts_by_status"] == {
-        status: int(counts[status]) for status in STATUSES if status in counts
-    }
-    assert f"{len(held_back)} unexplained difference(s)" in alert["title"]
+    assert alert["counts_by_status"] == dict(truth)
+    assert list(alert["counts_by_status"]) == [status for status in STATUSES if status in truth]
+    unexplained_count = sum(count for status, count in truth.items() if status not in ACCEPTED)
+    assert f"{unexplained_count} unexplained difference(s)" in alert["title"]
     assert alert["total_variance_cents"] == int(results["delta_cents"].abs().sum())
     largest = held_back["delta_cents"].abs().max()
     assert max(abs(difference["delta_cents"]) for difference in alert["largest_differences"]) == largest
@@ -552,5 +572,12 @@ def check_the_assets_page(deployment: Deployment) -> None:
     screenshot = ARTIFACTS / "assets-page.png"
     screenshot.unlink(missing_ok=True)
     visit_headless(url, f"--screenshot={screenshot}", profile=profiles / "screenshot")
-    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     print(f"\nscreenshot of {url}: {screenshot}")
+    picture = read_png(screenshot.read_bytes())
+    assert (picture.width, picture.height) == WINDOW_SIZE
+    colours = picture.colour_shares()
+    _, background_pixels = colours.most_common(1)[0]
+    drawn = 1 - background_pixels / len(picture.pixels)
+    # A blank page is one colour, a spinner alone a few hundred pixels; the assets table, the
+    # navigation and their anti-aliased text are tens of thousands of pixels in dozens of colours.
+    assert len(colours) >= 32 and drawn >= 0.01, f"{len(colours)} colours, {drawn:.2%} drawn: {screenshot}"

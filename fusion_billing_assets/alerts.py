@@ -35,6 +35,7 @@ from fusion_billing_assets.reports import status_counts, total_variance_cents
 
 LARGEST_SHOWN = 5
 MISMATCH, RESOLVED, RUN_FAILED = "reconciliation.mismatch", "reconciliation.resolved", "run.failed"
+CHANGED_SINCE_SIGNOFF = "reconciliation.changed_since_signoff"
 SIGNATURE_HEADER, TIMESTAMP_HEADER, EVENT_ID_HEADER = (
     "X-Fusion-Signature",
     "X-Fusion-Timestamp",
@@ -185,6 +186,48 @@ def run_failure_alert(
         lines=(error.strip()[:500],) if error else (),
         link=link,
         details={"run_id": run_id, "job": job, "period": period, "failed_steps": failed_steps},
+    )
+
+
+def signoff_change_alert(
+    period: str,
+    changes: pd.DataFrame,
+    *,
+    signed_off_by: str,
+    signed_off_run_id: str,
+    changed_inputs: list[str],
+    changes_id: str,
+    link: str | None,
+) -> Alert:
+    """A signed-off period whose figures moved in a re-run: who signed what, and what moved."""
+    why = (
+        f"Inputs changed since the signed-off run: {', '.join(changed_inputs)}."
+        if changed_inputs
+        else "No input changed since the signed-off run."
+    )
+    return Alert(
+        event=CHANGED_SINCE_SIGNOFF,
+        title=(
+            f"Billing period {period}, signed off by {signed_off_by}, changed: "
+            f"{len(changes)} row(s) differ from the signed-off run {signed_off_run_id}."
+        ),
+        lines=(
+            why,
+            *(
+                f"• {_who(row)}: {row.old_status} → {row.new_status}; {row.moved}"
+                for row in changes.head(LARGEST_SHOWN).itertuples()
+            ),
+            "The signed-off figures are kept in billing_reconciliation_history.",
+        ),
+        link=link,
+        details={
+            "period": period,
+            "signed_off_by": signed_off_by,
+            "signed_off_run_id": signed_off_run_id,
+            "changes": changes_id,
+            "changed_inputs": changed_inputs,
+            "rows_changed": len(changes),
+        },
     )
 
 

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import base64
 import html
-from collections.abc import Iterable, Mapping
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -205,6 +209,40 @@ def _tick_label(cents: int, step: int) -> str:
 # --- Files -------------------------------------------------------------------------------------
 
 
+@contextmanager
+def staged_folder(target: Path) -> Iterator[Path]:
+    """A fresh folder to write ``target``'s files into; it replaces ``target`` only on success.
+
+    On an error inside the block the staging folder is removed and ``target`` keeps its files, so
+    a report and the results it describes are replaced together or not at all. The folder is made
+    beside ``target`` (same file system), so putting it in place is a rename.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    previous = target.parent / f".{target.name}.previous-{staging.name.rsplit('-', 1)[-1]}"
+    if target.exists():
+        target.rename(previous)
+    staging.rename(target)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class ReportAudit:
+    """Which run a report shows, whether the period is signed off, and what moved since."""
+
+    run_id: str
+    signed_off_by: str | None = None
+    signed_off_at: datetime | None = None
+    signed_off_run_id: str | None = None
+    changes: pd.DataFrame | None = None  # billing.audit.changes_since_signoff
+    changed_inputs: tuple[str, ...] = ()
+
+
 def write_period_report(
     directory: Path,
     period: date,
@@ -213,6 +251,7 @@ def write_period_report(
     *,
     provisional: bool,
     generated_at: datetime,
+    audit: ReportAudit | None = None,
 ) -> dict[str, Path]:
     """Write the period's results and lines as CSV, and the HTML page; return their paths.
 
@@ -230,7 +269,9 @@ def write_period_report(
     }
     with_dollars(in_severity_order(results)).to_csv(paths["results_csv"], index=False, encoding="utf-8-sig")
     with_dollars(lines).to_csv(paths["lines_csv"], index=False, encoding="utf-8-sig")
-    page = period_report_html(period, results, lines, provisional=provisional, generated_at=generated_at)
+    page = period_report_html(
+        period, results, lines, provisional=provisional, generated_at=generated_at, audit=audit
+    )
     paths["html"].write_text(page, encoding="utf-8")
     return paths
 
@@ -254,6 +295,7 @@ def period_report_html(
     *,
     provisional: bool,
     generated_at: datetime,
+    audit: ReportAudit | None = None,
 ) -> str:
     """The period's reconciliation as one self-contained HTML page (inline CSS and chart)."""
     month = period.strftime("%B %Y")
@@ -297,8 +339,10 @@ def period_report_html(
         f"<dt>Total variance</dt><dd>{_text(format_cents(total_variance_cents(results)))}</dd>",
         f'<dt>Unexplained</dt><dd class="{"bad" if len(held_back) else "good"}">{len(held_back)} rows, '
         f"{_text(format_cents(total_variance_cents(held_back)))}</dd>",
+        *_audit_summary_html(audit),
         "</dl>",
         f'<p class="verdict {"bad" if len(held_back) else "good"}">{_text(verdict)}</p>',
+        *_changes_since_signoff_html(audit),
         '<div class="side-by-side">',
         '<table class="counts"><thead><tr><th>Status</th><th class="num">Rows</th>'
         '<th class="num">Total |delta|</th><th>Meaning</th></tr></thead><tbody>',
@@ -331,6 +375,49 @@ def period_report_html(
         "</html>",
     ]
     return "\n".join(parts) + "\n"
+
+
+def _audit_summary_html(audit: ReportAudit | None) -> list[str]:
+    if audit is None:
+        return []
+    if audit.signed_off_by is None:
+        signoff = "not signed off"
+    else:
+        when = (
+            audit.signed_off_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if audit.signed_off_at else ""
+        )
+        signoff = f"signed off by {audit.signed_off_by} on {when} (run {audit.signed_off_run_id})"
+    return [
+        f"<dt>Run</dt><dd>{_text(audit.run_id)}</dd>",
+        f"<dt>Sign-off</dt><dd>{_text(signoff)}</dd>",
+    ]
+
+
+def _changes_since_signoff_html(audit: ReportAudit | None) -> list[str]:
+    if audit is None or audit.changes is None or audit.changes.empty:
+        return []
+    why = (
+        f"Inputs that changed since the signed-off run: {', '.join(audit.changed_inputs)}."
+        if audit.changed_inputs
+        else "No input changed: the reconciliation judged the same inputs differently."
+    )
+    parts = [
+        '<div class="banner changed" role="alert"><strong>Changed since sign-off.</strong> '
+        f"{len(audit.changes)} row(s) moved since {_text(audit.signed_off_by or '')} signed off run "
+        f"{_text(audit.signed_off_run_id or '')}. {_text(why)} The signed-off figures are kept in "
+        "billing_reconciliation_history.</div>",
+        '<table class="changes"><thead><tr><th>Customer</th><th>Odoo partner</th><th>Change</th>'
+        "<th>Status</th><th>What moved</th></tr></thead><tbody>",
+    ]
+    for row in audit.changes.to_dict("records"):
+        status = f"{_optional(row['old_status'])} → {_optional(row['new_status'])}"
+        parts.append(
+            f"<tr><td>{_text(_id_label(row['customer_id']))}</td>"
+            f"<td>{_text(_id_label(row['partner_id']))}</td><td>{_text(row['change'])}</td>"
+            f"<td>{_text(status)}</td><td>{_text(row['moved'])}</td></tr>"
+        )
+    parts.append("</tbody></table>")
+    return parts
 
 
 def _result_row_html(row: Mapping[str, Any]) -> str:
@@ -491,6 +578,8 @@ h1 { margin-bottom: 0.2rem; } h2 { margin-top: 2rem; border-bottom: 1px solid #e
 .lede { color: #52606d; margin-top: 0; }
 .banner { padding: 0.75rem 1rem; border-radius: 6px; margin: 1rem 0; }
 .provisional { background: #fff7d6; border: 1px solid #e0b000; }
+.changed { background: #fde8e4; border: 1px solid #c0392b; }
+table.changes { margin-bottom: 1.5em; }
 dl.summary { display: grid; grid-template-columns: max-content auto; gap: 0.25rem 1.5rem; }
 dl.summary dt { font-weight: 600; } dl.summary dd { margin: 0; }
 .good { color: #1e6f3d; } .bad { color: #b42318; font-weight: 600; }

@@ -35,7 +35,17 @@ from fusion_billing_assets.warehouse import billing_reconciliation
 from tests.conftest import GeneratedSandbox
 
 RECONCILIATION = AssetKey(["billing", "reconciliation"])
-CHECKS = ("one_row_per_customer", "leg_totals_match_invoices", "no_unexplained_differences")
+CHECKS = (
+    "one_row_per_customer",
+    "leg_totals_match_invoices",
+    "no_unexplained_differences",
+    "unchanged_since_signoff",
+)
+# A changed signed-off period is worth a look, not an error: the signed-off figures are kept.
+SEVERITIES = {
+    **dict.fromkeys(CHECKS, AssetCheckSeverity.ERROR),
+    "unchanged_since_signoff": AssetCheckSeverity.WARN,
+}
 PARTITION_TAG = "dagster/partition"
 ASSETS = [*nexacloud.assets, *odoo.assets, *reconciliation.assets]
 
@@ -50,7 +60,7 @@ class StoredPeriods:
     runs: dict[str, ExecuteInProcessResult]
 
     def judge(self, period: str | None = None) -> dict[str, AssetCheckEvaluation]:
-        """Run the three checks alone, as "Execute" does (no asset step); ``period`` tags the run
+        """Run the checks alone, as "Execute" does (no asset step); ``period`` tags the run
         with a billing period, as a run launched for one partition is."""
         result = materialize(
             ASSETS,
@@ -110,7 +120,7 @@ def test_checks_run_alone_judge_the_latest_reconciled_period_as_the_materializin
         assert metadata(alone[name]) == metadata(in_run[name]), name
         assert metadata(alone[name])["billing_period"] == latest
         assert alone[name].passed == in_run[name].passed
-        assert alone[name].severity == AssetCheckSeverity.ERROR
+        assert alone[name].severity == SEVERITIES[name]
     assert alone["one_row_per_customer"].passed and alone["leg_totals_match_invoices"].passed
     # The sandbox injects unexplained differences in every closed period.
     assert not alone["no_unexplained_differences"].passed

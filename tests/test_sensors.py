@@ -219,7 +219,8 @@ def test_the_first_tick_alerts_each_mismatching_period_once_and_no_clean_one(ins
     assert f"sent {AUGUST} ({MISMATCH}), {OCTOBER} ({MISMATCH})" in outcome.skip_message
     assert "1 materialization(s) needed no new alert" in outcome.skip_message
     state = json.loads(cursor)
-    assert set(state) == {"after_storage_id", "fingerprints"}
+    assert set(state) == {"after_storage_id", "fingerprints", "signoff_changes"}
+    assert state["signoff_changes"] == {}  # no period is signed off
     assert state["after_storage_id"] == last
     assert state["fingerprints"] == {AUGUST: alerts[0]["fingerprint"], OCTOBER: alerts[1]["fingerprint"]}
 
@@ -313,7 +314,7 @@ def test_an_unreachable_receiver_holds_the_cursor_where_it_was(instance, warehou
 
     assert "ConnectError" in outcome.skip_message and "next tick" in outcome.skip_message
     assert str(closed_port) not in outcome.skip_message
-    assert json.loads(cursor) == {"after_storage_id": 0, "fingerprints": {}}
+    assert json.loads(cursor) == {"after_storage_id": 0, "fingerprints": {}, "signoff_changes": {}}
 
     alert_tick(instance, warehouse, channel(receiver), cursor)
     assert [alert["period"] for alert in receiver.accepted()] == [OCTOBER]
@@ -326,7 +327,7 @@ def test_a_provisional_month_is_alerted_only_when_asked_and_once_it_has_closed(i
     outcome, cursor = alert_tick(instance, warehouse, channel(receiver), None)
     assert receiver.received == []
     assert "1 materialization(s) needed no new alert" in outcome.skip_message
-    assert json.loads(cursor) == {"after_storage_id": quiet, "fingerprints": {}}
+    assert json.loads(cursor) == {"after_storage_id": quiet, "fingerprints": {}, "signoff_changes": {}}
 
     reconciled(instance, NOVEMBER)
     _, asked_cursor = alert_tick(instance, warehouse, channel(receiver, include_provisional=True), cursor)

@@ -1,10 +1,12 @@
 """The reconciliation: account mapping, expected charges, the three-way diff and flip readiness.
 
 The assets are thin: they hand the period's frames to ``billing.reconcile`` and record the result.
-The ``reconciliation`` asset replaces the period's rows in the warehouse in one transaction, reads
-them back and writes the period's report for finance.
+The ``reconciliation`` asset replaces the period's rows in the warehouse in one transaction, keeps
+them in the history with the fingerprints of its inputs (docs/design.md §12), reads them back,
+compares them with the period's sign-off if it has one, and writes the period's report for
+finance; the report is put in place only once the transaction committed.
 
-Its three checks judge what the warehouse holds, not what a run meant to write: each reads the
+Its checks judge what the warehouse holds, not what a run meant to write: each reads the
 period's stored rows (and the stored source frames it compares them with), so it runs after the
 asset in the reconciliation job and can also be executed on its own to re-judge a stored period.
 They are unpartitioned checks of a partitioned asset (partitioned checks are a preview in 1.13,
@@ -32,10 +34,21 @@ from dagster import (
     asset_check,
 )
 
+from fusion_billing_assets.billing.audit import (
+    InputFingerprint,
+    changed_inputs,
+    changes_markdown,
+    changes_since_signoff,
+    combined_fingerprint,
+    file_fingerprint,
+    frame_fingerprint,
+    settings_fingerprint,
+)
 from fusion_billing_assets.billing.charges import TaxRounding
 from fusion_billing_assets.billing.expected import expected_charges as compute_expected_charges
 from fusion_billing_assets.billing.expected import expected_invoices
 from fusion_billing_assets.billing.money import format_cents
+from fusion_billing_assets.billing.readiness import PeriodSignoff
 from fusion_billing_assets.billing.readiness import flip_readiness as judge_flip_readiness
 from fusion_billing_assets.billing.reconcile import (
     PeriodInputs,
@@ -51,14 +64,27 @@ from fusion_billing_assets.defs.frames import OWNERS, frame_metadata, period_ass
 from fusion_billing_assets.defs.resources import ReconciliationPolicy, Warehouse
 from fusion_billing_assets.partitions import billing_periods, window_of
 from fusion_billing_assets.reports import (
+    ReportAudit,
     largest_differences_markdown,
+    staged_folder,
     status_counts,
     svg_markdown_image,
     total_variance_cents,
     variance_chart_svg,
     write_period_report,
 )
-from fusion_billing_assets.warehouse import ensure_tables, read_period, read_results, replace_period
+from fusion_billing_assets.warehouse import (
+    RunRecord,
+    active_signoff,
+    ensure_tables,
+    prune_history,
+    read_period,
+    read_results,
+    read_run_results,
+    read_runs,
+    record_run,
+    replace_period,
+)
 
 GROUP = "reconciliation"
 KEY_PREFIX = "billing"
@@ -68,6 +94,7 @@ RECONCILIATION = AssetKey([KEY_PREFIX, "reconciliation"])
 ONE_ROW_PER_CUSTOMER = "one_row_per_customer"
 LEG_TOTALS_MATCH_INVOICES = "leg_totals_match_invoices"
 NO_UNEXPLAINED_DIFFERENCES = "no_unexplained_differences"
+UNCHANGED_SINCE_SIGNOFF = "unchanged_since_signoff"
 
 
 def _ins(**keys: tuple[str, str]) -> dict[str, AssetIn]:
@@ -230,20 +257,53 @@ def reconciliation(
         expected_invoices=expected_invoices(expected_lines, rounding=rounding),
     )
     results, lines = reconcile(inputs, mapping, waivers, Policy(tolerance_cents=policy.tolerance_cents), now)
-    with warehouse.begin() as connection:
+    fingerprints = _input_fingerprints(
+        policy,
+        {
+            "nexacloud/customers": customers,
+            "nexacloud/plans": plans,
+            "nexacloud/deployments": deployments,
+            "nexacloud/usage": nexacloud_usage,
+            "nexacloud/invoices": nexacloud_invoices,
+            "nexacloud/invoice_lines": nexacloud_invoice_lines,
+            "billing/account_mapping": mapping,
+            "odoo/partners": partners,
+            "odoo/subscriptions": subscriptions,
+            "odoo/usage": odoo_usage,
+            "odoo/invoices": odoo_invoices,
+            "odoo/invoice_lines": odoo_invoice_lines,
+            "billing/expected_charges": expected_lines,
+        },
+    )
+    run = RunRecord(
+        run_id=context.run.run_id,
+        period=window.period,
+        reconciled_at=now,
+        provisional=provisional,
+        input_fingerprints={name: fingerprint.as_json() for name, fingerprint in fingerprints.items()},
+        inputs_fingerprint=combined_fingerprint(fingerprints),
+    )
+    report_dir = Path(policy.reports_dir) / window.key
+    # One transaction: the current view, the history and the reports stand together or not at all.
+    # The reports are written to a staging folder inside it and moved into place once it commits.
+    with staged_folder(report_dir) as staging, warehouse.begin() as connection:
         ensure_tables(connection)
         replace_period(connection, window.period, results, lines)
-    # Judge and report what the warehouse now holds, not the frame we meant to write.
-    with warehouse.begin() as connection:
+        record_run(connection, run, results)
+        prune_history(connection, window.period, policy.history_keep_runs)
+        # Judge and report what the warehouse now holds, not the frame we meant to write.
         stored, stored_lines = read_period(connection, window.period)
-    reports = write_period_report(
-        Path(policy.reports_dir) / window.key,
-        window.period,
-        stored,
-        stored_lines,
-        provisional=provisional,
-        generated_at=now,
-    )
+        audit = _audit_against_signoff(connection, run, stored)
+        staged = write_period_report(
+            staging,
+            window.period,
+            stored,
+            stored_lines,
+            provisional=provisional,
+            generated_at=now,
+            audit=audit,
+        )
+    reports = {kind: report_dir / path.name for kind, path in staged.items()}
     counts = status_counts(stored)
     held_back = unexplained(stored)
     context.log.info(
@@ -262,8 +322,59 @@ def reconciliation(
             "largest_differences": MetadataValue.md(largest_differences_markdown(stored, limit=20)),
             "variance_by_status": MetadataValue.md(svg_markdown_image(variance_chart_svg(stored))),
             **{f"report_{kind}": MetadataValue.path(str(path)) for kind, path in reports.items()},
+            "run_id": context.run.run_id,
+            "inputs_fingerprint": run.inputs_fingerprint,
+            "input_fingerprints": MetadataValue.json(dict(run.input_fingerprints)),
+            **_signoff_metadata(audit),
         },
     )
+
+
+def _input_fingerprints(
+    policy: ReconciliationPolicy, frames: dict[str, pd.DataFrame]
+) -> dict[str, InputFingerprint]:
+    return {
+        **{name: frame_fingerprint(frame) for name, frame in frames.items()},
+        "waivers": file_fingerprint(policy.waivers_file),
+        "policy": settings_fingerprint(
+            {"tolerance_cents": policy.tolerance_cents, "tax_rounding": policy.tax_rounding}
+        ),
+    }
+
+
+def _audit_against_signoff(connection, run: RunRecord, stored: pd.DataFrame) -> ReportAudit:
+    """This run against the period's active sign-off: who signed which run, what moved since."""
+    signoff = active_signoff(connection, run.period)
+    if signoff is None:
+        return ReportAudit(run_id=run.run_id)
+    signed_run = read_runs(connection, run.period).set_index("run_id")
+    signed_inputs = (
+        signed_run.at[signoff["run_id"], "input_fingerprints"]
+        if signoff["run_id"] in signed_run.index
+        else {}
+    )
+    changes = changes_since_signoff(read_run_results(connection, signoff["run_id"]), stored)
+    return ReportAudit(
+        run_id=run.run_id,
+        signed_off_by=signoff["signed_by"],
+        signed_off_at=signoff["signed_at"],
+        signed_off_run_id=signoff["run_id"],
+        changes=changes,
+        changed_inputs=tuple(changed_inputs(signed_inputs, run.input_fingerprints)),
+    )
+
+
+def _signoff_metadata(audit: ReportAudit) -> dict:
+    if audit.signed_off_by is None:
+        return {"signed_off": False}
+    changes = audit.changes if audit.changes is not None else pd.DataFrame()
+    return {
+        "signed_off": True,
+        "signed_off_by": audit.signed_off_by,
+        "signed_off_run_id": audit.signed_off_run_id,
+        "rows_changed_since_signoff": len(changes),
+        "changed_since_signoff": MetadataValue.md(changes_markdown(changes, audit.changed_inputs)),
+    }
 
 
 @asset(
@@ -285,7 +396,16 @@ def flip_readiness(
     with warehouse.begin() as connection:
         ensure_tables(connection)
         results = read_results(connection, closed)
-    readiness = judge_flip_readiness(results, closed, reconciliation_policy.flip_ready_periods)
+        latest_runs, signoffs = _runs_and_signoffs(
+            connection, closed[-reconciliation_policy.flip_ready_periods :]
+        )
+    readiness = judge_flip_readiness(
+        results,
+        closed,
+        reconciliation_policy.flip_ready_periods,
+        latest_runs=latest_runs,
+        signoffs=signoffs if reconciliation_policy.flip_requires_signoff else None,
+    )
     context.log.info(f"flip readiness: {readiness.verdict}; " + "; ".join(readiness.reasons))
     reasons = "\n".join(f"- {reason}" for reason in readiness.reasons) or "- every judged period is clean"
     return MaterializeResult(
@@ -295,9 +415,27 @@ def flip_readiness(
             "required_clean_periods": reconciliation_policy.flip_ready_periods,
             "reasons": MetadataValue.md(reasons),
             "unexplained_by_period": MetadataValue.json(readiness.unexplained_by_period),
+            "requires_signoff": reconciliation_policy.flip_requires_signoff,
+            "runs_judged": MetadataValue.json(readiness.runs_judged),
             "judged_at": now.isoformat(timespec="seconds"),
         }
     )
+
+
+def _runs_and_signoffs(connection, periods) -> tuple[dict, dict[object, PeriodSignoff]]:
+    """Each period's latest run, and its active sign-off with the rows moved since."""
+    latest_runs, signoffs = {}, {}
+    for period in periods:
+        runs = read_runs(connection, period)
+        if len(runs):
+            latest_runs[period] = str(runs.iloc[-1]["run_id"])
+        signoff = active_signoff(connection, period)
+        if signoff is not None:
+            moved = changes_since_signoff(
+                read_run_results(connection, signoff["run_id"]), read_results(connection, [period])
+            )
+            signoffs[period] = PeriodSignoff(signoff["run_id"], signoff["signed_by"], rows_moved=len(moved))
+    return latest_runs, signoffs
 
 
 def _stored_frames(**keys: tuple[str, str]) -> dict[str, AssetIn]:
@@ -386,6 +524,57 @@ def no_unexplained_differences(context: AssetCheckExecutionContext, warehouse: W
     return _no_unexplained_differences(period, unexplained(_stored_results(warehouse, period)))
 
 
+@asset_check(
+    asset=reconciliation,
+    name=UNCHANGED_SINCE_SIGNOFF,
+    description="A signed-off period's current results are the figures that were signed off.",
+)
+def unchanged_since_signoff(context: AssetCheckExecutionContext, warehouse: Warehouse) -> AssetCheckResult:
+    period = judged_period(context)
+    with warehouse.begin() as connection:
+        ensure_tables(connection)
+        window = window_of(period)
+        signoff = active_signoff(connection, window.period)
+        if signoff is None:
+            return AssetCheckResult(
+                check_name=UNCHANGED_SINCE_SIGNOFF,
+                passed=True,
+                severity=AssetCheckSeverity.WARN,
+                description="the period is not signed off: nothing to compare",
+                metadata={"billing_period": period, "signed_off": False},
+            )
+        runs = read_runs(connection, window.period).set_index("run_id")
+        stored = read_results(connection, [window.period])
+        changes = changes_since_signoff(read_run_results(connection, signoff["run_id"]), stored)
+        latest = runs.index[-1] if len(runs) else None
+        why = (
+            changed_inputs(
+                runs.at[signoff["run_id"], "input_fingerprints"], runs.at[latest, "input_fingerprints"]
+            )
+            if latest is not None and signoff["run_id"] in runs.index
+            else []
+        )
+    return AssetCheckResult(
+        check_name=UNCHANGED_SINCE_SIGNOFF,
+        passed=changes.empty,
+        severity=AssetCheckSeverity.WARN,
+        description=(
+            f"unchanged since {signoff['signed_by']} signed off run {signoff['run_id']}"
+            if changes.empty
+            else f"{len(changes)} row(s) changed since {signoff['signed_by']} signed off run {signoff['run_id']}"
+        ),
+        metadata={
+            "billing_period": period,
+            "signed_off": True,
+            "signed_off_by": signoff["signed_by"],
+            "signed_off_run_id": signoff["run_id"],
+            "rows_changed": len(changes),
+            "changed_inputs": MetadataValue.json(why),
+            "changes": MetadataValue.md(changes_markdown(changes, why)),
+        },
+    )
+
+
 def _one_row_per_customer(period: str, stored: pd.DataFrame, customers: pd.DataFrame) -> AssetCheckResult:
     customer_rows = stored[stored["customer_id"].notna()]
     partner_rows = stored[stored["customer_id"].isna()]
@@ -459,6 +648,11 @@ def _ids(values: pd.Series) -> list[int]:
     return [int(value) for value in values.dropna()][:MAX_LISTED_IDS]
 
 
-asset_checks = [one_row_per_customer, leg_totals_match_invoices, no_unexplained_differences]
+asset_checks = [
+    one_row_per_customer,
+    leg_totals_match_invoices,
+    no_unexplained_differences,
+    unchanged_since_signoff,
+]
 # Definitions takes checks in its assets too (an AssetChecksDefinition is an AssetsDefinition).
 assets = [account_mapping, expected_charges, reconciliation, flip_readiness, *asset_checks]

@@ -21,7 +21,13 @@ from sqlalchemy.exc import DBAPIError
 from fusion_billing_assets.alerts import AlertChannelConfig
 from fusion_billing_assets.settings import Settings, redact_url
 from fusion_billing_assets.sources.nexacloud import read_only_engine
-from fusion_billing_assets.sources.odoo import DEFAULT_PAGE_SIZE, OdooClient, OdooProtocol
+from fusion_billing_assets.sources.odoo import (
+    DEFAULT_DEADLINE_SECONDS,
+    DEFAULT_PAGE_SIZE,
+    OdooClient,
+    OdooProtocol,
+    RetryPolicy,
+)
 
 
 class NexaCloudDatabase(ConfigurableResource):
@@ -53,6 +59,13 @@ class OdooAPI(ConfigurableResource):
     login: str | None = Field(default=None, description="Login of the API key's user; needed by jsonrpc.")
     timeout_seconds: float = Field(default=60.0, description="Read timeout of one HTTP request.")
     page_size: int = Field(default=DEFAULT_PAGE_SIZE, description="Records per keyset page.")
+    deadline_seconds: float = Field(
+        default=DEFAULT_DEADLINE_SECONDS, description="Wall-clock limit of one request, body included."
+    )
+    max_elapsed_seconds: float = Field(
+        default=RetryPolicy().max_elapsed_seconds,
+        description="Wall-clock limit of one call, retries included.",
+    )
 
     @contextmanager
     def get_client(self) -> Iterator[OdooClient]:
@@ -65,6 +78,8 @@ class OdooAPI(ConfigurableResource):
                 protocol=self.protocol,
                 login=self.login,
                 page_size=self.page_size,
+                deadline_seconds=self.deadline_seconds,
+                retry=RetryPolicy(max_elapsed_seconds=self.max_elapsed_seconds),
             )
 
     def transport(self) -> httpx.BaseTransport | None:

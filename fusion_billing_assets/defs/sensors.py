@@ -29,12 +29,21 @@ from fusion_billing_assets.alerts import (
     deliver,
     period_alert,
     run_failure_alert,
+    signoff_change_alert,
 )
+from fusion_billing_assets.billing.audit import changed_inputs, changes_fingerprint, changes_since_signoff
 from fusion_billing_assets.defs.jobs import REASON_TAG, reconcile_billing_period
 from fusion_billing_assets.defs.resources import AlertChannel, NexaCloudDatabase, Warehouse
 from fusion_billing_assets.partitions import billing_periods, window_of
 from fusion_billing_assets.sources.nexacloud import latest_usage_recorded_at
-from fusion_billing_assets.warehouse import ensure_tables, read_period
+from fusion_billing_assets.warehouse import (
+    active_signoff,
+    ensure_tables,
+    read_period,
+    read_results,
+    read_run_results,
+    read_runs,
+)
 
 RECONCILIATION = AssetKey(["billing", "reconciliation"])
 MATERIALIZATIONS_PER_TICK = 50
@@ -48,17 +57,28 @@ class AlertCursor:
 
     after_storage_id: int = 0
     fingerprints: dict[str, str] = field(default_factory=dict)
+    # Period -> the changes since its sign-off the channel was last told about.
+    signoff_changes: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, cursor: str | None) -> "AlertCursor":
         if not cursor:
             return cls()
         data = json.loads(cursor)
-        return cls(after_storage_id=int(data["after_storage_id"]), fingerprints=dict(data["fingerprints"]))
+        return cls(
+            after_storage_id=int(data["after_storage_id"]),
+            fingerprints=dict(data["fingerprints"]),
+            signoff_changes=dict(data.get("signoff_changes", {})),
+        )
 
     def dump(self) -> str:
         return json.dumps(
-            {"after_storage_id": self.after_storage_id, "fingerprints": self.fingerprints}, sort_keys=True
+            {
+                "after_storage_id": self.after_storage_id,
+                "fingerprints": self.fingerprints,
+                "signoff_changes": self.signoff_changes,
+            },
+            sort_keys=True,
         )
 
     def state(self, period: str) -> PeriodAlertState:
@@ -76,7 +96,8 @@ class AlertCursor:
     minimum_interval_seconds=60,
     default_status=DefaultSensorStatus.RUNNING,
     description="One alert per billing period with unexplained differences, again when they change, "
-    "and a resolution message when the period reconciles.",
+    "a resolution message when the period reconciles, and one message when a signed-off period's "
+    "figures change.",
 )
 def reconciliation_alerts(
     context: SensorEvaluationContext, warehouse: Warehouse, alert_channel: AlertChannel
@@ -98,6 +119,7 @@ def reconciliation_alerts(
         with warehouse.begin() as connection:
             ensure_tables(connection)
             results, _ = read_period(connection, date.fromisoformat(period))
+            signoff_alert = _signoff_change_alert(connection, period, cursor, alert_channel)
         provisional = bool(results["provisional"].any()) if len(results) else False
         if provisional and not alert_channel.include_provisional:
             quiet += 1
@@ -105,6 +127,8 @@ def reconciliation_alerts(
             continue
         link = alert_channel.link(f"assets/billing/reconciliation?partition={period}")
         alert, state = period_alert(period, results, cursor.state(period), link)
+        if alert is None and signoff_alert is None:
+            quiet += 1
         if alert is not None:
             try:
                 delivered = deliver(alert, alert_channel.config())
@@ -115,9 +139,17 @@ def reconciliation_alerts(
             (sent if delivered else logged).append(f"{period} ({alert.event})")
             if not delivered:
                 context.log.info(f"No alert channel configured; the alert would say:\n{alert.text()}")
-        else:
-            quiet += 1
         cursor.remember(period, state)
+        if signoff_alert is not None:
+            try:
+                delivered = deliver(signoff_alert, alert_channel.config())
+            except AlertDeliveryError as error:
+                context.update_cursor(cursor.dump())
+                return SkipReason(f"{error}; the {period} alert will be sent again on the next tick.")
+            (sent if delivered else logged).append(f"{period} ({signoff_alert.event})")
+            if not delivered:
+                context.log.info(f"No alert channel configured; the alert would say:\n{signoff_alert.text()}")
+            cursor.signoff_changes[period] = signoff_alert.details["changes"]
         cursor.after_storage_id = record.storage_id
     context.update_cursor(cursor.dump())
     parts = []
@@ -127,6 +159,38 @@ def reconciliation_alerts(
         parts.append(f"logged {', '.join(logged)} (no channel configured)")
     parts.append(f"{quiet} materialization(s) needed no new alert")
     return SkipReason(f"Handled {len(records)} reconciliation materialization(s): " + "; ".join(parts) + ".")
+
+
+def _signoff_change_alert(connection, period: str, cursor: AlertCursor, alert_channel: AlertChannel):
+    """The alert a signed-off period whose figures moved calls for, once per set of changes."""
+    window = window_of(period)
+    signoff = active_signoff(connection, window.period)
+    if signoff is None:
+        cursor.signoff_changes.pop(period, None)
+        return None
+    stored = read_results(connection, [window.period])
+    changes = changes_since_signoff(read_run_results(connection, signoff["run_id"]), stored)
+    if changes.empty:
+        cursor.signoff_changes.pop(period, None)
+        return None
+    changes_id = f"{signoff['signoff_id']}:{changes_fingerprint(changes)}"
+    if cursor.signoff_changes.get(period) == changes_id:
+        return None
+    runs = read_runs(connection, window.period).set_index("run_id")
+    why = (
+        changed_inputs(runs.at[signoff["run_id"], "input_fingerprints"], runs.iloc[-1]["input_fingerprints"])
+        if signoff["run_id"] in runs.index
+        else []
+    )
+    return signoff_change_alert(
+        period,
+        changes,
+        signed_off_by=signoff["signed_by"],
+        signed_off_run_id=signoff["run_id"],
+        changed_inputs=why,
+        changes_id=changes_id,
+        link=alert_channel.link(f"assets/billing/reconciliation?partition={period}"),
+    )
 
 
 @sensor(

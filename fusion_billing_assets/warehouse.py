@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -119,6 +119,8 @@ billing_reconciliation_runs = Table(
     Column("total_variance_cents", BigInteger, nullable=False),
     Column("inputs_fingerprint", Text, nullable=False),
     Column("input_fingerprints", Text, nullable=False),  # JSON: input name -> {rows, sha256}
+    # JSON: what the run's source frames said, for the checks that judge the stored rows later.
+    Column("source_facts", Text, nullable=False),
     Index("billing_reconciliation_runs_period", "billing_period", "reconciled_at"),
 )
 
@@ -216,6 +218,8 @@ class RunRecord:
     provisional: bool
     input_fingerprints: Mapping[str, Mapping[str, Any]]  # input name -> {"rows", "sha256"}
     inputs_fingerprint: str
+    # e.g. the customer ids and each system's invoice total of the frames the run read.
+    source_facts: Mapping[str, Any] = field(default_factory=dict)
 
 
 def record_run(connection: Connection, run: RunRecord, results: pd.DataFrame) -> None:
@@ -245,6 +249,7 @@ def record_run(connection: Connection, run: RunRecord, results: pd.DataFrame) ->
             "total_variance_cents": variance,
             "inputs_fingerprint": run.inputs_fingerprint,
             "input_fingerprints": json.dumps(run.input_fingerprints, sort_keys=True),
+            "source_facts": json.dumps(run.source_facts, sort_keys=True),
         },
     )
     if rows:
@@ -280,7 +285,7 @@ def read_runs(connection: Connection, period: date) -> pd.DataFrame:
     frame = typed_frame(
         connection.execute(statement), {column.name: _handling(column)[0] for column in table.columns}
     )
-    for column in ("counts_by_status", "input_fingerprints"):
+    for column in ("counts_by_status", "input_fingerprints", "source_facts"):
         frame[column] = frame[column].map(json.loads)
     return frame
 

@@ -7,8 +7,9 @@ compares them with the period's sign-off if it has one, and writes the period's 
 finance; the report is put in place only once the transaction committed.
 
 Its checks judge what the warehouse holds, not what a run meant to write: each reads the
-period's stored rows (and the stored source frames it compares them with), so it runs after the
-asset in the reconciliation job and can also be executed on its own to re-judge a stored period.
+period's stored rows (and what the run recorded of its source frames: the customers and each
+system's invoice total), so it runs after the asset in the reconciliation job and can also be
+executed on its own to re-judge a stored period without loading any stored frame.
 They are unpartitioned checks of a partitioned asset (partitioned checks are a preview in 1.13,
 docs/design.md §8): a check judges its run's billing period, or, executed on its own, the period
 of the latest reconciliation, and records the period it judged as ``billing_period``.
@@ -282,6 +283,11 @@ def reconciliation(
         provisional=provisional,
         input_fingerprints={name: fingerprint.as_json() for name, fingerprint in fingerprints.items()},
         inputs_fingerprint=combined_fingerprint(fingerprints),
+        source_facts={
+            "customer_ids": sorted(int(customer_id) for customer_id in customers["customer_id"]),
+            "nexacloud_invoices_total_cents": int(nexacloud_invoices["total_cents"].sum()),
+            "odoo_invoices_total_cents": int(odoo_invoices["total_cents"].sum()),
+        },
     )
     report_dir = Path(policy.reports_dir) / window.key
     # One transaction: the current view, the history and the reports stand together or not at all.
@@ -438,15 +444,6 @@ def _runs_and_signoffs(connection, periods) -> tuple[dict, dict[object, PeriodSi
     return latest_runs, signoffs
 
 
-def _stored_frames(**keys: tuple[str, str]) -> dict[str, AssetIn]:
-    # An unpartitioned check loads every stored period of a frame ({period: frame}); it picks the
-    # one it judges. Periods never materialized are skipped.
-    return {
-        name: AssetIn(key=list(key), metadata={"allow_missing_partitions": True})
-        for name, key in keys.items()
-    }
-
-
 def judged_period(context: AssetCheckExecutionContext) -> str:
     """The run's billing period, or, for a check executed on its own, the latest one reconciled."""
     if context.has_partition_key:
@@ -470,47 +467,42 @@ def _stored_results(warehouse: Warehouse, period: str) -> pd.DataFrame:
         return read_results(connection, [window_of(period).period])
 
 
-def _frame_of(frames: dict[str, pd.DataFrame], period: str, key: str) -> pd.DataFrame:
-    if period not in frames:
-        raise Failure(f"{key} has no stored frame for {period}: materialize the period again to judge it.")
-    return frames[period]
+def _source_facts(warehouse: Warehouse, period: str) -> dict:
+    """What the source frames of the period's latest run said (customers, invoice totals)."""
+    with warehouse.begin() as connection:
+        ensure_tables(connection)
+        runs = read_runs(connection, window_of(period).period)
+    if runs.empty:
+        raise Failure(
+            f"{period} has no recorded reconciliation run: materialize the period again to judge it."
+        )
+    return runs.iloc[-1]["source_facts"]
 
 
 @asset_check(
     asset=reconciliation,
     name=ONE_ROW_PER_CUSTOMER,
     description="Exactly one result row per customer (and per unmapped invoiced partner); no customer lost.",
-    additional_ins=_stored_frames(customers=("nexacloud", "customers")),
 )
-def one_row_per_customer(
-    context: AssetCheckExecutionContext, warehouse: Warehouse, customers: dict[str, pd.DataFrame]
-) -> AssetCheckResult:
+def one_row_per_customer(context: AssetCheckExecutionContext, warehouse: Warehouse) -> AssetCheckResult:
     period = judged_period(context)
-    return _one_row_per_customer(
-        period, _stored_results(warehouse, period), _frame_of(customers, period, "nexacloud/customers")
-    )
+    customers = pd.DataFrame({"customer_id": _source_facts(warehouse, period)["customer_ids"]}, dtype="int64")
+    return _one_row_per_customer(period, _stored_results(warehouse, period), customers)
 
 
 @asset_check(
     asset=reconciliation,
     name=LEG_TOTALS_MATCH_INVOICES,
     description="Each leg's total in the results equals the total of that system's invoices for the period.",
-    additional_ins=_stored_frames(
-        nexacloud_invoices=("nexacloud", "invoices"), odoo_invoices=("odoo", "invoices")
-    ),
 )
-def leg_totals_match_invoices(
-    context: AssetCheckExecutionContext,
-    warehouse: Warehouse,
-    nexacloud_invoices: dict[str, pd.DataFrame],
-    odoo_invoices: dict[str, pd.DataFrame],
-) -> AssetCheckResult:
+def leg_totals_match_invoices(context: AssetCheckExecutionContext, warehouse: Warehouse) -> AssetCheckResult:
     period = judged_period(context)
+    facts = _source_facts(warehouse, period)
     return _leg_totals_match_invoices(
         period,
         _stored_results(warehouse, period),
-        _frame_of(nexacloud_invoices, period, "nexacloud/invoices"),
-        _frame_of(odoo_invoices, period, "odoo/invoices"),
+        nexacloud_invoices_cents=int(facts["nexacloud_invoices_total_cents"]),
+        odoo_invoices_cents=int(facts["odoo_invoices_total_cents"]),
     )
 
 
@@ -599,14 +591,11 @@ def _one_row_per_customer(period: str, stored: pd.DataFrame, customers: pd.DataF
 
 
 def _leg_totals_match_invoices(
-    period: str, stored: pd.DataFrame, nexacloud_invoices: pd.DataFrame, odoo_invoices: pd.DataFrame
+    period: str, stored: pd.DataFrame, *, nexacloud_invoices_cents: int, odoo_invoices_cents: int
 ) -> AssetCheckResult:
     legs = {
-        "nexacloud": (
-            int(stored["nexacloud_total_cents"].sum()),
-            int(nexacloud_invoices["total_cents"].sum()),
-        ),
-        "odoo": (int(stored["odoo_total_cents"].sum()), int(odoo_invoices["total_cents"].sum())),
+        "nexacloud": (int(stored["nexacloud_total_cents"].sum()), nexacloud_invoices_cents),
+        "odoo": (int(stored["odoo_total_cents"].sum()), odoo_invoices_cents),
     }
     return AssetCheckResult(
         check_name=LEG_TOTALS_MATCH_INVOICES,

@@ -38,7 +38,7 @@ from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
-from fusion_billing_assets.billing.statuses import STATUSES, unexplained
+from fusion_billing_assets.billing.statuses import unexplained
 from fusion_billing_assets.settings import PROJECT_ROOT
 from fusion_billing_assets.warehouse import read_period
 from tests.conftest import GeneratedSandbox, generate_small_sandbox, throwaway_postgres_database
@@ -543,7 +543,6 @@ def assert_describes_results(
     assert alert["provisional"] is False
     assert alert["link"] == f"{webserver_url}/assets/billing/reconciliation?partition={period}"
     assert alert["counts_by_status"] == dict(truth)
-    assert list(alert["counts_by_status"]) == [status for status in STATUSES if status in truth]
     unexplained_count = sum(count for status, count in truth.items() if status not in ACCEPTED)
     assert f"{unexplained_count} unexplained difference(s)" in alert["title"]
     assert alert["total_variance_cents"] == int(results["delta_cents"].abs().sum())

@@ -63,17 +63,29 @@ def test_the_reconciliation_jobs_and_resources_are_defined():
 
 
 def test_blocking_referential_checks_guard_the_sources():
-    checks = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
-    assert {
+    """The source frames' referential checks block what is downstream of a broken period; the
+    reconciliation's checks judge without blocking, so the results are written either way."""
+    graph = defs.resolve_asset_graph()
+    specs = {key.name: graph.get_check_spec(key) for key in graph.asset_check_keys}
+    blocking = {
         "deployments_reference_known_customers_and_plans",
         "usage_references_known_deployments",
         "invoice_lines_add_up_to_their_invoices",
         "invoiced_partners_exist",
         "invoice_lines_belong_to_known_invoices",
+    }
+    assert blocking <= set(specs)
+    assert {name for name in blocking if not specs[name].blocking} == set()
+    reconciliation_checks = {
+        key.name: key for key in graph.asset_check_keys if key.asset_key.path == ["billing", "reconciliation"]
+    }
+    assert set(reconciliation_checks) == {
         "one_row_per_customer",
         "leg_totals_match_invoices",
         "no_unexplained_differences",
-    } <= checks
+        "unchanged_since_signoff",
+    }
+    assert not any(graph.get_check_spec(key).blocking for key in reconciliation_checks.values())
 
 
 def test_the_reconciliation_checks_run_in_the_period_job_and_can_be_executed_on_their_own():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from datetime import UTC, date, datetime
@@ -20,8 +21,10 @@ from fusion_billing_assets.settings import LOCAL_INSTANCE_HOME, PROJECT_ROOT, re
 
 DEFAULT_SEED = 7
 RUN_TAGS = {"fusion/trigger": "cli"}
-# The run's full event log is in the UI; the terminal gets a few lines per period.
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The run's full event log is in the UI; the terminal gets a few lines per period, and a failure
+# in the step's own words rather than Dagster's traceback.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+_CLASS_NAME = re.compile(r"[A-Za-z_][\w.]*")
 LOCAL_INSTANCE_CONFIG = """\
 # The embedded instance of the sandbox, created by `fusion-billing reconcile`: runs, events and
 # asset values are kept in SQLite files and folders beside this file. Production uses
@@ -108,11 +111,20 @@ def _signoff(args: argparse.Namespace) -> int:
 
 
 def _failure_sentence(failure) -> str:
-    """What a failed step says in its own words, not Dagster's wrapper around them."""
+    """What a failed step says in its own words, not Dagster's wrapper around them.
+
+    Dagster wraps an exception raised by an asset or op ("Error occurred while executing op …")
+    with the original as its cause; the sentence that names the source, record and field is the
+    original's message, without its class name.
+    """
     error = failure.event_specific_data.error
-    while error.cause is not None and error.message.startswith("dagster."):
+    while error.cause is not None and error.cls_name and error.cls_name.startswith("Dagster"):
         error = error.cause
-    return error.message.strip()
+    message = error.message.strip()
+    name, separator, rest = message.partition(": ")
+    if separator and _CLASS_NAME.fullmatch(name):
+        message = rest
+    return message
 
 
 def _prepare_instance_home() -> Path:
@@ -213,9 +225,7 @@ def _period_report(result) -> list[str]:
         + (f"; failed: {', '.join(failed_checks)}" if failed_checks else "")
     )
     for failure in result.get_step_failure_events():
-        lines.append(
-            f"failed step {failure.step_key}: {failure.event_specific_data.error.message.strip()[:300]}"
-        )
+        lines.append(f"failed step {failure.step_key}: {_failure_sentence(failure)[:500]}")
     return lines
 
 

@@ -303,3 +303,38 @@ def test_readiness_requires_a_signoff_with_nothing_moved_and_names_the_run_it_re
         clean, [OCTOBER], 1, latest_runs=latest, signoffs={OCTOBER: PeriodSignoff("run-1", "Dana")}
     )
     assert signed.ready and signed.runs_judged == {"2026-10-01": "run-1"}
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+def test_the_signoff_command_refuses_in_one_sentence_of_its_own(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("NEXACLOUD_", "ODOO_", "BILLING_", "ALERT_"))
+    }
+    env["DAGSTER_HOME"] = str(tmp_path)
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fusion_billing_assets.cli",
+            "signoff",
+            "--period",
+            "2026-10-01",
+            "--by",
+            "Dana",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 1
+    assert completed.stderr.strip() == (
+        "billing period 2026-10-01 cannot be signed off: the period has no reconciliation results to sign off"
+    )

@@ -185,6 +185,22 @@ def ensure_tables(connection: Connection) -> None:
     metadata.create_all(connection, checkfirst=True)
 
 
+def lock_period(connection: Connection, period: date) -> None:
+    """Make the caller's transaction the period's only writer until it commits or rolls back.
+
+    Call it as the transaction's first statement, so that everything the transaction reads and
+    writes — the current view, the history, the runs — belongs to one run: a second writer of
+    the period waits here for the first to finish, then sees what it committed and replaces it
+    whole. On PostgreSQL this is a transaction-scoped advisory lock per period (taking it again in
+    the same transaction is harmless). On SQLite the guard is the database's single write lock,
+    which the warehouse's transactions hold from ``BEGIN IMMEDIATE`` on
+    (``defs.resources.Warehouse``): by the time this runs it is already held.
+    """
+    if connection.dialect.name == "postgresql":
+        key = parse_period(period).toordinal()
+        connection.execute(select(func.pg_advisory_xact_lock(_PERIOD_LOCK_NAMESPACE, key)))
+
+
 def replace_period(connection: Connection, period: date, results: pd.DataFrame, lines: pd.DataFrame) -> None:
     """Replace one billing period's rows in both tables, in the caller's transaction.
 
@@ -194,13 +210,14 @@ def replace_period(connection: Connection, period: date, results: pd.DataFrame, 
     roll the transaction back (``engine.begin()`` does), which restores the previous rows. No
     savepoint is taken here, because pysqlite commits a savepoint that opens a transaction on its
     release, which would break the caller's atomicity on SQLite.
+
+    It takes the period's lock (``lock_period``) before deleting, in case the caller has not:
+    two runs of the same period would otherwise each delete what they see and both insert.
     """
     period = parse_period(period)
     result_rows = _bound_rows(billing_reconciliation, results, period)
     line_rows = _bound_rows(billing_reconciliation_lines, lines, period)
-    if connection.dialect.name == "postgresql":
-        # Two runs of the same period would otherwise each delete what they see and both insert.
-        connection.execute(select(func.pg_advisory_xact_lock(_PERIOD_LOCK_NAMESPACE, period.toordinal())))
+    lock_period(connection, period)
     for table in (billing_reconciliation_lines, billing_reconciliation):
         connection.execute(table.delete().where(table.c.billing_period == period))
     for table, rows in ((billing_reconciliation, result_rows), (billing_reconciliation_lines, line_rows)):

@@ -78,6 +78,7 @@ from fusion_billing_assets.warehouse import (
     RunRecord,
     active_signoff,
     ensure_tables,
+    lock_period,
     prune_history,
     read_period,
     read_results,
@@ -293,6 +294,7 @@ def reconciliation(
     # One transaction: the current view, the history and the reports stand together or not at all.
     # The reports are written to a staging folder inside it and moved into place once it commits.
     with staged_folder(report_dir) as staging, warehouse.begin() as connection:
+        lock_period(connection, window.period)
         ensure_tables(connection)
         replace_period(connection, window.period, results, lines)
         record_run(connection, run, results)

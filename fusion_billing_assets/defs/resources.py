@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
-from sqlalchemy import Connection, create_engine
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -95,10 +95,19 @@ class Warehouse(ConfigurableResource):
     """Where reconciliation results and evidence tables are written."""
 
     url: str = Field(description="SQLAlchemy URL of the results warehouse (a secret: may hold a password).")
+    sqlite_busy_timeout_seconds: float = Field(
+        default=60.0,
+        description="On SQLite, how long a transaction waits for another one's write lock before failing.",
+    )
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
         """A connection inside one transaction: committed on success, rolled back on error.
+
+        On SQLite the transaction holds the database's write lock from its BEGIN to its end
+        (``BEGIN IMMEDIATE``), reads included: two writers take turns instead of interleaving,
+        and a second one waits up to ``sqlite_busy_timeout_seconds`` for the first. On PostgreSQL
+        a writer guards its period with ``warehouse.lock_period``.
 
         A database error leaves as a WarehouseError, unchained: the driver's own message can
         quote the row it refused (PostgreSQL's "Failing row contains (…)"), and a run's event log
@@ -116,12 +125,33 @@ class Warehouse(ConfigurableResource):
     def describe(self) -> str:
         return redact_url(self.url)
 
-    def _engine(self):
+    def _engine(self) -> Engine:
         url = make_url(self.url)
-        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        sqlite = url.get_backend_name() == "sqlite"
+        if sqlite and url.database not in (None, "", ":memory:"):
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         # Bound parameters are row values (names, causes, amounts): keep them out of every error.
-        return create_engine(url, pool_pre_ping=True, hide_parameters=True)
+        engine = create_engine(
+            url,
+            pool_pre_ping=True,
+            hide_parameters=True,
+            connect_args={"timeout": self.sqlite_busy_timeout_seconds} if sqlite else {},
+        )
+        if sqlite:
+            # pysqlite emits a DEFERRED BEGIN only before the first INSERT, UPDATE or DELETE: what
+            # a transaction reads or creates before that is outside it, and it takes the write
+            # lock late, after another writer may have read the same rows. SQLAlchemy's recipe:
+            # pysqlite emits no BEGIN, the engine emits BEGIN IMMEDIATE, which waits for the write
+            # lock (up to the busy timeout) and holds it to COMMIT or ROLLBACK.
+            @event.listens_for(engine, "connect")
+            def _driver_emits_no_begin(dbapi_connection, _connection_record) -> None:
+                dbapi_connection.isolation_level = None
+
+            @event.listens_for(engine, "begin")
+            def _begin_immediate(connection: Connection) -> None:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
 
 
 def _without_row_values(error: DBAPIError) -> str:

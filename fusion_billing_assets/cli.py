@@ -86,7 +86,9 @@ def _signoff(args: argparse.Namespace) -> int:
     except ConfigurationError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
-    accepted = [name.strip() for value in args.accept_unexplained for name in value.split(",") if name.strip()]
+    accepted = [
+        name.strip() for value in args.accept_unexplained for name in value.split(",") if name.strip()
+    ]
     config = {
         "period": args.period,
         "signed_by": args.by,

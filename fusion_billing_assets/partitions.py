@@ -24,4 +24,3 @@ billing_periods = MonthlyPartitionsDefinition(
 
 def window_of(partition_key: str) -> PeriodWindow:
     return period_window(partition_key, BILLING_TIMEZONE)
-

@@ -73,9 +73,10 @@ def _result_columns() -> list[Column]:
         Column("odoo_subtotal_cents", BigInteger, nullable=False),
         Column("odoo_tax_cents", BigInteger, nullable=False),
         Column("odoo_total_cents", BigInteger, nullable=False),
-        Column("expected_subtotal_cents", BigInteger, nullable=False),
-        Column("expected_tax_cents", BigInteger, nullable=False),
-        Column("expected_total_cents", BigInteger, nullable=False),
+        # Null when the expected leg cannot be formed (a plan priced in another currency …).
+        Column("expected_subtotal_cents", BigInteger, nullable=True),
+        Column("expected_tax_cents", BigInteger, nullable=True),
+        Column("expected_total_cents", BigInteger, nullable=True),
         Column("delta_cents", BigInteger, nullable=False),
         Column("plan_fee_delta_cents", BigInteger, nullable=False),
         Column("overage_delta_cents", BigInteger, nullable=False),

@@ -246,6 +246,7 @@ class World:
                     "late_cpu_milliseconds": 0,
                     "late_records": 0,
                     "negative_records": 0,
+                    "keyless_records": 0,
                 }
                 for d in self.deployments
                 for day, seconds in sorted(d.cpu_seconds.items())
@@ -378,6 +379,7 @@ class World:
                     "invoice_date": date(2026, 11, 1),
                     "invoice_origin": None,
                     "untaxed_cents": subtotal,
+                    "lines_untaxed_cents": subtotal,
                     "tax_cents": tax,
                     "total_cents": subtotal + tax,
                 }
@@ -577,7 +579,8 @@ def waiver(customer: Customer, delta_cents: int, **changes) -> Waiver:
 def test_the_mapping_pairs_customers_with_partners_and_deployments_with_subscriptions():
     world = World([ALICE, BOB])
     mapping = mapping_of(world, world.inputs())
-    assert list(mapping.columns) == ["link_kind", "nexacloud_id", "odoo_id", "mapped"]
+    assert list(mapping.columns) == ["link_kind", "nexacloud_id", "odoo_id", "mapped", "conflict"]
+    assert mapping["conflict"].isna().all()
     pairs = {
         (kind, int(n), int(o))
         for kind, n, o in mapping[["link_kind", "nexacloud_id", "odoo_id"]].itertuples(index=False)

@@ -121,4 +121,3 @@ def line_taxes_cents(
     for index in order[: abs(difference)]:
         rounded[index] += step
     return tuple(rounded)
-

@@ -94,10 +94,15 @@ _NAMED_IN_ERRORS = 10
 
 
 def active_days_per_deployment(deployments: pd.DataFrame, window: PeriodWindow) -> pd.Series:
-    """Each deployment's active local days in the period, from its ``created_at``/``terminated_at``."""
+    """Each deployment's active local days in the period, from its ``created_at``/``terminated_at``
+    (0 for one whose creation time could not be read: it is set aside)."""
     return pd.Series(
         [
-            active_days(created.to_pydatetime(), None if pd.isna(ended) else ended.to_pydatetime(), window)
+            0
+            if pd.isna(created)
+            else active_days(
+                created.to_pydatetime(), None if pd.isna(ended) else ended.to_pydatetime(), window
+            )
             for created, ended in zip(deployments["created_at"], deployments["terminated_at"], strict=True)
         ],
         index=deployments.index,

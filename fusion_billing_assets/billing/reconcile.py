@@ -4,6 +4,10 @@ One row per customer (and per Odoo partner that no customer maps to), each with 
 status of docs/design.md §6 and a cause sentence carrying the figures that explain it. Statuses are
 decided in this order of precedence (``billing.statuses.DECISION_ORDER``), the first that holds wins:
 
+0. ``source_data_error``: a record of the customer (or of its deployments, plans, invoices, Odoo
+   partner or subscriptions) breaks its source's contract or references what the period does not
+   hold (``billing.isolation``); the cause names the records and fields. Its legs are shown as far
+   as they could be read, but the customer is not judged;
 1. ``unmapped``: the customer (or one of its deployments alive in the period) has no Odoo
    counterpart, or an Odoo partner invoiced in the period maps to no NexaCloud customer;
 2. ``duplicate``: either side has more than one invoice (refunds aside) for the period;
@@ -16,13 +20,13 @@ decided in this order of precedence (``billing.statuses.DECISION_ORDER``), the f
    differs from NexaCloud's metering), ``rate_mismatch`` (the subscription's plan fee or overage
    rate differs from the plan), ``tax_mismatch`` (subtotals agree, tax does not),
    ``within_tolerance`` (unexplained but no larger than the tolerance), else ``amount_mismatch``;
-7. ``waived``: any status but ``match`` whose exact difference is accepted in the waiver file
+7. ``waived``: any status but ``match`` and ``source_data_error`` whose exact difference is accepted in the waiver file
    becomes ``waived``, its cause keeping the underlying one with the reason and approver.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -38,6 +42,7 @@ from fusion_billing_assets.billing.expected import (
     PER_LINE_HALF_UP,
     tax_under_other_rounding,
 )
+from fusion_billing_assets.billing.isolation import SET_ASIDE, empty_set_aside
 from fusion_billing_assets.billing.money import format_cents
 from fusion_billing_assets.billing.statuses import Status
 from fusion_billing_assets.billing.tax import tax_rule
@@ -70,6 +75,11 @@ class PeriodInputs:
     odoo_invoice_lines: pd.DataFrame
     expected_lines: pd.DataFrame
     expected_invoices: pd.DataFrame
+    # Set-aside records attributed to the customers (or orphan partners) they concern
+    # (``billing.isolation.concerned_customers``); those rows get ``source_data_error``.
+    set_aside: pd.DataFrame = field(default_factory=empty_set_aside)
+    # Customers whose expected leg cannot be formed, and why: it stays empty, the rest is judged.
+    expected_gaps: Mapping[int, str] = field(default_factory=dict)
 
 
 def account_mapping(
@@ -82,12 +92,24 @@ def account_mapping(
     """Customer ↔ partner and deployment ↔ subscription, with the unmapped of both sides.
 
     Columns: ``link_kind`` (customer/deployment), ``nexacloud_id`` and ``odoo_id`` (either may be
-    missing), ``mapped``. Invoice partners are folded to their commercial partner, so an invoice
-    addressed to a contact of the customer still finds it.
+    missing), ``mapped``, and ``conflict``: why a link cannot be trusted, or None. Invoice partners
+    are folded to their commercial partner, so an invoice addressed to a contact of the customer
+    still finds it.
+
+    A mapping is one to one. A NexaCloud record linked to two Odoo records, an Odoo record linked
+    from two NexaCloud records, or a link that broke its contract (``set_aside``) is a conflict:
+    the NexaCloud record is left unmapped with the reason, so no customer is judged on another's
+    usage or prices, and an Odoo partner in conflict keeps its invoices on a row of its own.
     """
-    links = account_links[["link_kind", "nexacloud_id", "odoo_id"]]
-    customer_links = links[links["link_kind"] == "customer"]
-    deployment_links = links[links["link_kind"] == "deployment"]
+    problems = account_links[SET_ASIDE] if SET_ASIDE in account_links.columns else None
+    readable = account_links if problems is None else account_links[problems.isna()]
+    links = readable[["link_kind", "nexacloud_id", "odoo_id"]].astype(
+        {"nexacloud_id": "int64", "odoo_id": "int64"}
+    )
+    conflicts = _link_conflicts(links, account_links if problems is not None else None)
+    trusted = links[~pd.MultiIndex.from_frame(links[["link_kind", "nexacloud_id"]]).isin(list(conflicts))]
+    customer_links = trusted[trusted["link_kind"] == "customer"]
+    deployment_links = trusted[trusted["link_kind"] == "deployment"]
     customer_side = pd.DataFrame({"nexacloud_id": customers["customer_id"].astype("int64")}).merge(
         customer_links[["nexacloud_id", "odoo_id"]], on="nexacloud_id", how="left"
     )
@@ -106,7 +128,54 @@ def account_mapping(
     mapping["nexacloud_id"] = mapping["nexacloud_id"].astype("Int64")
     mapping["odoo_id"] = mapping["odoo_id"].astype("Int64")
     mapping["mapped"] = mapping["nexacloud_id"].notna() & mapping["odoo_id"].notna()
+    partner_conflicts = {
+        odoo_id: reason
+        for (kind, _), (odoo_id, reason) in conflicts.items()
+        if kind == "customer" and odoo_id
+    }
+    mapping["conflict"] = [
+        conflicts.get((kind, int(nexacloud_id)), (None, None))[1]
+        if not pd.isna(nexacloud_id)
+        else partner_conflicts.get(int(odoo_id))
+        for kind, nexacloud_id, odoo_id in zip(
+            mapping["link_kind"], mapping["nexacloud_id"], mapping["odoo_id"], strict=True
+        )
+    ]
     return mapping
+
+
+def _link_conflicts(
+    links: pd.DataFrame, all_links: pd.DataFrame | None
+) -> dict[tuple[str, int], tuple[int | None, str]]:
+    """(link kind, NexaCloud id) → (the Odoo id concerned, why its link cannot be trusted)."""
+    conflicts: dict[tuple[str, int], tuple[int | None, str]] = {}
+    odoo_model = {"customer": "partner", "deployment": "subscription"}
+    for (kind, nexacloud_id), group in links.groupby(["link_kind", "nexacloud_id"]):
+        if group["odoo_id"].nunique() > 1:
+            targets = ", ".join(str(odoo_id) for odoo_id in sorted(group["odoo_id"].unique()))
+            conflicts[(kind, int(nexacloud_id))] = (
+                None,
+                f"NexaCloud {kind} {nexacloud_id} is linked to Odoo {odoo_model[kind]}s {targets}",
+            )
+    for (kind, odoo_id), group in links.drop_duplicates().groupby(["link_kind", "odoo_id"]):
+        if group["nexacloud_id"].nunique() > 1:
+            sources = ", ".join(str(nexacloud_id) for nexacloud_id in sorted(group["nexacloud_id"].unique()))
+            for nexacloud_id in group["nexacloud_id"].unique():
+                conflicts[(kind, int(nexacloud_id))] = (
+                    int(odoo_id),
+                    f"Odoo {odoo_model[kind]} {odoo_id} is linked from NexaCloud {kind}s {sources}",
+                )
+    if all_links is not None:
+        broken = all_links[all_links[SET_ASIDE].notna()]
+        for kind, nexacloud_id, odoo_id, problem in zip(
+            broken["link_kind"], broken["nexacloud_id"], broken["odoo_id"], broken[SET_ASIDE], strict=True
+        ):
+            if not pd.isna(nexacloud_id) and kind in odoo_model:
+                conflicts.setdefault(
+                    (kind, int(nexacloud_id)),
+                    (None if pd.isna(odoo_id) else int(odoo_id), f"its link breaks the contract ({problem})"),
+                )
+    return conflicts
 
 
 def reconcile(
@@ -125,13 +194,13 @@ def reconcile(
         lines.extend(customer_lines)
     for partner_id in ledger.orphan_partners():
         rows.append(ledger.orphan_partner_row(partner_id))
-    results = pd.DataFrame(rows)
+    results = _set_aside_rows(_note_expected_gaps(pd.DataFrame(rows), inputs.expected_gaps), inputs.set_aside)
     for row_index, row in results.iterrows():
         waiver = (
             find_waiver(
                 waivers, inputs.period, int(row["customer_id"]), int(row["delta_cents"]), reconciled_at.date()
             )
-            if row["status"] != Status.MATCH and pd.notna(row["customer_id"])
+            if row["status"] not in (Status.MATCH, Status.SOURCE_DATA_ERROR) and pd.notna(row["customer_id"])
             else None
         )
         if waiver is not None:
@@ -204,6 +273,9 @@ class _Ledger:
         self.expected_by_customer = inputs.expected_invoices.set_index("customer_id").to_dict("index")
         self.expected_lines = inputs.expected_lines.set_index("deployment_id").to_dict("index")
         self.plans = inputs.plans.set_index("plan_id").to_dict("index")
+        self.plan_of_deployment = dict(
+            zip(inputs.deployments["deployment_id"], inputs.deployments["plan_id"], strict=True)
+        )
         self.subscriptions = inputs.subscriptions.set_index("subscription_id").to_dict("index")
         self.nexacloud_daily = inputs.nexacloud_usage.groupby(["deployment_id", "usage_date"])[
             "cpu_milliseconds"
@@ -246,6 +318,7 @@ class _Ledger:
         return row
 
     def _legs(self, customer_id, partner_id, name, nexacloud, odoo, lines) -> dict:
+        gap = self.inputs.expected_gaps.get(customer_id)
         expected = self.expected_by_customer.get(customer_id, {})
         nexacloud_sums = self.nexacloud_by_customer.get(customer_id, _NO_INVOICES)
         odoo_sums = self.odoo_by_partner.get(partner_id, _NO_INVOICES)
@@ -265,9 +338,9 @@ class _Ledger:
             "odoo_subtotal_cents": odoo_sums["subtotal_cents"],
             "odoo_tax_cents": odoo_sums["tax_cents"],
             "odoo_total_cents": odoo_sums["total_cents"],
-            "expected_subtotal_cents": int(expected.get("subtotal_cents", 0)),
-            "expected_tax_cents": int(expected.get("tax_cents", 0)),
-            "expected_total_cents": int(expected.get("total_cents", 0)),
+            "expected_subtotal_cents": None if gap else int(expected.get("subtotal_cents", 0)),
+            "expected_tax_cents": None if gap else int(expected.get("tax_cents", 0)),
+            "expected_total_cents": None if gap else int(expected.get("total_cents", 0)),
             "plan_fee_delta_cents": odoo_category(_PLAN_FEE) - nexacloud_kind(ChargeKind.BASE),
             "overage_delta_cents": odoo_category(_OVERAGE) - nexacloud_kind(ChargeKind.OVERAGE),
             "nexacloud_cpu_seconds": _seconds(sum(line["nexacloud_cpu_milliseconds"] for line in lines)),
@@ -365,15 +438,16 @@ class _Ledger:
             return Status.USAGE_MISMATCH, f"No invoice on either side {when}, but: {usage_gaps}"
         if rate_gaps:
             return Status.RATE_MISMATCH, f"No invoice on either side {when}, but: {rate_gaps}"
-        if not self.inputs.provisional and row["expected_total_cents"] > 0:
+        if not self.inputs.provisional and (row["expected_total_cents"] or 0) > 0:
             # Both systems failing to bill is no agreement: the usage and plans call for a bill.
             return Status.AMOUNT_MISMATCH, (
                 f"Neither NexaCloud nor Odoo billed the period, although its usage and plans call for "
                 f"{format_cents(row['expected_total_cents'])}."
             )
+        expected = row["expected_total_cents"]
         return Status.MATCH, (
-            f"No invoice on either side {when}; usage ledgers and prices agree "
-            f"(expected so far {format_cents(row['expected_total_cents'])})."
+            f"No invoice on either side {when}; usage ledgers and prices agree"
+            + (f" (expected so far {format_cents(expected)})." if expected is not None else ".")
         )
 
     # --- explanations ---------------------------------------------------------------------------
@@ -478,7 +552,8 @@ class _Ledger:
     def _deployment_line(self, customer_id: int, partner_id: int | None, deployment_id: int) -> dict:
         subscription_id = self.subscription_of.get(deployment_id)
         expected = self.expected_lines.get(deployment_id)
-        plan = self.plans.get(int(expected["plan_id"])) if expected is not None else None
+        plan_id = expected["plan_id"] if expected is not None else self.plan_of_deployment.get(deployment_id)
+        plan = self.plans.get(int(plan_id)) if plan_id is not None else None
         subscription = self.subscriptions.get(subscription_id) if subscription_id is not None else None
         nexacloud_kind = partial(_lookup, self.nexacloud_kind_by_deployment, deployment_id)
         odoo_category = partial(_lookup, self.odoo_category_by_subscription, subscription_id)
@@ -488,7 +563,7 @@ class _Ledger:
             "partner_id": partner_id,
             "deployment_id": deployment_id,
             "subscription_id": subscription_id,
-            "plan_code": None if expected is None else expected["plan_code"],
+            "plan_code": None if plan is None else plan["plan_code"],
             "active_days": None if expected is None else int(expected["active_days"]),
             "nexacloud_cpu_milliseconds": self.nexacloud_cpu.get((deployment_id,), 0),
             "odoo_cpu_milliseconds": self.odoo_cpu.get((subscription_id,), 0)
@@ -646,11 +721,69 @@ def _seconds_text(milliseconds: int) -> str:
     return f"{seconds:,.3f}".rstrip("0").rstrip(".")
 
 
+def _set_aside_rows(results: pd.DataFrame, set_aside: pd.DataFrame) -> pd.DataFrame:
+    """The rows of customers (and orphan partners) with set-aside records: ``source_data_error``,
+    the cause naming each record, its source and what is wrong with it."""
+    if set_aside.empty or results.empty:
+        return results
+    results = results.copy()
+    by_customer = set_aside[set_aside["customer_id"].notna()].groupby("customer_id")
+    by_partner = set_aside[set_aside["customer_id"].isna() & set_aside["partner_id"].notna()].groupby(
+        "partner_id"
+    )
+    for index, row in results.iterrows():
+        if pd.notna(row["customer_id"]):
+            key, groups = int(row["customer_id"]), by_customer
+        elif pd.notna(row["partner_id"]):
+            key, groups = int(row["partner_id"]), by_partner
+        else:
+            continue
+        if key not in groups.groups:
+            continue
+        records = groups.get_group(key)
+        named = "; ".join(
+            f"{record.source} {record.record}: {record.problem}"
+            for record in records.head(_SET_ASIDE_NAMED).itertuples(index=False)
+        )
+        more = len(records) - min(len(records), _SET_ASIDE_NAMED)
+        results.at[index, "status"] = Status.SOURCE_DATA_ERROR
+        results.at[index, "cause"] = (
+            f"{len(records)} record(s) break their source's contract, so this "
+            f"{'customer' if pd.notna(row['customer_id']) else 'partner'} cannot be judged: {named}"
+            + (f"; and {more} more" if more else "")
+            + ". Fix them in their source and re-run the period."
+        )
+    return results
+
+
+def _note_expected_gaps(results: pd.DataFrame, gaps: Mapping[int, str]) -> pd.DataFrame:
+    """Say in the cause why a customer's expected leg is empty."""
+    if not gaps or results.empty:
+        return results
+    results = results.copy()
+    for index, customer_id in results["customer_id"].items():
+        if pd.notna(customer_id) and int(customer_id) in gaps:
+            results.at[index, "cause"] = (
+                f"{results.at[index, 'cause']} Our expected leg is left empty: {gaps[int(customer_id)]}."
+            )
+    return results
+
+
+# How many set-aside records a cause names before it says "and N more".
+_SET_ASIDE_NAMED = 5
+
+
 def _result_frame(results: pd.DataFrame) -> pd.DataFrame:
     frame = results.reindex(columns=RESULT_COLUMNS)
     # Stored and compared as plain text, whoever reads the frame next.
     frame["status"] = frame["status"].map(str)
-    for column in ("customer_id", "partner_id"):
+    for column in (
+        "customer_id",
+        "partner_id",
+        "expected_subtotal_cents",
+        "expected_tax_cents",
+        "expected_total_cents",
+    ):
         frame[column] = frame[column].astype("Int64")
     return frame
 

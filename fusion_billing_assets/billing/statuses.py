@@ -30,6 +30,7 @@ class Status(StrEnum):
     DUPLICATE = "duplicate"
     CURRENCY_MISMATCH = "currency_mismatch"
     WAIVED = "waived"
+    SOURCE_DATA_ERROR = "source_data_error"
 
     @property
     def meaning(self) -> str:
@@ -56,6 +57,7 @@ STATUS_MEANINGS: Mapping[Status, str] = {
     Status.DUPLICATE: "one side has more than one invoice for the customer and period",
     Status.CURRENCY_MISMATCH: "the two sides bill in different currencies",
     Status.WAIVED: "a difference someone accepted in the waiver file",
+    Status.SOURCE_DATA_ERROR: "a record of this customer breaks its source's contract; it cannot be judged",
 }
 STATUSES: tuple[Status, ...] = tuple(STATUS_MEANINGS)
 
@@ -64,9 +66,11 @@ ACCEPTED_STATUSES = frozenset(
     {Status.MATCH, Status.WITHIN_TOLERANCE, Status.ROUNDING_DIFFERENCE, Status.WAIVED}
 )
 
-# How the reconciliation decides (billing/reconcile.py): the first that holds wins. A waiver is
-# applied last, over any status but match, so ``waived`` closes the list.
+# How the reconciliation decides (billing/reconcile.py): the first that holds wins. A customer
+# with a record that breaks its source's contract cannot be judged at all, so that comes first; a
+# waiver is applied last, over any status but match and source_data_error.
 DECISION_ORDER: tuple[Status, ...] = (
+    Status.SOURCE_DATA_ERROR,
     Status.UNMAPPED,
     Status.DUPLICATE,
     Status.CURRENCY_MISMATCH,
@@ -86,6 +90,7 @@ DECISION_ORDER: tuple[Status, ...] = (
 # make the amounts themselves meaningless; a missing invoice is a whole invoice; an unexplained
 # amount comes before the differences that carry their cause; accepted ones come last.
 SEVERITY_ORDER: tuple[Status, ...] = (
+    Status.SOURCE_DATA_ERROR,
     Status.DUPLICATE,
     Status.CURRENCY_MISMATCH,
     Status.UNMAPPED,

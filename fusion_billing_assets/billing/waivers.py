@@ -8,8 +8,10 @@ A version-controlled CSV, one accepted difference per row::
 ``delta_cents`` is the difference accepted (Odoo − NexaCloud total). A waiver applies to exactly
 that difference: when the difference moves, the waiver no longer describes it and someone has to
 look again. ``expires_on`` (inclusive) may be empty. Blank lines and lines starting with ``#``
-are ignored. The whole file is validated when it is loaded, so a typo stops the reconciliation
-with the file, line and field to fix instead of silently not waiving.
+are ignored. ``load_waivers`` validates the whole file, so a typo stops with the file, line and
+field to fix instead of silently not waiving. The reconciliation reads it with ``read_waivers``
+instead: a row that cannot be trusted is refused with the same message and sets aside only the
+customer (and period) it names, never the other periods or customers (docs/design.md §6.10).
 """
 
 from __future__ import annotations
@@ -61,15 +63,47 @@ class Waiver:
         return self.expires_on is not None and on_date > self.expires_on
 
 
+@dataclass(frozen=True)
+class RefusedWaiver:
+    """A row of the waiver file that cannot be trusted, and whom it would have concerned."""
+
+    line: int
+    period: date | None  # None when the row's period cannot be read: it may concern any period
+    customer_id: int | None  # None when the row's customer cannot be read
+    error: WaiverFileError
+
+
+@dataclass(frozen=True)
+class WaiverFile:
+    waivers: tuple[Waiver, ...]
+    refused: tuple[RefusedWaiver, ...]
+
+    def refused_for(self, period: date) -> list[RefusedWaiver]:
+        """The refused rows that may concern ``period``: its own, and those whose period is unreadable."""
+        return [row for row in self.refused if row.period is None or row.period == period]
+
+
 def load_waivers(path: Path | str, *, required: bool = True) -> tuple[Waiver, ...]:
     """Every waiver of the file at ``path``, validated; a missing file is an error unless not ``required``."""
+    waiver_file = read_waivers(path, required=required)
+    if waiver_file.refused:
+        raise waiver_file.refused[0].error
+    return waiver_file.waivers
+
+
+def read_waivers(path: Path | str, *, required: bool = True) -> WaiverFile:
+    """The waivers of the file, each row that cannot be trusted refused on its own.
+
+    A file that cannot be read at all (missing when ``required``, not UTF-8, not CSV, a wrong
+    header) is still an error: no row of it can be trusted.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         if required:
             raise WaiverFileError(path, "the file does not exist") from None
-        return ()
+        return WaiverFile((), ())
     except (OSError, UnicodeDecodeError) as error:
         raise WaiverFileError(path, f"cannot be read: {error}") from None
 
@@ -81,16 +115,24 @@ def load_waivers(path: Path | str, *, required: bool = True) -> tuple[Waiver, ..
     _check_header(path, header_line, columns)
 
     waivers: list[Waiver] = []
+    refused: list[RefusedWaiver] = []
     first_line_of: dict[tuple[date, int], int] = {}
     for line, values in records:
         if len(values) != len(columns):
-            raise WaiverFileError(
+            error = WaiverFileError(
                 path, f"{len(values)} fields where the header has {len(columns)}", line=line
             )
-        waiver = _waiver(path, line, dict(zip(columns, values, strict=True)))
+            refused.append(RefusedWaiver(line, None, None, error))
+            continue
+        row = dict(zip(columns, values, strict=True))
+        try:
+            waiver = _waiver(path, line, row)
+        except WaiverFileError as error:
+            refused.append(RefusedWaiver(line, _readable_period(row), _readable_customer(row), error))
+            continue
         key = (waiver.period, waiver.customer_id)
         if key in first_line_of:
-            raise WaiverFileError(
+            error = WaiverFileError(
                 path,
                 f"a second waiver for customer {waiver.customer_id} in {waiver.period.isoformat()} "
                 f"(the first is on line {first_line_of[key]}); one period and customer has one accepted "
@@ -98,9 +140,28 @@ def load_waivers(path: Path | str, *, required: bool = True) -> tuple[Waiver, ..
                 line=line,
                 field="customer_id",
             )
+            refused.append(RefusedWaiver(line, waiver.period, waiver.customer_id, error))
+            continue
         first_line_of[key] = line
         waivers.append(waiver)
-    return tuple(waivers)
+    # A customer with a refused row has no trusted waiver for that period: both rows are refused.
+    doubted = {(row.period, row.customer_id) for row in refused if row.customer_id is not None}
+    trusted = tuple(
+        waiver
+        for waiver in waivers
+        if (waiver.period, waiver.customer_id) not in doubted and (None, waiver.customer_id) not in doubted
+    )
+    return WaiverFile(trusted, tuple(refused))
+
+
+def _readable_period(row: dict[str, str]) -> date | None:
+    period = _date(row.get("period", ""), parse_period)
+    return None if isinstance(period, str) else period
+
+
+def _readable_customer(row: dict[str, str]) -> int | None:
+    value = row.get("customer_id", "")
+    return int(value) if _INTEGER.fullmatch(value) and int(value) > 0 else None
 
 
 def find_waiver(

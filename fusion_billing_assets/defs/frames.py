@@ -30,9 +30,17 @@ from dagster import (
 )
 from dagster_pandera import pandera_schema_to_dagster_type
 
+from fusion_billing_assets.billing.isolation import referential_set_aside
 from fusion_billing_assets.billing.periods import PeriodWindow
 from fusion_billing_assets.partitions import billing_periods
-from fusion_billing_assets.sources.validation import DataQualityError, FrameContract, validate
+from fusion_billing_assets.sources.screening import set_aside_markdown
+from fusion_billing_assets.sources.validation import (
+    DataQualityError,
+    FrameContract,
+    set_aside_records,
+    usable,
+    validate,
+)
 
 OWNERS = ["team:billing-engineering"]
 PREVIEW_ROWS = 10
@@ -61,18 +69,30 @@ def validated_output(
     metadata: Mapping[str, Any] | None = None,
     output_name: str = "result",
 ) -> Output[pd.DataFrame]:
-    """Validate ``frame`` against its contract; stop the asset with a report when it breaks it."""
+    """Validate ``frame`` against its contract, marking every record that breaks it (set aside
+    downstream); stop the asset only when the frame as a whole breaks it."""
     try:
         frame = validate(frame, contract)
     except DataQualityError as error:
         raise data_quality_failure(error, window) from None
-    context.log.info(f"{contract.name} {window.key}: {len(frame)} rows from {source}")
+    broken = set_aside_records(frame, contract)
+    context.log.info(
+        f"{contract.name} {window.key}: {len(frame)} rows from {source}"
+        + (f", {len(broken)} breaking the contract (set aside)" if len(broken) else "")
+    )
+    if len(broken):
+        context.log.warning(
+            f"{contract.name} {window.key}: set aside "
+            + "; ".join(f"{row.record}: {row.problem}" for row in broken.head(10).itertuples(index=False))
+        )
     return Output(
         frame,
         output_name=output_name,
         metadata={
             **period_metadata(window, source),
             **frame_metadata(frame),
+            "rows_set_aside": len(broken),
+            "set_aside": MetadataValue.md(set_aside_markdown(broken)),
             "dagster/column_schema": column_schema(contract),
             **(metadata or {}),
         },
@@ -120,16 +140,26 @@ def frame_metadata(frame: pd.DataFrame) -> dict[str, Any]:
 
 
 def referential_check_result(
-    check: AssetCheckSpec, window: PeriodWindow, offending_ids: pd.Series, id_name: str, what: str
+    check: AssetCheckSpec,
+    window: PeriodWindow,
+    frames: Mapping[str, tuple[pd.DataFrame, FrameContract]],
+    source: str | tuple[str, ...],
+    id_name: str,
+    what: str,
 ) -> AssetCheckResult:
-    """A blocking check's verdict: the offending ids and the billing period judged, in metadata."""
-    ids = sorted(int(value) for value in offending_ids.unique())
+    """A referential check's verdict over the period's usable records (``billing.isolation``'s
+    rules): the offending ids and the period judged. Not blocking: the offending records are set
+    aside in the reconciliation and their customers get ``source_data_error``."""
+    usable_frames = {name: usable(frame, contract) for name, (frame, contract) in frames.items()}
+    offending = referential_set_aside(usable_frames)
+    offending = offending[offending["source"].isin((source,) if isinstance(source, str) else source)]
+    ids = sorted({int(value) for value in offending[id_name].dropna()})
     return AssetCheckResult(
         asset_key=check.asset_key,
         check_name=check.name,
         passed=not ids,
-        severity=AssetCheckSeverity.ERROR,
-        description=f"{len(ids)} {what}" if ids else f"no {what}",
+        severity=AssetCheckSeverity.WARN,
+        description=f"{len(ids)} {what} (set aside in the reconciliation)" if ids else f"no {what}",
         metadata={
             "billing_period": window.key,
             "offending_count": len(ids),

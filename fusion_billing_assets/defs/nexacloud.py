@@ -1,9 +1,10 @@
 """NexaCloud as partitioned frames: customers, plans, deployments, usage, invoices, invoice lines.
 
 Each asset reads one billing period from NexaCloud's database (read-only), validates the frame
-against its contract and records what a person needs to trust it. The SQL lives in
-``sources.nexacloud``. Blocking checks on deployments, usage and invoice lines verify that the
-frames of a period reference each other; a failure stops everything downstream of that period.
+against its contract, marking the records that break it, and records what a person needs to trust
+it. The SQL lives in ``sources.nexacloud``. Checks on deployments, usage and invoice lines verify
+that the frames of a period reference each other; what fails them is set aside in the
+reconciliation (its customers get ``source_data_error``), never silently dropped.
 """
 
 import pandas as pd
@@ -12,17 +13,14 @@ from dagster import AssetCheckSpec, AssetExecutionContext, AssetIn, MetadataValu
 from fusion_billing_assets.billing.expected import active_days_per_deployment
 from fusion_billing_assets.billing.money import format_cents
 from fusion_billing_assets.defs.frames import (
-    data_quality_failure,
     period_asset,
     referential_check_result,
     validated_output,
 )
 from fusion_billing_assets.defs.resources import NexaCloudDatabase
 from fusion_billing_assets.partitions import window_of
-from fusion_billing_assets.sources import integrity
 from fusion_billing_assets.sources import nexacloud as queries
 from fusion_billing_assets.sources import validation as contracts
-from fusion_billing_assets.sources.validation import DataQualityError
 
 GROUP = "nexacloud"
 POOL = "nexacloud_db"
@@ -31,19 +29,16 @@ KINDS = {"sql", "pandas"}
 DEPLOYMENTS_REFERENCE_KNOWN_CUSTOMERS_AND_PLANS = AssetCheckSpec(
     "deployments_reference_known_customers_and_plans",
     asset=[GROUP, "deployments"],
-    blocking=True,
     description="Every deployment's customer and plan exist in the same period's frames.",
 )
 USAGE_REFERENCES_KNOWN_DEPLOYMENTS = AssetCheckSpec(
     "usage_references_known_deployments",
     asset=[GROUP, "usage"],
-    blocking=True,
     description="Every deployment with usage in the period is a deployment alive in the period.",
 )
 INVOICE_LINES_ADD_UP_TO_THEIR_INVOICES = AssetCheckSpec(
     "invoice_lines_add_up_to_their_invoices",
     asset=[GROUP, "invoice_lines"],
-    blocking=True,
     description="Every line belongs to one of the period's invoices, whose subtotal and tax its lines add up to.",
 )
 
@@ -105,7 +100,12 @@ def nexacloud_deployments(
     yield referential_check_result(
         DEPLOYMENTS_REFERENCE_KNOWN_CUSTOMERS_AND_PLANS,
         window,
-        integrity.deployments_with_unknown_customer_or_plan(output.value, customers, plans),
+        {
+            "nexacloud/customers": (customers, contracts.nexacloud_customers(window)),
+            "nexacloud/plans": (plans, contracts.nexacloud_plans()),
+            "nexacloud/deployments": (output.value, contracts.nexacloud_deployments(window)),
+        },
+        "nexacloud/deployments",
         "deployment_id",
         "deployments with an unknown customer or plan",
     )
@@ -126,18 +126,8 @@ def nexacloud_usage(context: AssetExecutionContext, nexacloud: NexaCloudDatabase
             queries.fetch_negative_usage(connection, window) if frame["negative_records"].any() else None
         )
     if negative is not None:
-        failures = pd.DataFrame(
-            {
-                "record": [
-                    f"usage record {row.usage_record_id} (deployment_id={row.deployment_id}, "
-                    f"idempotency_key={row.idempotency_key}, window_start={row.window_start:%Y-%m-%d %H:%M}Z)"
-                    for row in negative.itertuples()
-                ],
-                "field": "quantity",
-                "problem": [f"quantity >= 0 (got {quantity})" for quantity in negative["quantity"]],
-            }
-        )
-        raise data_quality_failure(DataQualityError("nexacloud/usage", failures), window)
+        # A negative reading hides inside its day's sum: name each one on the day it belongs to.
+        frame = queries.name_negative_usage(frame, negative, window)
     output = validated_output(
         context,
         frame,
@@ -156,7 +146,11 @@ def nexacloud_usage(context: AssetExecutionContext, nexacloud: NexaCloudDatabase
     yield referential_check_result(
         USAGE_REFERENCES_KNOWN_DEPLOYMENTS,
         window,
-        integrity.usage_of_unknown_deployments(output.value, deployments),
+        {
+            "nexacloud/deployments": (deployments, contracts.nexacloud_deployments(window)),
+            "nexacloud/usage": (output.value, contracts.nexacloud_usage(window)),
+        },
+        "nexacloud/usage",
         "deployment_id",
         "deployments with usage that are not alive in the period",
     )
@@ -210,10 +204,15 @@ def nexacloud_invoice_lines(
         },
     )
     yield output
+    frames = {
+        "nexacloud/invoices": (invoices, contracts.nexacloud_invoices(window)),
+        "nexacloud/invoice_lines": (output.value, contracts.nexacloud_invoice_lines()),
+    }
     yield referential_check_result(
         INVOICE_LINES_ADD_UP_TO_THEIR_INVOICES,
         window,
-        integrity.invoices_whose_lines_disagree(invoices, output.value),
+        frames,
+        ("nexacloud/invoice_lines", "nexacloud/invoices"),
         "invoice_id",
         "invoices whose lines do not add up to them, or lines of unknown invoices",
     )

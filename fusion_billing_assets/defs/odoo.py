@@ -20,7 +20,6 @@ from fusion_billing_assets.billing.money import format_cents
 from fusion_billing_assets.defs.frames import OWNERS, period_asset, referential_check_result, validated_output
 from fusion_billing_assets.defs.resources import OdooAPI
 from fusion_billing_assets.partitions import billing_periods, window_of
-from fusion_billing_assets.sources import integrity
 from fusion_billing_assets.sources import odoo_frames as queries
 from fusion_billing_assets.sources import validation as contracts
 from fusion_billing_assets.sources.odoo import OdooClient
@@ -34,13 +33,11 @@ MODELS = queries.OdooModels()
 INVOICED_PARTNERS_EXIST = AssetCheckSpec(
     "invoiced_partners_exist",
     asset=[GROUP, "partners"],
-    blocking=True,
     description="Every partner invoiced in the period exists in Odoo.",
 )
 INVOICE_LINES_BELONG_TO_KNOWN_INVOICES = AssetCheckSpec(
     "invoice_lines_belong_to_known_invoices",
     asset=[GROUP, "invoice_lines"],
-    blocking=True,
     description="Every Odoo invoice line's invoice (move) is among the period's invoices.",
 )
 
@@ -178,7 +175,11 @@ def odoo_invoices(context: AssetExecutionContext, odoo: OdooAPI):
     yield referential_check_result(
         INVOICE_LINES_BELONG_TO_KNOWN_INVOICES,
         window,
-        integrity.lines_of_unknown_moves(lines, invoices),
+        {
+            "odoo/invoices": (invoices, contracts.odoo_invoices(window)),
+            "odoo/invoice_lines": (lines, contracts.odoo_invoice_lines(window)),
+        },
+        "odoo/invoice_lines",
         "line_id",
         "invoice lines whose invoice is missing",
     )
@@ -199,7 +200,7 @@ def odoo_partners(
     and every partner invoiced in the period, mapped or not."""
     window = window_of(context.partition_key)
     linked = account_links.loc[account_links["link_kind"] == "customer", "odoo_id"]
-    partner_ids = set(linked.astype(int)) | set(invoices["partner_id"].astype(int))
+    partner_ids = {int(partner_id) for partner_id in [*linked.dropna(), *invoices["partner_id"].dropna()]}
     with odoo.get_client() as client:
         frame = queries.fetch_partners(client, MODELS, partner_ids)
         cost, source = _cost(client), client.describe()
@@ -215,7 +216,11 @@ def odoo_partners(
     yield referential_check_result(
         INVOICED_PARTNERS_EXIST,
         window,
-        integrity.invoices_of_unknown_partners(invoices, output.value),
+        {
+            "odoo/partners": (output.value, contracts.odoo_partners()),
+            "odoo/invoices": (invoices, contracts.odoo_invoices(window)),
+        },
+        "odoo/invoices",
         "move_id",
         "invoices whose partner does not exist",
     )

@@ -48,6 +48,7 @@ from fusion_billing_assets.billing.audit import (
 from fusion_billing_assets.billing.charges import TaxRounding
 from fusion_billing_assets.billing.expected import expected_charges as compute_expected_charges
 from fusion_billing_assets.billing.expected import expected_invoices
+from fusion_billing_assets.billing.isolation import refused_waivers
 from fusion_billing_assets.billing.money import format_cents
 from fusion_billing_assets.billing.readiness import PeriodSignoff
 from fusion_billing_assets.billing.readiness import flip_readiness as judge_flip_readiness
@@ -60,7 +61,7 @@ from fusion_billing_assets.billing.reconcile import (
     account_mapping as map_accounts,
 )
 from fusion_billing_assets.billing.statuses import unexplained
-from fusion_billing_assets.billing.waivers import load_waivers
+from fusion_billing_assets.billing.waivers import WaiverFile, read_waivers
 from fusion_billing_assets.defs.frames import OWNERS, frame_metadata, period_asset, period_metadata
 from fusion_billing_assets.defs.resources import ReconciliationPolicy, Warehouse
 from fusion_billing_assets.partitions import billing_periods, window_of
@@ -74,6 +75,7 @@ from fusion_billing_assets.reports import (
     variance_chart_svg,
     write_period_report,
 )
+from fusion_billing_assets.sources.screening import screen_period, set_aside_markdown
 from fusion_billing_assets.warehouse import (
     RunRecord,
     active_signoff,
@@ -127,7 +129,23 @@ def account_mapping(
     """Which NexaCloud customer is which Odoo partner, and which deployment which subscription,
     for the period — with the unmapped of both sides, which cannot be reconciled."""
     window = window_of(context.partition_key)
-    mapping = map_accounts(customers, deployments, account_links, partners, odoo_invoices)
+    # Links that break their contract are kept: they make a conflict, not an unmapped customer.
+    readable = screen_period(
+        {
+            "nexacloud/customers": customers,
+            "nexacloud/deployments": deployments,
+            "odoo/partners": partners,
+            "odoo/invoices": odoo_invoices,
+        },
+        window,
+    )
+    mapping = map_accounts(
+        readable.usable("nexacloud/customers"),
+        readable.usable("nexacloud/deployments"),
+        account_links,
+        readable.usable("odoo/partners"),
+        readable.usable("odoo/invoices"),
+    )
     unmapped = mapping[~mapping["mapped"]]
     return Output(
         mapping,
@@ -148,6 +166,15 @@ def account_mapping(
             ),
             "invoiced_partners_without_customer": MetadataValue.json(
                 _ids(unmapped[unmapped["nexacloud_id"].isna()]["odoo_id"])
+            ),
+            "link_conflicts": MetadataValue.json(
+                [
+                    f"{kind} {_id_text(nexacloud_id)}: {conflict}"
+                    for kind, nexacloud_id, conflict in zip(
+                        mapping["link_kind"], mapping["nexacloud_id"], mapping["conflict"], strict=True
+                    )
+                    if conflict is not None
+                ][:MAX_LISTED_IDS]
             ),
         },
     )
@@ -177,7 +204,27 @@ def expected_charges(
     included CPU-seconds and the province's tax, per deployment, from NexaCloud's metering."""
     window = window_of(context.partition_key)
     rounding = TaxRounding(reconciliation_policy.tax_rounding)
-    lines = compute_expected_charges(customers, plans, deployments, usage, window, rounding=rounding)
+    screened = screen_period(
+        {
+            "nexacloud/customers": customers,
+            "nexacloud/plans": plans,
+            "nexacloud/deployments": deployments,
+            "nexacloud/usage": usage,
+        },
+        window,
+    )
+    # Set-aside records and customers whose expected leg cannot be formed are left out, with why.
+    billable = screened.usable("nexacloud/deployments")
+    billable = billable[~billable["customer_id"].isin(list(screened.expected_gaps))]
+    billed_usage = screened.usable("nexacloud/usage")
+    lines = compute_expected_charges(
+        screened.usable("nexacloud/customers"),
+        screened.usable("nexacloud/plans"),
+        billable,
+        billed_usage[billed_usage["deployment_id"].isin(billable["deployment_id"])],
+        window,
+        rounding=rounding,
+    )
     return Output(
         lines,
         metadata={
@@ -188,6 +235,12 @@ def expected_charges(
             "expected_overage": format_cents(int(lines["overage_cents"].sum())),
             "expected_tax": format_cents(int(lines["tax_cents"].sum())),
             "tax_rounding": rounding.value,
+            "customers_without_expected_leg": MetadataValue.json(
+                {str(customer_id): reason for customer_id, reason in screened.expected_gaps.items()}
+            ),
+            "rows_set_aside": MetadataValue.json(
+                {source: count["rows_set_aside"] for source, count in screened.counts.items()}
+            ),
         },
     )
 
@@ -239,26 +292,52 @@ def reconciliation(
     now = datetime.now(UTC)
     provisional = not window.is_closed(now)
     policy = reconciliation_policy
-    waivers = load_waivers(Path(policy.waivers_file), required=False) if policy.waivers_file else ()
+    waiver_file = (
+        read_waivers(Path(policy.waivers_file), required=False) if policy.waivers_file else WaiverFile((), ())
+    )
     rounding = TaxRounding(policy.tax_rounding)
+    screened = screen_period(
+        {
+            "nexacloud/customers": customers,
+            "nexacloud/plans": plans,
+            "nexacloud/deployments": deployments,
+            "nexacloud/usage": nexacloud_usage,
+            "nexacloud/invoices": nexacloud_invoices,
+            "nexacloud/invoice_lines": nexacloud_invoice_lines,
+            "odoo/partners": partners,
+            "odoo/subscriptions": subscriptions,
+            "odoo/usage": odoo_usage,
+            "odoo/invoices": odoo_invoices,
+            "odoo/invoice_lines": odoo_invoice_lines,
+        },
+        window,
+        mapping,
+    )
+    frame = screened.usable
     inputs = PeriodInputs(
         period=window.period,
         provisional=provisional,
-        customers=customers,
-        plans=plans,
-        deployments=deployments,
-        nexacloud_usage=nexacloud_usage,
-        nexacloud_invoices=nexacloud_invoices,
-        nexacloud_invoice_lines=nexacloud_invoice_lines,
-        partners=partners,
-        subscriptions=subscriptions,
-        odoo_usage=odoo_usage,
-        odoo_invoices=odoo_invoices,
-        odoo_invoice_lines=odoo_invoice_lines,
+        customers=screened.judged_customers,
+        plans=frame("nexacloud/plans"),
+        deployments=frame("nexacloud/deployments"),
+        nexacloud_usage=frame("nexacloud/usage"),
+        nexacloud_invoices=frame("nexacloud/invoices"),
+        nexacloud_invoice_lines=frame("nexacloud/invoice_lines"),
+        partners=frame("odoo/partners"),
+        subscriptions=frame("odoo/subscriptions"),
+        odoo_usage=frame("odoo/usage"),
+        odoo_invoices=frame("odoo/invoices"),
+        odoo_invoice_lines=frame("odoo/invoice_lines"),
         expected_lines=expected_lines,
         expected_invoices=expected_invoices(expected_lines, rounding=rounding),
+        set_aside=pd.concat(
+            [screened.set_aside, refused_waivers(waiver_file.refused_for(window.period))], ignore_index=True
+        ),
+        expected_gaps=screened.expected_gaps,
     )
-    results, lines = reconcile(inputs, mapping, waivers, Policy(tolerance_cents=policy.tolerance_cents), now)
+    results, lines = reconcile(
+        inputs, mapping, waiver_file.waivers, Policy(tolerance_cents=policy.tolerance_cents), now
+    )
     fingerprints = _input_fingerprints(
         policy,
         {
@@ -284,10 +363,11 @@ def reconciliation(
         provisional=provisional,
         input_fingerprints={name: fingerprint.as_json() for name, fingerprint in fingerprints.items()},
         inputs_fingerprint=combined_fingerprint(fingerprints),
+        # The records the results are built from: set-aside ones are listed, not summed.
         source_facts={
-            "customer_ids": sorted(int(customer_id) for customer_id in customers["customer_id"]),
-            "nexacloud_invoices_total_cents": int(nexacloud_invoices["total_cents"].sum()),
-            "odoo_invoices_total_cents": int(odoo_invoices["total_cents"].sum()),
+            "customer_ids": sorted(int(customer_id) for customer_id in inputs.customers["customer_id"]),
+            "nexacloud_invoices_total_cents": int(inputs.nexacloud_invoices["total_cents"].sum()),
+            "odoo_invoices_total_cents": int(inputs.odoo_invoices["total_cents"].sum()),
         },
     )
     report_dir = Path(policy.reports_dir) / window.key
@@ -330,6 +410,9 @@ def reconciliation(
             "largest_differences": MetadataValue.md(largest_differences_markdown(stored, limit=20)),
             "variance_by_status": MetadataValue.md(svg_markdown_image(variance_chart_svg(stored))),
             **{f"report_{kind}": MetadataValue.path(str(path)) for kind, path in reports.items()},
+            "rows_by_source": MetadataValue.json(screened.counts),
+            "records_set_aside": len(inputs.set_aside),
+            "set_aside": MetadataValue.md(set_aside_markdown(inputs.set_aside)),
             "run_id": context.run.run_id,
             "inputs_fingerprint": run.inputs_fingerprint,
             "input_fingerprints": MetadataValue.json(dict(run.input_fingerprints)),
@@ -637,6 +720,10 @@ def _no_unexplained_differences(period: str, unexplained: pd.DataFrame) -> Asset
 
 def _ids(values: pd.Series) -> list[int]:
     return [int(value) for value in values.dropna()][:MAX_LISTED_IDS]
+
+
+def _id_text(value) -> str:
+    return "?" if pd.isna(value) else str(int(value))
 
 
 asset_checks = [

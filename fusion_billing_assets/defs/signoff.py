@@ -85,6 +85,8 @@ def sign_off_period(context: OpExecutionContext, config: SignoffConfig, warehous
     )
 
 
-@job(name=SIGNOFF_JOB, description="Sign off a closed billing period (or revoke its sign-off): a person's act.")
+@job(
+    name=SIGNOFF_JOB, description="Sign off a closed billing period (or revoke its sign-off): a person's act."
+)
 def sign_off_billing_period():
     sign_off_period()

@@ -29,14 +29,22 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql import Select
 
-from fusion_billing_assets.billing.periods import PeriodWindow, as_utc, local_midnight_utc, next_period
+from fusion_billing_assets.billing.periods import (
+    PeriodWindow,
+    as_utc,
+    local_day,
+    local_midnight_utc,
+    next_period,
+)
 from fusion_billing_assets.sources.frames import (
     DATE,
     DECIMAL,
     INT,
     NULLABLE_INT,
+    SET_ASIDE,
     TEXT,
     UTC_TIMESTAMP,
+    add_problem,
     typed_frame,
 )
 from fusion_billing_assets.sources.nexacloud_schema import (
@@ -118,6 +126,9 @@ USAGE_COLUMNS = {
     "late_cpu_milliseconds": INT,
     "late_records": INT,
     "negative_records": INT,
+    # Records without an idempotency key: Odoo cannot deduplicate them, so a doubled reading
+    # would be billed twice.
+    "keyless_records": INT,
 }
 INVOICE_COLUMNS = {
     "invoice_id": INT,
@@ -216,6 +227,9 @@ def fetch_usage(connection: Connection, window: PeriodWindow) -> pd.DataFrame:
             func.coalesce(func.sum(case((usage_records.c.quantity < 0, 1), else_=0)), 0).label(
                 "negative_records"
             ),
+            func.coalesce(func.sum(case((usage_records.c.idempotency_key.is_(None), 1), else_=0)), 0).label(
+                "keyless_records"
+            ),
         )
         .where(
             usage_records.c.metric == "cpu_seconds",
@@ -240,6 +254,26 @@ def latest_usage_recorded_at(connection: Connection, window: PeriodWindow) -> da
         return None
     moment = latest if isinstance(latest, datetime) else datetime.fromisoformat(str(latest))
     return as_utc(moment)
+
+
+def name_negative_usage(usage: pd.DataFrame, negative: pd.DataFrame, window: PeriodWindow) -> pd.DataFrame:
+    """The usage frame with each day that holds a negative reading set aside, naming the record.
+
+    ``negative`` is ``fetch_negative_usage``: the offending records themselves, whose day sums in
+    ``usage`` may well be positive.
+    """
+    named = usage.copy()
+    for record in negative.itertuples(index=False):
+        day = local_day(record.window_start.to_pydatetime(), window.timezone)
+        rows = named.index[(named["deployment_id"] == record.deployment_id) & (named["usage_date"] == day)]
+        problem = (
+            f"quantity: usage record {record.usage_record_id} (idempotency_key={record.idempotency_key}, "
+            f"window_start={record.window_start:%Y-%m-%d %H:%M}Z) has quantity {record.quantity}, "
+            "which must be >= 0"
+        )
+        for label in rows:
+            named.at[label, SET_ASIDE] = add_problem(named.at[label, SET_ASIDE], problem)
+    return named
 
 
 def fetch_negative_usage(connection: Connection, window: PeriodWindow, limit: int = 50) -> pd.DataFrame:
@@ -296,6 +330,11 @@ def fetch_invoices(connection: Connection, window: PeriodWindow) -> pd.DataFrame
 
 
 def fetch_invoice_lines(connection: Connection, window: PeriodWindow) -> pd.DataFrame:
+    """The lines of the period's non-void invoices, and every line whose invoice does not exist.
+
+    A line without its invoice belongs to no period that can be told, so it is read with every
+    period: the reconciliation sets it aside and names it, where an inner join would drop it unseen.
+    """
     query = (
         select(
             invoice_lines.c.id.label("invoice_line_id"),
@@ -308,8 +347,8 @@ def fetch_invoice_lines(connection: Connection, window: PeriodWindow) -> pd.Data
             invoice_lines.c.amount_cents,
             invoice_lines.c.tax_cents,
         )
-        .join(invoices, invoices.c.id == invoice_lines.c.invoice_id)
-        .where(_invoice_in_period(window))
+        .outerjoin(invoices, invoices.c.id == invoice_lines.c.invoice_id)
+        .where(or_(_invoice_in_period(window), invoices.c.id.is_(None)))
         .order_by(invoice_lines.c.id)
     )
     return _frame(connection, query, INVOICE_LINE_COLUMNS)
@@ -342,4 +381,4 @@ def _local_day_starts_utc(window: PeriodWindow) -> list[datetime]:
 
 
 def _frame(connection: Connection, query: Select, columns: dict[str, str]) -> pd.DataFrame:
-    return typed_frame(connection.execute(query).all(), columns)
+    return typed_frame(connection.execute(query).all(), columns, lenient=True)

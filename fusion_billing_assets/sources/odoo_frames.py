@@ -84,6 +84,8 @@ INVOICE_COLUMNS = {
     "untaxed_cents": INT,
     "tax_cents": INT,
     "total_cents": INT,
+    # The sum of all its product lines' subtotals, in any period: what the header must say.
+    "lines_untaxed_cents": INT,
 }
 INVOICE_LINE_COLUMNS = {
     "line_id": INT,
@@ -123,7 +125,7 @@ def fetch_account_links(client: OdooClient, models: OdooModels) -> pd.DataFrame:
                 f"{record['module']}.{record['name']}",
             )
         )
-    return typed_frame(rows, LINK_COLUMNS)
+    return typed_frame(rows, LINK_COLUMNS, lenient=True)
 
 
 def fetch_partners(client: OdooClient, models: OdooModels, partner_ids: Iterable[int]) -> pd.DataFrame:
@@ -140,7 +142,7 @@ def fetch_partners(client: OdooClient, models: OdooModels, partner_ids: Iterable
             client, models.partner, partner_ids, ["name", "ref", "email", "commercial_partner_id", "active"]
         )
     ]
-    frame = typed_frame(rows, PARTNER_COLUMNS)
+    frame = typed_frame(rows, PARTNER_COLUMNS, lenient=True)
     return frame
 
 
@@ -194,7 +196,7 @@ def fetch_subscriptions(client: OdooClient, models: OdooModels, window: PeriodWi
         )
         for order in orders
     ]
-    frame = typed_frame(rows, SUBSCRIPTION_COLUMNS)
+    frame = typed_frame(rows, SUBSCRIPTION_COLUMNS, lenient=True)
     return frame
 
 
@@ -232,7 +234,7 @@ def fetch_usage(client: OdooClient, models: OdooModels, window: PeriodWindow) ->
         )
         for group in groups
     ]
-    frame = typed_frame(rows, ODOO_USAGE_COLUMNS)
+    frame = typed_frame(rows, ODOO_USAGE_COLUMNS, lenient=True)
     return frame.sort_values(["subscription_id", "usage_date"], ignore_index=True)
 
 
@@ -289,9 +291,13 @@ def fetch_invoices_and_lines(
         )
     codes = _product_codes(client, models, (_many2one_id(line["product_id"]) for line in line_records))
     line_rows = []
+    lines_untaxed: dict[int, int] = {}
     for line in line_records:
         move = by_id[_many2one_id(line["move_id"])]
         sign = -1 if move["move_type"] == "out_refund" else 1
+        lines_untaxed[move["id"]] = lines_untaxed.get(move["id"], 0) + sign * dollars_to_cents(
+            line["price_subtotal"]
+        )
         deferred_start = _date(line.get("deferred_start_date"))
         line_period = (deferred_start or _date(move["invoice_date"])).replace(day=1)
         if line_period != window.period:
@@ -315,7 +321,7 @@ def fetch_invoices_and_lines(
                 line_period,
             )
         )
-    lines = typed_frame(line_rows, INVOICE_LINE_COLUMNS)
+    lines = typed_frame(line_rows, INVOICE_LINE_COLUMNS, lenient=True)
     in_period = set(lines["move_id"])
     invoice_rows = []
     for move in moves:
@@ -335,9 +341,10 @@ def fetch_invoices_and_lines(
                 sign * dollars_to_cents(move["amount_untaxed"]),
                 sign * dollars_to_cents(move["amount_tax"]),
                 sign * dollars_to_cents(move["amount_total"]),
+                lines_untaxed.get(move["id"], 0),
             )
         )
-    invoices = typed_frame(invoice_rows, INVOICE_COLUMNS)
+    invoices = typed_frame(invoice_rows, INVOICE_COLUMNS, lenient=True)
     return invoices, lines
 
 

@@ -1,7 +1,10 @@
-"""Data-quality contracts of the source frames, as pandera schemas, and the report of a violation.
+"""Data-quality contracts of the source frames, as pandera schemas, and what breaking one means.
 
-A frame that breaks its contract stops its asset: the error names every failing record by its key
-and the field and check it failed, so a billing engineer can go straight to the source row.
+A record that breaks its frame's contract is **set aside**, not fatal: ``validate`` marks it in the
+frame's ``set_aside`` column with its field and the check it failed, the record is left out of
+every sum downstream, and the customers it concerns get ``source_data_error`` (docs/design.md
+§6.10). Only a frame that breaks the contract as a whole (a column missing, a column of the wrong
+type) stops its asset, with an error naming the source, the column and the check.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import pandas as pd
 import pandera.pandas as pa
 
 from fusion_billing_assets.billing.charges import ChargeKind
+from fusion_billing_assets.billing.isolation import SET_ASIDE, describe_records
 from fusion_billing_assets.billing.periods import PeriodWindow
+from fusion_billing_assets.sources.frames import add_problem
 
 ISO_CURRENCY = r"^[A-Z]{3}$"
 MAX_REPORTED_FAILURES = 50
@@ -41,10 +46,62 @@ class DataQualityError(ValueError):
 
 
 def validate(frame: pd.DataFrame, contract: FrameContract) -> pd.DataFrame:
+    """The frame, every record that breaks the contract marked in ``SET_ASIDE``.
+
+    Raises ``DataQualityError`` when the frame as a whole breaks it (a missing or unexpected
+    column, a column of the wrong type): then no record of it can be trusted.
+    """
+    problems = (
+        frame[SET_ASIDE].copy()
+        if SET_ASIDE in frame.columns
+        else pd.Series([None] * len(frame), index=frame.index, dtype=object)
+    )
+    readable = as_declared(frame.loc[problems.isna()].drop(columns=[SET_ASIDE], errors="ignore"), contract)
     try:
-        return contract.schema.validate(frame, lazy=True)
+        contract.schema.validate(readable, lazy=True)
     except pa.errors.SchemaErrors as errors:
-        raise DataQualityError(contract.name, _failures(frame, contract, errors.failure_cases)) from None
+        cases = errors.failure_cases
+        whole_frame = cases[cases["index"].isna()]
+        if len(whole_frame):
+            raise DataQualityError(contract.name, _failures(readable, contract, whole_frame)) from None
+        for case in cases.itertuples(index=False):
+            field = str(case.column) if case.column is not None else "(record)"
+            problems[case.index] = add_problem(
+                problems[case.index], f"{field}: {case.check} (got {case.failure_case!r})"
+            )
+    checked = frame.copy()
+    checked[SET_ASIDE] = problems
+    return checked
+
+
+def usable(frame: pd.DataFrame, contract: FrameContract) -> pd.DataFrame:
+    """The records that keep the contract, typed as it declares, without the ``SET_ASIDE`` column."""
+    if SET_ASIDE not in frame.columns:
+        return as_declared(frame, contract)
+    return as_declared(frame.loc[frame[SET_ASIDE].isna()].drop(columns=[SET_ASIDE]), contract)
+
+
+def set_aside_records(frame: pd.DataFrame, contract: FrameContract) -> pd.DataFrame:
+    """The records that break the contract: source, record (its key), problem, and their ids."""
+    broken = frame.loc[frame[SET_ASIDE].notna()] if SET_ASIDE in frame.columns else frame.iloc[0:0]
+    problems = broken[SET_ASIDE] if SET_ASIDE in broken.columns else []
+    return describe_records(broken, contract.name, list(contract.key), problems)
+
+
+def as_declared(frame: pd.DataFrame, contract: FrameContract) -> pd.DataFrame:
+    """Whole-number columns back to ``int64`` where the contract declares it (they become nullable
+    while a frame still holds records whose value could not be read)."""
+    typed = frame.copy()
+    for name, column in contract.schema.columns.items():
+        declared_whole = str(column.dtype) == "int64"
+        if (
+            name in typed.columns
+            and declared_whole
+            and str(typed[name].dtype) == "Int64"
+            and typed[name].notna().all()
+        ):
+            typed[name] = typed[name].astype("int64")
+    return typed
 
 
 def _failures(frame: pd.DataFrame, contract: FrameContract, cases: pd.DataFrame) -> pd.DataFrame:
@@ -146,6 +203,9 @@ def nexacloud_usage(window: PeriodWindow) -> FrameContract:
             "late_records": pa.Column("int64", pa.Check.ge(0)),
             "negative_records": pa.Column(
                 "int64", pa.Check.eq(0, error="quantity >= 0 on every usage record")
+            ),
+            "keyless_records": pa.Column(
+                "int64", pa.Check.eq(0, error="an idempotency_key on every usage record")
             ),
         },
         unique=["deployment_id", "usage_date"],
@@ -285,12 +345,18 @@ def odoo_invoices(window: PeriodWindow) -> FrameContract:
             "currency": pa.Column(str, pa.Check.str_matches(ISO_CURRENCY)),
             "invoice_date": pa.Column(object),
             "invoice_origin": pa.Column(str, nullable=True),
-            **_cents("untaxed_cents", "tax_cents", "total_cents"),
+            **_cents("untaxed_cents", "tax_cents", "total_cents", "lines_untaxed_cents"),
         },
-        checks=pa.Check(
-            lambda frame: frame["total_cents"] == frame["untaxed_cents"] + frame["tax_cents"],
-            error="total = untaxed + tax",
-        ),
+        checks=[
+            pa.Check(
+                lambda frame: frame["total_cents"] == frame["untaxed_cents"] + frame["tax_cents"],
+                error="total = untaxed + tax",
+            ),
+            pa.Check(
+                lambda frame: frame["untaxed_cents"] == frame["lines_untaxed_cents"],
+                error="untaxed amount = the sum of its product lines",
+            ),
+        ],
         unique=["move_id"],
         strict=True,
     )
@@ -302,7 +368,8 @@ def odoo_invoice_lines(window: PeriodWindow) -> FrameContract:
         {
             **_ids("line_id", "move_id"),
             **_ids("subscription_id", nullable=["subscription_id"]),
-            **_text("product_code", "description", nullable=["product_code", "description"]),
+            "product_code": pa.Column(str, nullable=False),
+            **_text("description", nullable=["description"]),
             "quantity": pa.Column(object),
             "price_unit": pa.Column(object),
             **_cents("subtotal_cents", "tax_cents", "total_cents"),

@@ -34,6 +34,7 @@ UNEXPLAINED_STATUSES = [
     "rate_mismatch",
     "tax_mismatch",
     "amount_mismatch",
+    "source_data_error",
 ]
 
 

@@ -861,6 +861,7 @@ def test_every_status_has_an_example_above():
         "duplicate",
         "currency_mismatch",
         "waived",
+        "source_data_error",  # tests/test_isolation.py
     }
     assert covered == set(STATUSES)
 

@@ -436,7 +436,7 @@ def test_the_materialization_shows_counts_variance_largest_differences_chart_and
         stored, _ = reconciled.location.period(period)
 
         counts = metadata["counts_by_status"]
-        assert list(counts) == list(STATUSES) and len(counts) == 13
+        assert list(counts) == list(STATUSES) and len(counts) == 14
         expected_counts = expected_statuses(reconciled.sandbox.manifest, period)
         assert counts == {status: expected_counts.get(status, 0) for status in STATUSES}
         assert metadata["dagster/row_count"] == len(stored) == sum(expected_counts.values())

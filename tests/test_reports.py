@@ -92,6 +92,7 @@ def test_counts_hold_every_status_in_the_design_order(october):
         ("duplicate", 1),
         ("currency_mismatch", 0),
         ("waived", 1),
+        ("source_data_error", 0),
     ]
     assert status_counts(results.iloc[0:0]) == dict.fromkeys(STATUSES, 0)
 

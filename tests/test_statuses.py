@@ -28,6 +28,7 @@ ALL_BY_DESIGN = {
     "duplicate",
     "currency_mismatch",
     "waived",
+    "source_data_error",
 }
 
 
@@ -45,8 +46,9 @@ def test_only_accepted_statuses_leave_the_switch_alone():
 def test_decision_and_severity_orders_name_every_status_once():
     assert sorted(DECISION_ORDER) == sorted(ALL_BY_DESIGN)
     assert sorted(SEVERITY_ORDER) == sorted(ALL_BY_DESIGN)
-    # Whatever makes the amounts meaningless is decided first; a waiver is applied last.
-    assert DECISION_ORDER[:3] == ("unmapped", "duplicate", "currency_mismatch")
+    # A customer that cannot be judged, then whatever makes the amounts meaningless, is decided
+    # first; a waiver is applied last.
+    assert DECISION_ORDER[:4] == ("source_data_error", "unmapped", "duplicate", "currency_mismatch")
     assert DECISION_ORDER[-1] == "waived"
 
 

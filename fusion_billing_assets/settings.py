@@ -117,7 +117,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         timezone=_timezone(env),
         start_period=_start_period(env),
         instance_home=instance_home,
-        warehouse_url=_database_url(env, "BILLING_WAREHOUSE_URL", warehouse_url),
+        warehouse_url=_writable_database(
+            "BILLING_WAREHOUSE_URL", _database_url(env, "BILLING_WAREHOUSE_URL", warehouse_url)
+        ),
         warehouse_configured=configured_warehouse is not None,
         nexacloud_url=nexacloud_url and _database_url(env, "NEXACLOUD_DATABASE_URL", nexacloud_url),
         odoo=_odoo(env, odoo_url) if odoo_url else None,
@@ -188,7 +190,9 @@ def _reconciliation(env: Mapping[str, str], instance_home: Path) -> Reconciliati
         else _non_negative_int(tolerance, "BILLING_TOLERANCE_CENTS"),
         tax_rounding=rounding,
         waivers_file=Path(waivers) if waivers else None,
-        reports_dir=Path(_get(env, "BILLING_REPORTS_DIR") or instance_home / "reports"),
+        reports_dir=_writable_folder(
+            "BILLING_REPORTS_DIR", Path(_get(env, "BILLING_REPORTS_DIR") or instance_home / "reports")
+        ),
         flip_ready_periods=_positive_int(
             _get(env, "BILLING_FLIP_READY_PERIODS") or "1", "BILLING_FLIP_READY_PERIODS"
         ),
@@ -252,6 +256,42 @@ def _webhook_url(value: str, *, allow_private: bool) -> None:
             else ""
         )
         raise ConfigurationError(f"ALERT_WEBHOOK_URL points at {refusal}, where alerts are not sent{hint}.")
+
+
+def _writable_folder(name: str, folder: Path) -> Path:
+    """A folder files can be written into, or the nearest existing ancestor allows creating it.
+
+    Checked at load: a run that found out only after writing its results would have changed them
+    and then failed.
+    """
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigurationError(f"{name}={str(folder)!r} cannot be a folder: {str(existing)!r} is a file.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigurationError(
+            f"{name}={str(folder)!r} cannot be written: {str(existing)!r} is not writable."
+        )
+    return folder
+
+
+def _writable_database(name: str, url: str) -> str:
+    """A SQLite file's folder must be writable; a server database is checked when first used."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        database = Path(parsed.database)
+        if database.is_dir():
+            raise ConfigurationError(f"{name} points at the folder {str(database)!r}, not a SQLite file.")
+        if database.exists() and not os.access(database, os.W_OK):
+            raise ConfigurationError(f"{name}: the SQLite file {str(database)!r} is not writable.")
+        try:
+            _writable_folder(name, database.parent)
+        except ConfigurationError:
+            raise ConfigurationError(
+                f"{name}: the folder of the SQLite file {str(database)!r} cannot be written."
+            ) from None
+    return url
 
 
 def _boolean(env: Mapping[str, str], name: str) -> bool:

@@ -202,15 +202,14 @@ def test_signoff_refuses_a_provisional_period_a_failed_latest_run_and_unnamed_di
     typo = sign_off(location, closed, signed_by="Dana", accept_unexplained=[*held, "999999"])
     assert not typo.success and "not unexplained differences: 999999" in failure_text(typo)
 
-    # A run of the period that fails (its reports folder is a file) makes it the latest run.
-    blocked = tmp_path / "reports-is-a-file"
+    # A run of the period that fails makes it the latest run: its reports folder, fine when the
+    # code location loaded, became a file since.
+    blocked = tmp_path / "reports-became-a-file"
+    resources = location.resources(BILLING_REPORTS_DIR=str(blocked))
     blocked.write_text("not a folder")
     before = location.results([closed])
     failed = defs.resolve_job_def("reconcile_billing_period").execute_in_process(
-        partition_key=closed,
-        instance=location.instance,
-        resources=location.resources(BILLING_REPORTS_DIR=str(blocked)),
-        raise_on_error=False,
+        partition_key=closed, instance=location.instance, resources=resources, raise_on_error=False
     )
     assert not failed.success
     pd.testing.assert_frame_equal(location.results([closed]), before)  # the failed run changed nothing

@@ -101,3 +101,26 @@ def test_loading_the_code_location_with_a_bad_time_zone_fails_with_one_clear_lin
     last_line = loaded.stderr.strip().splitlines()[-1]
     assert last_line.startswith("fusion_billing_assets.settings.ConfigurationError: BILLING_TIMEZONE=")
     assert "zoneinfo" not in loaded.stderr
+
+
+def test_a_reports_folder_or_warehouse_that_cannot_be_written_fails_at_load(tmp_path):
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("not a folder")
+    with pytest.raises(
+        ConfigurationError, match=r"^BILLING_REPORTS_DIR=.* cannot be a folder: .* is a file\.$"
+    ):
+        load_settings({"DAGSTER_HOME": str(tmp_path), "BILLING_REPORTS_DIR": str(in_the_way / "reports")})
+    with pytest.raises(ConfigurationError, match=r"^BILLING_WAREHOUSE_URL: the folder of the SQLite file"):
+        load_settings(
+            {
+                "DAGSTER_HOME": str(tmp_path),
+                "BILLING_WAREHOUSE_URL": f"sqlite:///{in_the_way}/warehouse.sqlite",
+            }
+        )
+    with pytest.raises(ConfigurationError, match=r"^BILLING_WAREHOUSE_URL points at the folder"):
+        load_settings({"DAGSTER_HOME": str(tmp_path), "BILLING_WAREHOUSE_URL": f"sqlite:///{tmp_path}"})
+    # A folder that does not exist yet is fine: it is created on first use.
+    settings = load_settings(
+        {"DAGSTER_HOME": str(tmp_path), "BILLING_REPORTS_DIR": str(tmp_path / "new" / "reports")}
+    )
+    assert settings.reconciliation.reports_dir == tmp_path / "new" / "reports"

@@ -336,7 +336,7 @@ def _odoo(env: Mapping[str, str], url: str) -> OdooSettings:
         raise ConfigurationError(
             "ODOO_URL is set but ODOO_API_KEY (the API key of the read-only Odoo user) is not."
         )
-    protocol = _get(env, "ODOO_PROTOCOL") or OdooProtocol.JSON2
+    protocol = _get(env, "ODOO_PROTOCOL") or OdooProtocol.JSON2.value
     if protocol not in tuple(OdooProtocol):
         raise ConfigurationError(f"ODOO_PROTOCOL={protocol!r} is not one of {', '.join(OdooProtocol)}.")
     login = _get(env, "ODOO_LOGIN")

@@ -74,7 +74,7 @@ class GeneratedSandbox:
 
 
 SMALL_SCALE_OPTIONS = {
-    "customers": 32,
+    "customers": 34,
     "max_deployments_per_customer": 3,
     "usage_window_minutes": 360,
     "periods": 3,

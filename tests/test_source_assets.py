@@ -43,7 +43,7 @@ from fusion_billing_assets.defs.resources import NexaCloudDatabase, OdooAPI
 from fusion_billing_assets.partitions import billing_periods
 from fusion_billing_assets.sandbox.odoo_models import SANDBOX_API_KEY, SANDBOX_DATABASE, SANDBOX_LOGIN
 from fusion_billing_assets.sandbox.odoo_standin import OdooStandIn
-from fusion_billing_assets.sandbox.resources import SANDBOX_ODOO_URL, sandbox_odoo
+from fusion_billing_assets.sandbox.resources import SANDBOX_ODOO_URL, SandboxOdooAPI, sandbox_odoo
 from fusion_billing_assets.sources.odoo import OdooClient
 from fusion_billing_assets.sources.odoo_frames import BATCH_SIZE, OdooModels, fetch_invoices_and_lines
 from tests.conftest import GeneratedSandbox
@@ -564,3 +564,27 @@ def test_no_password_or_api_key_reaches_metadata_or_log_messages(
         written = serialize_value(entry)
         assert PASSWORD not in written, entry.user_message
         assert SANDBOX_API_KEY not in written, entry.user_message
+
+
+def test_a_refused_odoo_key_fails_in_the_clients_own_words_not_dagsters(small_sandbox, tmp_path):
+    wrong_key = SandboxOdooAPI(
+        url=SANDBOX_ODOO_URL,
+        database=SANDBOX_DATABASE,
+        api_key="not-the-key",
+        login=SANDBOX_LOGIN,
+        data_file=str(small_sandbox.odoo_json),
+    )
+    result = materialize(
+        odoo.assets,
+        resources={"odoo": wrong_key},
+        partition_key=small_sandbox.closed_periods[0],
+        instance=DagsterInstance.ephemeral(tempdir=str(tmp_path)),
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = result.failure_data_for_node("odoo__account_links")
+    assert failure.error.cls_name == "Failure"
+    description = failure.user_failure_data.description
+    assert description.startswith(f"Odoo {SANDBOX_ODOO_URL} ")
+    assert "401" in description and "ir.model.data" in description
+    assert "not-the-key" not in description

@@ -10,6 +10,8 @@ period's days, its end): the UI shows the one the latest materialization was val
 
 from __future__ import annotations
 
+import functools
+import inspect
 import warnings
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -22,6 +24,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     BetaWarning,
+    DagsterError,
     Failure,
     MetadataValue,
     Output,
@@ -48,8 +51,9 @@ MAX_LISTED_IDS = 50
 
 
 def period_asset(group: str, name: str, *, kinds: set[str], key_prefix: str | None = None, **options):
-    """An asset of one billing period: partitioned by the shared definition, owned, grouped."""
-    return asset(
+    """An asset of one billing period: partitioned by the shared definition, owned, grouped, and
+    failing in its own words."""
+    decorate = asset(
         key=[key_prefix or group, name],
         group_name=group,
         partitions_def=billing_periods,
@@ -57,6 +61,43 @@ def period_asset(group: str, name: str, *, kinds: set[str], key_prefix: str | No
         owners=OWNERS,
         **options,
     )
+    return lambda compute: decorate(in_its_own_words(compute))
+
+
+def in_its_own_words(compute):
+    """The asset's errors leave it as a ``Failure`` whose description is the error's own sentence.
+
+    Dagster would show "Error occurred while executing op …" first and the sentence that names the
+    source, record and field only inside the traceback; the UI and the command line show a
+    Failure's description as the error. The original stays chained as its cause.
+    """
+
+    def failure(error: Exception) -> Failure:
+        return Failure(description=str(error).strip() or type(error).__name__, allow_retries=False)
+
+    if inspect.isgeneratorfunction(compute):
+
+        @functools.wraps(compute)
+        def produce(*args, **kwargs):
+            try:
+                yield from compute(*args, **kwargs)
+            except (Failure, DagsterError):
+                raise
+            except Exception as error:
+                raise failure(error) from error
+
+        return produce
+
+    @functools.wraps(compute)
+    def compute_in_its_own_words(*args, **kwargs):
+        try:
+            return compute(*args, **kwargs)
+        except (Failure, DagsterError):
+            raise
+        except Exception as error:
+            raise failure(error) from error
+
+    return compute_in_its_own_words
 
 
 def validated_output(

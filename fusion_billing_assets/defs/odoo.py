@@ -17,7 +17,13 @@ from dagster import (
 )
 
 from fusion_billing_assets.billing.money import format_cents
-from fusion_billing_assets.defs.frames import OWNERS, period_asset, referential_check_result, validated_output
+from fusion_billing_assets.defs.frames import (
+    OWNERS,
+    in_its_own_words,
+    period_asset,
+    referential_check_result,
+    validated_output,
+)
 from fusion_billing_assets.defs.resources import OdooAPI
 from fusion_billing_assets.partitions import billing_periods, window_of
 from fusion_billing_assets.sources import odoo_frames as queries
@@ -138,6 +144,7 @@ def odoo_usage(context: AssetExecutionContext, odoo: OdooAPI) -> Output[pd.DataF
     pool=POOL,
     check_specs=[INVOICE_LINES_BELONG_TO_KNOWN_INVOICES],
 )
+@in_its_own_words
 def odoo_invoices(context: AssetExecutionContext, odoo: OdooAPI):
     """Odoo's invoices of the period and their lines, read together: the lines come in batches
     of ``move_id in [...]``, never one call per invoice."""

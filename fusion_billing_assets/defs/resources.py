@@ -55,7 +55,9 @@ class OdooAPI(ConfigurableResource):
     url: str = Field(description="Base URL of the Odoo server.")
     database: str = Field(description="Odoo database name, sent as X-Odoo-Database.")
     api_key: str = Field(description="Bearer API key of the read-only Odoo user (a secret).")
-    protocol: str = Field(default=OdooProtocol.JSON2, description="json2 (Odoo 19) or jsonrpc (legacy).")
+    protocol: str = Field(
+        default=OdooProtocol.JSON2.value, description="json2 (Odoo 19) or jsonrpc (legacy)."
+    )
     login: str | None = Field(default=None, description="Login of the API key's user; needed by jsonrpc.")
     timeout_seconds: float = Field(default=60.0, description="Read timeout of one HTTP request.")
     page_size: int = Field(default=DEFAULT_PAGE_SIZE, description="Records per keyset page.")

@@ -79,7 +79,7 @@ class SandboxOdooAPI(OdooAPI):
         return httpx.WSGITransport(app=_load_standin(str(data), data.stat().st_mtime_ns))
 
 
-def sandbox_odoo(data_file: Path | str, protocol: str = OdooProtocol.JSON2) -> SandboxOdooAPI:
+def sandbox_odoo(data_file: Path | str, protocol: str = OdooProtocol.JSON2.value) -> SandboxOdooAPI:
     """The Odoo resource for a generated sandbox's ``odoo.json``, over either protocol."""
     return SandboxOdooAPI(
         url=SANDBOX_ODOO_URL,

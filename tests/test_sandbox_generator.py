@@ -3,7 +3,8 @@
 The generated world is deterministic from its seed; the NexaCloud tables follow the §4 schema on
 SQLite and PostgreSQL alike; the manifest covers every reconciliation status and has one expected
 row per customer per closed period; and the data is consistent enough that the ground truth is
-true: every expected status can be read off the generated data by the rules of §5 and §6. Both
+true: every expected status can be read off the generated data by the rules of §5 and §6 (the
+``source_data_error`` case is one usage record without an idempotency key, never pushed). Both
 systems' invoices are billed by the sandbox's own arithmetic, so a regression in ``billing.charges``
 (the code the reconciliation tests) cannot move them.
 """
@@ -35,7 +36,7 @@ from fusion_billing_assets.billing.charges import (
     overage_charge_cents,
 )
 from fusion_billing_assets.billing.money import dollars_to_cents, round_half_up
-from fusion_billing_assets.billing.periods import as_utc, period_of, period_window
+from fusion_billing_assets.billing.periods import as_utc, local_day, period_of, period_window
 from fusion_billing_assets.billing.statuses import STATUSES
 from fusion_billing_assets.billing.tax import tax_rate
 from fusion_billing_assets.sandbox import independent_charges
@@ -46,6 +47,7 @@ from fusion_billing_assets.sandbox.odoo_models import MODELS, SANDBOX_API_KEY, S
 from fusion_billing_assets.sandbox.scenarios import MINIMUM_CUSTOMERS
 from fusion_billing_assets.sandbox.world import STANDARD
 from fusion_billing_assets.sources import nexacloud_schema as schema
+from fusion_billing_assets.sources.nexacloud import fetch_usage
 
 TIMEZONE = "America/Toronto"
 # Closed October and November 2026 (November holds the DST change), provisional December.
@@ -189,7 +191,8 @@ DESIGN_COLUMNS = {
         "window_end": ("timestamp with time zone", None, False),
         "quantity": ("numeric", (18, 3), False),
         "recorded_at": ("timestamp with time zone", None, False),
-        "idempotency_key": ("text", None, False),
+        # Unique, and NULL where NexaCloud could not key a reading: the sandbox writes one such record.
+        "idempotency_key": ("text", None, True),
     },
     "invoices": {
         "id": ("bigint", None, False),
@@ -716,23 +719,67 @@ def test_usage_records_are_whole_windows_inside_each_deployments_life(sandbox):
 
 
 def test_idempotency_keys_are_unique_and_every_push_comes_from_a_usage_record(sandbox):
-    keys = [u["idempotency_key"] for u in sandbox.tables["usage_records"]]
-    assert len(set(keys)) == len(keys)
+    keys = [u["idempotency_key"] for u in sandbox.tables["usage_records"] if u["idempotency_key"] is not None]
+    assert len(set(keys)) == len(keys) == len(sandbox.tables["usage_records"]) - 1
     pushed = [entry["idempotency_key"] for entry in sandbox.odoo["fusion.billing.usage"]]
     assert len(set(pushed)) == len(pushed)
     assert {key.removesuffix("-retry") for key in pushed} <= set(keys)
 
 
+def test_one_usage_record_without_an_idempotency_key_is_the_source_data_error_case(sandbox):
+    """The keyless record is in the NexaCloud database for exactly the case's customer and period,
+    the manifest names it, the extractor counts it on its deployment's local day, and it was never
+    pushed to Odoo."""
+    (case,) = [row for row in sandbox.manifest["differences"] if row["status"] == "source_data_error"]
+    assert case["role"] == "usage_without_key"
+    (record,) = [u for u in sandbox.tables["usage_records"] if u["idempotency_key"] is None]
+    (deployment,) = [d for d in sandbox.tables["deployments"] if d["id"] == record["deployment_id"]]
+    assert deployment["customer_id"] == case["customer_id"]
+    assert period_of(record["window_start"], TIMEZONE).isoformat() == case["period"]
+    day = local_day(as_utc(record["window_start"]), TIMEZONE)
+    assert f"usage record {record['id']} (deployment {deployment['id']}," in case["description"]
+    assert "no idempotency_key" in case["description"]
+    assert f"usage of {day.isoformat()} (local)" in case["description"]
+    # An ordinary reading otherwise: metered, positive, ingested minutes after its window.
+    assert record["metric"] == "cpu_seconds" and record["quantity"] > 0
+    assert (
+        as_utc(record["window_end"])
+        < as_utc(record["recorded_at"])
+        < as_utc(record["window_end"]) + timedelta(hours=1)
+    )
+
+    engine = create_engine(sandbox.url)
+    try:
+        with engine.connect() as connection:
+            usage = fetch_usage(connection, period_window(case["period"], TIMEZONE))
+    finally:
+        engine.dispose()
+    keyless = usage[usage["keyless_records"] > 0]
+    assert [(row.deployment_id, row.usage_date, row.keyless_records) for row in keyless.itertuples()] == [
+        (deployment["id"], day, 1)
+    ]
+
+    subscription = sandbox.mapped_subscription()[deployment["id"]]
+    window_start = as_utc(record["window_start"]).strftime("%Y-%m-%d %H:%M:%S")
+    assert [e for e in sandbox.odoo["fusion.billing.usage"] if e["subscription_id"] == subscription]
+    assert not [
+        e
+        for e in sandbox.odoo["fusion.billing.usage"]
+        if e["subscription_id"] == subscription and e["timestamp"] == window_start
+    ]
+
+
 def test_the_odoo_ledger_matches_nexacloud_usage_except_where_pushes_were_lost_or_doubled(sandbox):
+    """... or where NexaCloud could not key a reading, so never pushed it."""
     nexacloud, odoo = _usage_by_deployment_and_period(sandbox)
     customer_of = {d["id"]: d["customer_id"] for d in sandbox.tables["deployments"]}
     usage_differences = {
         (row["period"], row["customer_id"])
         for row in sandbox.manifest["differences"]
-        if row["status"] == "usage_mismatch"
+        if row["status"] in ("usage_mismatch", "source_data_error")
     }
     mapped = sandbox.mapped_subscription()
-    assert len(usage_differences) == 2
+    assert len(usage_differences) == 3
     for (deployment_id, period), millis in nexacloud.items():
         if deployment_id not in mapped:
             continue
@@ -773,6 +820,16 @@ def test_each_expected_status_can_be_read_off_the_data(sandbox):
     order_lines = defaultdict(list)
     for line in sandbox.odoo["sale.order.line"]:
         order_lines[line["order_id"]].append(line)
+    customer_of = {d["id"]: d["customer_id"] for d in sandbox.tables["deployments"]}
+    # (period, customer) -> the CPU milliseconds of its readings without an idempotency key, per deployment.
+    keyless = defaultdict(Counter)
+    for usage in sandbox.tables["usage_records"]:
+        if usage["idempotency_key"] is None:
+            key = (
+                period_of(usage["window_start"], TIMEZONE).isoformat(),
+                customer_of[usage["deployment_id"]],
+            )
+            keyless[key][usage["deployment_id"]] += round_half_up(Decimal(str(usage["quantity"])) * 1000)
 
     def usage_differs(key) -> bool:
         period, customer_id = key
@@ -802,6 +859,19 @@ def test_each_expected_status_can_be_read_off_the_data(sandbox):
         nexacloud = totals.nexacloud.get(key)
         odoo = totals.odoo_for(key)
         mapped = row["customer_id"] in totals.partner_of
+        assert (status == "source_data_error") == (key in keyless), row
+        if status == "source_data_error":
+            # Nothing else is wrong: one invoice a side in CAD, equal totals, and Odoo's ledger short
+            # by exactly the reading that was never pushed.
+            assert mapped and nexacloud is not None and len(odoo["invoices"]) == 1, row
+            assert odoo["currencies"] == {"CAD"} and odoo["total"] == nexacloud["total"], row
+            assert not rates_differ(row["customer_id"]), row
+            assert {
+                d: nexacloud_usage.get((d, row["period"]), 0) - odoo_usage.get((d, row["period"]), 0)
+                for d in deployments_of[row["customer_id"]]
+                if nexacloud_usage.get((d, row["period"]), 0) != odoo_usage.get((d, row["period"]), 0)
+            } == dict(keyless[key]), row
+            continue
         assert (status == "unmapped") == (not mapped), row
         assert (status == "missing_in_odoo") == (mapped and nexacloud is not None and not odoo["invoices"]), (
             row

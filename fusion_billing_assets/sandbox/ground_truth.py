@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from fusion_billing_assets.billing.money import format_cents
-from fusion_billing_assets.billing.periods import PeriodWindow
+from fusion_billing_assets.billing.periods import PeriodWindow, local_day
 from fusion_billing_assets.billing.statuses import STATUSES, Status
 from fusion_billing_assets.sandbox.independent_charges import (
     active_days,
@@ -225,6 +225,18 @@ class _GroundTruth:
                 f"Odoo billed a {format_cents(WAIVED_FEE_CENTS)} onboarding fee plus tax that NexaCloud did not; "
                 f"accepted in waivers.csv."
             )
+        if role is Role.USAGE_WITHOUT_KEY:
+            (record,) = self.ledger.unkeyed
+            day = local_day(record.window_start, world.timezone)
+            seconds = Decimal(record.millis).scaleb(-3)
+            return (
+                f"NexaCloud usage record {record.id} (deployment {record.deployment_id}, window from "
+                f"{record.window_start:%Y-%m-%d %H:%M} UTC, {seconds:,} CPU-seconds) "
+                f"has no idempotency_key, so it was never pushed to Odoo and breaks the nexacloud/usage "
+                f"contract (keyless_records must be 0): deployment {record.deployment_id}'s usage of "
+                f"{day.isoformat()} (local) is set aside and the customer cannot be judged; both invoices "
+                f"agree otherwise."
+            )
         return self._describe_edge_case(casting, customer, primary, window, rule.label)
 
     def _describe_edge_case(
@@ -284,6 +296,15 @@ class _GroundTruth:
         """Refuse to write a manifest whose shaped cases do not have the shape their status claims."""
         world, odoo = self.world, self.odoo
         sign = {"out_invoice": 1, "out_refund": -1}
+        keyless = world.casting_of_role[Role.USAGE_WITHOUT_KEY]
+        customer_of = {d.id: d.customer_id for d in world.deployments}
+        unkeyed = [(customer_of[r.deployment_id], r.period) for r in self.ledger.unkeyed]
+        if unkeyed != [(keyless.customer_id, keyless.period)]:
+            raise RuntimeError(
+                f"sandbox generator bug: the usage records without an idempotency key belong to "
+                f"(customer, period) {unkeyed}, not only to customer {keyless.customer_id} in "
+                f"{keyless.period.isoformat()}"
+            )
         for casting in world.castings:
             if casting.customer_id is None or not world.imported(casting.customer_id):
                 continue
@@ -308,6 +329,9 @@ class _GroundTruth:
                     Status.WAIVED,
                 ):
                     ok = abs(delta) > TOLERANCE_CENTS
+                elif status is Status.SOURCE_DATA_ERROR:
+                    # The keyless record is the only thing wrong: without it the row would match.
+                    ok = delta == 0
                 else:
                     ok = True
                 if not ok:

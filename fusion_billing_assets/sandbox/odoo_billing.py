@@ -1,12 +1,13 @@
 """Odoo's side of the sandbox: the usage ledger NexaCloud pushed, and the records a correct Odoo holds.
 
 ``push_usage`` is what Odoo's ``fusion.billing.usage`` received (every metered window, except the
-injected lost and doubled pushes); ``odoo_records`` builds, in the storage format of
-``sandbox.odoo_models``, the imported partners and subscriptions, the importer's external ids and
-the invoices Odoo produced from its own data (subscription prices, its ledger, the partner's tax
-rule). Every injected difference is a change to that data or to the invoices, whose effect flows
-through the same arithmetic as a correct invoice: the sandbox's own (``independent_charges``), as
-NexaCloud's, and not ``billing.charges``, the code the reconciliation tests.
+injected lost and doubled pushes and the reading NexaCloud could not key); ``odoo_records``
+builds, in the storage format of ``sandbox.odoo_models``, the imported partners and
+subscriptions, the importer's external ids and the invoices Odoo produced from its own data
+(subscription prices, its ledger, the partner's tax rule). Every injected difference is a change
+to that data or to the invoices, whose effect flows through the same arithmetic as a correct
+invoice: the sandbox's own (``independent_charges``), as NexaCloud's, and not ``billing.charges``,
+the code the reconciliation tests.
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ class UsageLedger:
     entries: list[LedgerEntry]
     lost: PushFault
     doubled: PushFault
+    # The usage records without an idempotency key: pushes are keyed, so they were never sent.
+    unkeyed: tuple[UsageRecord, ...]
 
 
 @dataclass(frozen=True)
@@ -186,7 +189,11 @@ class OdooRecords:
 
 
 def push_usage(world: World, usage: list[UsageRecord]) -> UsageLedger:
-    """What Odoo's usage ledger received: every push, except the injected lost and doubled ones."""
+    """What Odoo's usage ledger received: every push, except the injected lost and doubled ones.
+
+    A record without an idempotency key is never pushed: Odoo deduplicates on the key, so NexaCloud
+    sends none without one.
+    """
     not_imported = {d.id for d in world.deployments if not world.imported(d.customer_id)}
     lost = world.casting_of_role[Role.LOST_USAGE_PUSHES]
     lost_deployment = world.primary_of(lost.customer_id)
@@ -196,8 +203,12 @@ def push_usage(world: World, usage: list[UsageRecord]) -> UsageLedger:
     doubled_day = doubled.period + timedelta(days=19)
 
     entries = []
+    unkeyed = []
     lost_millis = doubled_millis = 0
     for record in usage:
+        if record.idempotency_key is None:
+            unkeyed.append(record)
+            continue
         if record.deployment_id in not_imported:
             continue
         entry = LedgerEntry(
@@ -223,6 +234,7 @@ def push_usage(world: World, usage: list[UsageRecord]) -> UsageLedger:
         entries,
         lost=PushFault(lost_deployment, sorted(lost_days), lost_millis),
         doubled=PushFault(doubled_deployment, [doubled_day], doubled_millis),
+        unkeyed=tuple(unkeyed),
     )
 
 

@@ -39,6 +39,7 @@ class Role(StrEnum):
     INVOICE_GENERATED_TWICE = "invoice_generated_twice"
     INVOICE_IN_USD = "invoice_in_usd"
     WAIVED_ONBOARDING_FEE = "waived_onboarding_fee"
+    USAGE_WITHOUT_KEY = "usage_without_key"
     # Edge cases that must reconcile as match.
     CREATED_MID_MONTH = "created_mid_month"
     TERMINATED_MID_MONTH = "terminated_mid_month"
@@ -71,6 +72,8 @@ class RoleSpec:
     province: str | None = None  # the province the role needs (its tax rate matters)
     difference: bool = True  # False: an edge case expected to match
     has_customer: bool = True  # False: an Odoo partner with no NexaCloud customer
+    # True: its period is drawn from a stream of its own, not the world's (see ``cast_roles``).
+    own_stream: bool = False
 
 
 def _edge(role: Role, scope: Scope = Scope.PERIOD, province: str | None = None) -> RoleSpec:
@@ -108,6 +111,9 @@ ROLE_SPECS: tuple[RoleSpec, ...] = (
     _edge(Role.PROVINCE_NB, Scope.EVERY_PERIOD, "NB"),
     _edge(Role.PROVINCE_QC, Scope.EVERY_PERIOD, "QC"),
     _edge(Role.PROVINCE_AB, Scope.EVERY_PERIOD, "AB"),
+    # Cast last and on a stream of its own, so it takes a customer nobody played and leaves every
+    # draw of the roles above, and so their data, as it was.
+    RoleSpec(Role.USAGE_WITHOUT_KEY, Status.SOURCE_DATA_ERROR, Scope.PERIOD, own_stream=True),
 )
 SPECS_BY_ROLE = {spec.role: spec for spec in ROLE_SPECS}
 
@@ -143,7 +149,9 @@ def cast_roles(
 ) -> tuple[Casting, ...]:
     """Give every role a customer of its own and a closed period, drawn from ``rng``.
 
-    The DST edge case is only cast when a closed period contains a DST change (``dst_period``).
+    The DST edge case is only cast when a closed period contains a DST change (``dst_period``). A
+    role with ``own_stream`` draws its period from a stream seeded by the role and its customer (who
+    already depends on ``rng``), so casting it consumes nothing of ``rng``.
     """
     if len(customer_ids) < MINIMUM_CUSTOMERS:
         raise ValueError(
@@ -163,6 +171,8 @@ def cast_roles(
             period = dst_period
         elif spec.scope is Scope.EVERY_PERIOD:
             period = None
+        elif spec.own_stream:
+            period = random.Random(f"{spec.role.value}:{customer_id}").choice(list(closed_periods))
         else:
             period = rng.choice(list(closed_periods))
         castings.append(Casting(spec.role, customer_id, period))

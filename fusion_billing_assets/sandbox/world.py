@@ -248,7 +248,8 @@ class World:
             # 01:30 exists once in March (before the jump) and twice in November (fold 0 = the first).
             created = datetime.combine(self.dst_day, time(1, 30), tzinfo=self.zone).astimezone(UTC)
             deployments.append(self._deployment(customer, _random_plan(rng), created))
-        elif role is None:
+        elif role is None or role is Role.USAGE_WITHOUT_KEY:
+            # The keyless reading needs nothing of its customer's set-up: drawn as a plain one's.
             weights = [
                 2 ** (self.scale.max_deployments_per_customer - k)
                 for k in range(1, self.scale.max_deployments_per_customer + 1)

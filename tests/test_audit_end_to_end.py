@@ -38,6 +38,7 @@ UNEXPLAINED = {
     "unmapped",
     "duplicate",
     "currency_mismatch",
+    "source_data_error",
 }
 
 
@@ -76,7 +77,8 @@ def location(small_sandbox, tmp_path) -> CodeLocation:
 
 
 def test_a_signed_off_period_rerun_after_one_invoice_changed_keeps_both_runs_names_the_customer_and_alerts_once(
-    location, receiver: Receiver  # noqa: F811
+    location,
+    receiver: Receiver,  # noqa: F811
 ):
     period = max(location.sandbox.closed_periods)
     channel = AlertChannel(webhook_url=receiver.url, kind="generic", secret=SECRET)

@@ -495,11 +495,6 @@ def test_an_odoo_invoice_whose_header_disagrees_with_its_lines_names_the_header_
     assert "other lines" not in customer_row(results, BOB.customer_id)["cause"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="validation.validate records a row-wide check (total = subtotal + tax) once per column of the "
-    "record, so the cause says 'customer_id: total_cents = …', 'status: …' for fields that are fine",
-)
 def test_a_row_wide_check_is_named_once_not_blamed_on_every_field_of_the_record():
     records = source_records(World(list(CUSTOMERS)))["nexacloud/invoices"]
     records[1]["total_cents"] += 1
@@ -509,12 +504,6 @@ def test_a_row_wide_check_is_named_once_not_blamed_on_every_field_of_the_record(
     assert "customer_id:" not in problem and "stripe_invoice_id:" not in problem, problem
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a set-aside record attributed to an Odoo partner that has no result row (a contact whose "
-    "commercial partner cannot be read) is dropped by reconcile._set_aside_rows: no row names it and the "
-    "customer invoiced through that contact is judged missing_in_odoo",
-)
 def test_an_invoice_to_a_contact_whose_company_cannot_be_read_is_named_on_some_row():
     world = World(list(CUSTOMERS), odoo_invoices_to_contact={BOB.customer_id})
 
@@ -752,15 +741,7 @@ def test_a_usd_customer_a_bad_invoice_and_bad_waiver_rows_end_to_end(
     "column",
     [
         "stripe_invoice_id",
-        pytest.param(
-            "tax_cents",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="defs/nexacloud.py::nexacloud_invoices computes its metadata (tax_billed: "
-                "frame['tax_cents'].sum()) before validating the frame, so the step dies of a bare "
-                "KeyError 'tax_cents' that names no source instead of the contract's DataQualityError",
-            ),
-        ),
+        "tax_cents",
     ],
 )
 def test_a_frame_missing_a_required_column_stops_its_asset_naming_the_source_and_the_column(

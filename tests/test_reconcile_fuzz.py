@@ -35,8 +35,11 @@ class Injected:
     customers: set[int] = field(default_factory=set)
     nexacloud_invoices: set[int] = field(default_factory=set)
     odoo_moves: set[int] = field(default_factory=set)
-    # Odoo partners linked from two customers: the only partners that may get a row of their own.
+    # Odoo partners linked from two customers: they get a row of their own, set aside.
     conflicting_partners: set[int] = field(default_factory=set)
+    # Odoo partners whose invoice was broken: set aside on their own row too when no customer
+    # links to them any more (its link was moved to another customer's partner).
+    partners_of_broken_moves: set[int] = field(default_factory=set)
     # Whose each Odoo invoice and subscription is, read before anything was broken.
     customer_of_move: dict[int, int] = field(default_factory=dict)
     customer_of_subscription: dict[int, int] = field(default_factory=dict)
@@ -99,6 +102,7 @@ def _odoo_line_without_product(records: Records, draw, injected: Injected) -> No
     line = draw(st.sampled_from(records["odoo/invoice_lines"]))
     line["product_code"] = None
     injected.customers.add(injected.customer_of_move[line["move_id"]])
+    injected.partners_of_broken_moves.add(100 + injected.customer_of_move[line["move_id"]])
 
 
 def _odoo_header_off(records: Records, draw, injected: Injected) -> None:
@@ -107,6 +111,7 @@ def _odoo_header_off(records: Records, draw, injected: Injected) -> None:
     move.update(untaxed_cents=move["untaxed_cents"] + cents, total_cents=move["total_cents"] + cents)
     injected.customers.add(injected.customer_of_move[move["move_id"]])
     injected.odoo_moves.add(move["move_id"])
+    injected.partners_of_broken_moves.add(move["partner_id"])
 
 
 def _odoo_move_partner_unreadable(records: Records, draw, injected: Injected) -> None:
@@ -205,7 +210,7 @@ def test_random_breakages_set_aside_exactly_the_broken_customers_and_keep_every_
     set_aside = set(customer_rows.loc[customer_rows["status"] == SOURCE_DATA_ERROR, "customer_id"])
     assert set_aside == injected.customers, (applied, results[["customer_id", "status", "cause"]])
     partners_set_aside = set(partner_rows.loc[partner_rows["status"] == SOURCE_DATA_ERROR, "partner_id"])
-    assert partners_set_aside <= injected.conflicting_partners, applied
+    assert partners_set_aside <= injected.conflicting_partners | injected.partners_of_broken_moves, applied
     assert set(partner_rows["status"]) <= {"unmapped", SOURCE_DATA_ERROR}
     # Nothing broken is silent: every breakage left at least one record set aside.
     assert screened.set_aside.empty == (not applied), applied

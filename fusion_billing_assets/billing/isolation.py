@@ -193,13 +193,15 @@ def concerned_customers(
     nexacloud_invoices: pd.DataFrame,
     odoo_invoices: pd.DataFrame,
     mapping: pd.DataFrame,
+    odoo_invoice_lines: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Each set-aside record with the customer (or orphan partner) it concerns, one row per pair.
 
     ``set_aside`` holds records with their ids (``describe_records``). A record is attributed
     through every id it carries: its customer, its deployment's customer, the customers of its
     plan, its invoice's customer, the customers mapped to its partner or subscription, its Odoo
-    invoice's partner. ``deployments``, ``nexacloud_invoices`` and ``odoo_invoices`` may hold set-aside
+    invoice's partner, and the customers of the subscriptions its Odoo invoice's lines bill (so an
+    invoice addressed to a contact that cannot be read still finds its customer). ``deployments``, ``nexacloud_invoices`` and ``odoo_invoices`` may hold set-aside
     records too: attribution uses whatever ids could be read. A record no id leads to is kept with
     both ``customer_id`` and ``partner_id`` missing, so it is still listed.
     """
@@ -214,6 +216,12 @@ def concerned_customers(
             customers_of_plan.setdefault(int(plan_id), set()).add(int(customer_id))
     customer_of_invoice = _lookup(nexacloud_invoices, "invoice_id", "customer_id")
     partner_of_move = _lookup(odoo_invoices, "move_id", "partner_id")
+    subscriptions_of_move: dict[int, set[int]] = {}
+    lines = odoo_invoice_lines if odoo_invoice_lines is not None else pd.DataFrame()
+    if {"move_id", "subscription_id"} <= set(lines.columns):
+        for move_id, subscription_id in zip(lines["move_id"], lines["subscription_id"], strict=True):
+            if not pd.isna(move_id) and not pd.isna(subscription_id):
+                subscriptions_of_move.setdefault(int(move_id), set()).add(int(subscription_id))
     customer_links = mapping[mapping["link_kind"] == "customer"]
     customers_of_partner: dict[int, set[int]] = {}
     for customer_id, partner_id in zip(
@@ -243,8 +251,11 @@ def concerned_customers(
             customers |= customers_of_plan.get(ids["plan_id"], set())
         if ids["invoice_id"] is not None and ids["invoice_id"] in customer_of_invoice:
             customers.add(customer_of_invoice[ids["invoice_id"]])
-        if ids["subscription_id"] is not None:
-            customers |= customers_of_subscription.get(ids["subscription_id"], set())
+        subscriptions = {ids["subscription_id"]} - {None}
+        if ids["move_id"] is not None:
+            subscriptions |= subscriptions_of_move.get(ids["move_id"], set())
+        for subscription in subscriptions:
+            customers |= customers_of_subscription.get(subscription, set())
         odoo_partners = {ids["partner_id"], ids["commercial_partner_id"]}
         if ids["move_id"] is not None and ids["move_id"] in partner_of_move:
             odoo_partners.add(partner_of_move[ids["move_id"]])

@@ -194,6 +194,18 @@ def reconcile(
         lines.extend(customer_lines)
     for partner_id in ledger.orphan_partners():
         rows.append(ledger.orphan_partner_row(partner_id))
+    # A set-aside record that concerns an Odoo partner with no row yet (a contact whose company
+    # cannot be read, say) gets a row of its own: no set-aside record goes unnamed.
+    shown = {
+        int(row["partner_id"])
+        for row in rows
+        if row["partner_id"] is not None and not pd.isna(row["partner_id"])
+    }
+    unnamed = inputs.set_aside[
+        inputs.set_aside["customer_id"].isna() & inputs.set_aside["partner_id"].notna()
+    ]
+    for partner_id in sorted({int(partner_id) for partner_id in unnamed["partner_id"]} - shown):
+        rows.append(ledger.orphan_partner_row(partner_id))
     results = _set_aside_rows(_note_expected_gaps(pd.DataFrame(rows), inputs.expected_gaps), inputs.set_aside)
     for row_index, row in results.iterrows():
         waiver = (
@@ -748,7 +760,7 @@ def _set_aside_rows(results: pd.DataFrame, set_aside: pd.DataFrame) -> pd.DataFr
         more = len(records) - min(len(records), _SET_ASIDE_NAMED)
         results.at[index, "status"] = Status.SOURCE_DATA_ERROR
         results.at[index, "cause"] = (
-            f"{len(records)} record(s) break their source's contract, so this "
+            f"Set aside: {len(records)} record(s) break their source's contract, so this "
             f"{'customer' if pd.notna(row['customer_id']) else 'partner'} cannot be judged: {named}"
             + (f"; and {more} more" if more else "")
             + ". Fix them in their source and re-run the period."

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -107,7 +107,7 @@ def validated_output(
     window: PeriodWindow,
     *,
     source: str,
-    metadata: Mapping[str, Any] | None = None,
+    metadata: Callable[[pd.DataFrame], Mapping[str, Any]] | Mapping[str, Any] | None = None,
     output_name: str = "result",
 ) -> Output[pd.DataFrame]:
     """Validate ``frame`` against its contract, marking every record that breaks it (set aside
@@ -117,6 +117,8 @@ def validated_output(
     except DataQualityError as error:
         raise data_quality_failure(error, window) from None
     broken = set_aside_records(frame, contract)
+    # Figures of the frame are taken once it is known to have its columns, over its usable records.
+    described = metadata(usable(frame, contract)) if callable(metadata) else metadata
     context.log.info(
         f"{contract.name} {window.key}: {len(frame)} rows from {source}"
         + (f", {len(broken)} breaking the contract (set aside)" if len(broken) else "")
@@ -135,7 +137,7 @@ def validated_output(
             "rows_set_aside": len(broken),
             "set_aside": MetadataValue.md(set_aside_markdown(broken)),
             "dagster/column_schema": column_schema(contract),
-            **(metadata or {}),
+            **(described or {}),
         },
     )
 

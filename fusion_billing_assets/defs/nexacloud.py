@@ -54,14 +54,15 @@ def nexacloud_customers(context: AssetExecutionContext, nexacloud: NexaCloudData
     window = window_of(context.partition_key)
     with nexacloud.get_connection() as connection:
         frame = queries.fetch_customers(connection, window)
-    by_province = frame.groupby("province").size().to_dict() if len(frame) else {}
     return validated_output(
         context,
         frame,
         contracts.nexacloud_customers(window),
         window,
         source=nexacloud.describe(),
-        metadata={"customers_by_province": MetadataValue.json(by_province)},
+        metadata=lambda f: {
+            "customers_by_province": MetadataValue.json(f.groupby("province").size().to_dict())
+        },
     )
 
 
@@ -87,14 +88,17 @@ def nexacloud_deployments(
     window = window_of(context.partition_key)
     with nexacloud.get_connection() as connection:
         frame = queries.fetch_deployments(connection, window)
-    frame["active_days"] = active_days_per_deployment(frame, window)
+    if {"created_at", "terminated_at"} <= set(frame.columns):
+        frame["active_days"] = active_days_per_deployment(frame, window)
     output = validated_output(
         context,
         frame,
         contracts.nexacloud_deployments(window),
         window,
         source=nexacloud.describe(),
-        metadata={"deployments_active_part_of_the_period": int((frame["active_days"] < window.days).sum())},
+        metadata=lambda f: {
+            "deployments_active_part_of_the_period": int((f["active_days"] < window.days).sum())
+        },
     )
     yield output
     yield referential_check_result(
@@ -123,7 +127,9 @@ def nexacloud_usage(context: AssetExecutionContext, nexacloud: NexaCloudDatabase
     with nexacloud.get_connection() as connection:
         frame = queries.fetch_usage(connection, window)
         negative = (
-            queries.fetch_negative_usage(connection, window) if frame["negative_records"].any() else None
+            queries.fetch_negative_usage(connection, window)
+            if "negative_records" in frame.columns and frame["negative_records"].any()
+            else None
         )
     if negative is not None:
         # A negative reading hides inside its day's sum: name each one on the day it belongs to.
@@ -134,12 +140,12 @@ def nexacloud_usage(context: AssetExecutionContext, nexacloud: NexaCloudDatabase
         contracts.nexacloud_usage(window),
         window,
         source=nexacloud.describe(),
-        metadata={
-            "cpu_hours": round(int(frame["cpu_milliseconds"].sum()) / 3_600_000, 3),
-            "late_cpu_hours": round(int(frame["late_cpu_milliseconds"].sum()) / 3_600_000, 3),
-            "usage_records": int(frame["records"].sum()),
-            "late_usage_records": int(frame["late_records"].sum()),
-            "deployments_with_usage": int(frame["deployment_id"].nunique()),
+        metadata=lambda f: {
+            "cpu_hours": round(int(f["cpu_milliseconds"].sum()) / 3_600_000, 3),
+            "late_cpu_hours": round(int(f["late_cpu_milliseconds"].sum()) / 3_600_000, 3),
+            "usage_records": int(f["records"].sum()),
+            "late_usage_records": int(f["late_records"].sum()),
+            "deployments_with_usage": int(f["deployment_id"].nunique()),
         },
     )
     yield output
@@ -162,18 +168,17 @@ def nexacloud_invoices(context: AssetExecutionContext, nexacloud: NexaCloudDatab
     window = window_of(context.partition_key)
     with nexacloud.get_connection() as connection:
         frame = queries.fetch_invoices(connection, window)
-    by_status = frame.groupby("status").size().to_dict() if len(frame) else {}
     return validated_output(
         context,
         frame,
         contracts.nexacloud_invoices(window),
         window,
         source=nexacloud.describe(),
-        metadata={
-            "total_billed": format_cents(int(frame["total_cents"].sum())),
-            "subtotal_billed": format_cents(int(frame["subtotal_cents"].sum())),
-            "tax_billed": format_cents(int(frame["tax_cents"].sum())),
-            "invoices_by_status": MetadataValue.json(by_status),
+        metadata=lambda f: {
+            "total_billed": format_cents(int(f["total_cents"].sum())),
+            "subtotal_billed": format_cents(int(f["subtotal_cents"].sum())),
+            "tax_billed": format_cents(int(f["tax_cents"].sum())),
+            "invoices_by_status": MetadataValue.json(f.groupby("status").size().to_dict()),
         },
     )
 
@@ -190,16 +195,15 @@ def nexacloud_invoice_lines(
     window = window_of(context.partition_key)
     with nexacloud.get_connection() as connection:
         frame = queries.fetch_invoice_lines(connection, window)
-    amount_by_kind = frame.groupby("kind")["amount_cents"].sum().to_dict() if len(frame) else {}
     output = validated_output(
         context,
         frame,
         contracts.nexacloud_invoice_lines(),
         window,
         source=nexacloud.describe(),
-        metadata={
+        metadata=lambda f: {
             "amount_by_kind": MetadataValue.json(
-                {kind: format_cents(int(c)) for kind, c in amount_by_kind.items()}
+                {kind: format_cents(int(c)) for kind, c in f.groupby("kind")["amount_cents"].sum().items()}
             )
         },
     )

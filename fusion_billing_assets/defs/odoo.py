@@ -70,14 +70,16 @@ def odoo_account_links(context: AssetExecutionContext, odoo: OdooAPI) -> Output[
         frame = queries.fetch_account_links(client, MODELS)
         cost = _cost(client)
         source = client.describe()
-    counts = frame.groupby("link_kind").size().to_dict() if len(frame) else {}
     return validated_output(
         context,
         frame,
         contracts.odoo_account_links(),
         window,
         source=source,
-        metadata={**cost, "links_by_kind": MetadataValue.json(counts)},
+        metadata=lambda f: {
+            **cost,
+            "links_by_kind": MetadataValue.json(f.groupby("link_kind").size().to_dict()),
+        },
     )
 
 
@@ -95,10 +97,10 @@ def odoo_subscriptions(context: AssetExecutionContext, odoo: OdooAPI) -> Output[
         contracts.odoo_subscriptions(),
         window,
         source=source,
-        metadata={
+        metadata=lambda f: {
             **cost,
-            "subscriptions_without_plan_fee": int(frame["plan_fee_cents"].isna().sum()),
-            "subscriptions_without_overage_rate": int(frame["overage_cents_per_cpu_hour"].isna().sum()),
+            "subscriptions_without_plan_fee": int(f["plan_fee_cents"].isna().sum()),
+            "subscriptions_without_overage_rate": int(f["overage_cents_per_cpu_hour"].isna().sum()),
         },
     )
 
@@ -117,11 +119,11 @@ def odoo_usage(context: AssetExecutionContext, odoo: OdooAPI) -> Output[pd.DataF
         contracts.odoo_usage(window),
         window,
         source=source,
-        metadata={
+        metadata=lambda f: {
             **cost,
-            "cpu_hours": round(int(frame["cpu_milliseconds"].sum()) / 3_600_000, 3),
-            "ledger_records": int(frame["records"].sum()),
-            "subscriptions_with_usage": int(frame["subscription_id"].nunique()),
+            "cpu_hours": round(int(f["cpu_milliseconds"].sum()) / 3_600_000, 3),
+            "ledger_records": int(f["records"].sum()),
+            "subscriptions_with_usage": int(f["subscription_id"].nunique()),
         },
     )
 
@@ -159,15 +161,13 @@ def odoo_invoices(context: AssetExecutionContext, odoo: OdooAPI):
         window,
         source=source,
         output_name="invoices",
-        metadata={
+        metadata=lambda f: {
             **cost,
-            "total_invoiced": format_cents(int(invoices["total_cents"].sum())),
-            "untaxed_invoiced": format_cents(int(invoices["untaxed_cents"].sum())),
-            "tax_invoiced": format_cents(int(invoices["tax_cents"].sum())),
-            "refunds": int((invoices["move_type"] == "out_refund").sum()),
-            "invoices_by_state": MetadataValue.json(
-                invoices.groupby("state").size().to_dict() if len(invoices) else {}
-            ),
+            "total_invoiced": format_cents(int(f["total_cents"].sum())),
+            "untaxed_invoiced": format_cents(int(f["untaxed_cents"].sum())),
+            "tax_invoiced": format_cents(int(f["tax_cents"].sum())),
+            "refunds": int((f["move_type"] == "out_refund").sum()),
+            "invoices_by_state": MetadataValue.json(f.groupby("state").size().to_dict()),
         },
     )
     yield validated_output(
@@ -177,7 +177,7 @@ def odoo_invoices(context: AssetExecutionContext, odoo: OdooAPI):
         window,
         source=source,
         output_name="invoice_lines",
-        metadata={"subtotal_of_lines": format_cents(int(lines["subtotal_cents"].sum()))},
+        metadata=lambda f: {"subtotal_of_lines": format_cents(int(f["subtotal_cents"].sum()))},
     )
     yield referential_check_result(
         INVOICE_LINES_BELONG_TO_KNOWN_INVOICES,
@@ -217,7 +217,7 @@ def odoo_partners(
         contracts.odoo_partners(),
         window,
         source=source,
-        metadata={**cost, "archived_partners": int((~frame["active"]).sum())},
+        metadata=lambda f: {**cost, "archived_partners": int((~f["active"]).sum())},
     )
     yield output
     yield referential_check_result(

@@ -69,7 +69,7 @@ usage_records = Table(
     Column("window_end", DateTime(timezone=True), nullable=False),
     Column("quantity", Numeric(18, 3), nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
-    Column("idempotency_key", Text, nullable=False, unique=True),
+    Column("idempotency_key", Text, nullable=True, unique=True),
 )
 
 invoices = Table(

@@ -89,6 +89,7 @@ def screen_period(
         nexacloud_invoices=readable_all.get("nexacloud/invoices", pd.DataFrame()),
         odoo_invoices=readable_all.get("odoo/invoices", pd.DataFrame()),
         mapping=mapping if mapping is not None else _no_mapping(),
+        odoo_invoice_lines=readable_all.get("odoo/invoice_lines"),
     )
     if mapping is not None:
         attributed = pd.concat(

@@ -64,14 +64,34 @@ def validate(frame: pd.DataFrame, contract: FrameContract) -> pd.DataFrame:
         whole_frame = cases[cases["index"].isna()]
         if len(whole_frame):
             raise DataQualityError(contract.name, _failures(readable, contract, whole_frame)) from None
-        for case in cases.itertuples(index=False):
-            field = str(case.column) if case.column is not None else "(record)"
-            problems[case.index] = add_problem(
-                problems[case.index], f"{field}: {case.check} (got {case.failure_case!r})"
-            )
+        for index, problem in _problems_by_record(cases):
+            problems[index] = add_problem(problems[index], problem)
     checked = frame.copy()
     checked[SET_ASIDE] = problems
     return checked
+
+
+def _problems_by_record(cases: pd.DataFrame) -> list[tuple]:
+    """One problem per record and failed check.
+
+    A column's check names its field and value. A check across the record (``total = subtotal +
+    tax``) is reported by pandera once per column; it is one problem of the record, named once. A
+    uniqueness check names its key columns and their values.
+    """
+    problems = []
+    across = cases["schema_context"] == "DataFrameSchema"
+    for case in cases[~across].itertuples(index=False):
+        problems.append((case.index, f"{case.column}: {case.check} (got {case.failure_case!r})"))
+    for (index, check), group in cases[across].groupby(["index", "check"], sort=False):
+        if check == "multiple_fields_uniqueness":
+            values = ", ".join(
+                f"{column}={value!r}"
+                for column, value in zip(group["column"], group["failure_case"], strict=True)
+            )
+            problems.append((index, f"{', '.join(map(str, group['column']))}: not unique ({values})"))
+        else:
+            problems.append((index, f"(record): {check}"))
+    return problems
 
 
 def usable(frame: pd.DataFrame, contract: FrameContract) -> pd.DataFrame:

@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 from fusion_billing_assets.defs.nexacloud import nexacloud_customers, nexacloud_plans
 from fusion_billing_assets.defs.resources import NexaCloudDatabase
 from fusion_billing_assets.settings import PROJECT_ROOT
+from tests.conftest import SMALL_SCALE_OPTIONS
 
 pytestmark = pytest.mark.postgres
 
@@ -46,7 +47,10 @@ def test_the_production_instance_materializes_a_period_into_postgres(production_
         assert result.success
         event = instance.get_latest_materialization_event(AssetKey(["nexacloud", "customers"]))
         assert event.asset_materialization.partition == period
-        assert event.asset_materialization.metadata["dagster/row_count"].value == 32
+        assert (
+            event.asset_materialization.metadata["dagster/row_count"].value
+            == SMALL_SCALE_OPTIONS["customers"]
+        )
 
     engine = create_engine(database_url)
     with engine.connect() as connection:

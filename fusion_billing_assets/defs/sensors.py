@@ -127,29 +127,24 @@ def reconciliation_alerts(
             continue
         link = alert_channel.link(f"assets/billing/reconciliation?partition={period}")
         alert, state = period_alert(period, results, cursor.state(period), link)
-        if alert is None and signoff_alert is None:
+        news = [item for item in (alert, signoff_alert) if item is not None]
+        if not news:
             quiet += 1
-        if alert is not None:
+        for item in news:
             try:
-                delivered = deliver(alert, alert_channel.config())
+                delivered = deliver(item, alert_channel.config())
             except AlertDeliveryError as error:
                 # Keep what was done; this materialization is handled again on the next tick.
                 context.update_cursor(cursor.dump())
                 return SkipReason(f"{error}; the {period} alert will be sent again on the next tick.")
-            (sent if delivered else logged).append(f"{period} ({alert.event})")
+            (sent if delivered else logged).append(f"{period} ({item.event})")
             if not delivered:
-                context.log.info(f"No alert channel configured; the alert would say:\n{alert.text()}")
-        cursor.remember(period, state)
-        if signoff_alert is not None:
-            try:
-                delivered = deliver(signoff_alert, alert_channel.config())
-            except AlertDeliveryError as error:
-                context.update_cursor(cursor.dump())
-                return SkipReason(f"{error}; the {period} alert will be sent again on the next tick.")
-            (sent if delivered else logged).append(f"{period} ({signoff_alert.event})")
-            if not delivered:
-                context.log.info(f"No alert channel configured; the alert would say:\n{signoff_alert.text()}")
-            cursor.signoff_changes[period] = signoff_alert.details["changes"]
+                context.log.info(f"No alert channel configured; the alert would say:\n{item.text()}")
+            # Remember each piece of news as soon as it is delivered, so a later refusal resends only the rest.
+            if item is signoff_alert:
+                cursor.signoff_changes[period] = item.details["changes"]
+            else:
+                cursor.remember(period, state)
         cursor.after_storage_id = record.storage_id
     context.update_cursor(cursor.dump())
     parts = []

@@ -34,13 +34,20 @@ from fusion_billing_assets.billing.expected import (
     expected_invoices,
 )
 from fusion_billing_assets.billing.isolation import refused_waivers
-from fusion_billing_assets.billing.reconcile import PeriodInputs, Policy, account_mapping, reconcile
+from fusion_billing_assets.billing.reconcile import Policy, reconcile
 from fusion_billing_assets.billing.waivers import Waiver, read_waivers
 from fusion_billing_assets.defs import nexacloud as nexacloud_assets
 from fusion_billing_assets.defs.resources import NexaCloudDatabase
 from fusion_billing_assets.sources import nexacloud, odoo_frames
 from fusion_billing_assets.sources.frames import typed_frame
-from fusion_billing_assets.sources.screening import ScreenedPeriod, contract_of, screen_period
+from fusion_billing_assets.sources.screening import (
+    ScreenedPeriod,
+    billable,
+    contract_of,
+    mapped_accounts,
+    period_inputs,
+    screen_period,
+)
 from fusion_billing_assets.sources.validation import (
     DataQualityError,
     nexacloud_invoices,
@@ -124,49 +131,16 @@ def reconciled_period(
 ) -> tuple[pd.DataFrame, ScreenedPeriod]:
     """The period's results, wired as ``defs/reconciliation.py`` wires its three assets."""
     frames = {source: source_frame(source, rows) for source, rows in records.items()}
-    links = frames.pop("odoo/account_links")
-    mapping_inputs = ("nexacloud/customers", "nexacloud/deployments", "odoo/partners", "odoo/invoices")
-    readable = screen_period({source: frames[source] for source in mapping_inputs}, OCTOBER)
-    mapping = account_mapping(
-        readable.usable("nexacloud/customers"),
-        readable.usable("nexacloud/deployments"),
-        links,
-        readable.usable("odoo/partners"),
-        readable.usable("odoo/invoices"),
-    )
+    mapping = mapped_accounts(frames, frames.pop("odoo/account_links"), OCTOBER)
     screened = screen_period(frames, OCTOBER, mapping)
-    usable = screened.usable
-    billable = usable("nexacloud/deployments")
-    billable = billable[~billable["customer_id"].isin(list(screened.expected_gaps))]
-    usage = usable("nexacloud/usage")
-    lines = expected_charges(
-        usable("nexacloud/customers"),
-        usable("nexacloud/plans"),
-        billable,
-        usage[usage["deployment_id"].isin(billable["deployment_id"])],
+    lines = expected_charges(**billable(screened), window=OCTOBER)
+    inputs = period_inputs(
+        screened,
         OCTOBER,
-    )
-    set_aside = screened.set_aside
-    if waiver_set_aside is not None:
-        set_aside = pd.concat([set_aside, waiver_set_aside], ignore_index=True)
-    inputs = PeriodInputs(
-        period=OCTOBER.period,
         provisional=False,
-        customers=screened.judged_customers,
-        plans=usable("nexacloud/plans"),
-        deployments=usable("nexacloud/deployments"),
-        nexacloud_usage=usable("nexacloud/usage"),
-        nexacloud_invoices=usable("nexacloud/invoices"),
-        nexacloud_invoice_lines=usable("nexacloud/invoice_lines"),
-        partners=usable("odoo/partners"),
-        subscriptions=usable("odoo/subscriptions"),
-        odoo_usage=usable("odoo/usage"),
-        odoo_invoices=usable("odoo/invoices"),
-        odoo_invoice_lines=usable("odoo/invoice_lines"),
         expected_lines=lines,
         expected_invoices=expected_invoices(lines),
-        set_aside=set_aside,
-        expected_gaps=screened.expected_gaps,
+        more_set_aside=waiver_set_aside,
     )
     results, _ = reconcile(inputs, mapping, waivers, Policy(), RECONCILED_AT)
     return results, screened

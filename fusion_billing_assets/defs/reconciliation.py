@@ -53,12 +53,8 @@ from fusion_billing_assets.billing.money import format_cents
 from fusion_billing_assets.billing.readiness import PeriodSignoff
 from fusion_billing_assets.billing.readiness import flip_readiness as judge_flip_readiness
 from fusion_billing_assets.billing.reconcile import (
-    PeriodInputs,
     Policy,
     reconcile,
-)
-from fusion_billing_assets.billing.reconcile import (
-    account_mapping as map_accounts,
 )
 from fusion_billing_assets.billing.statuses import unexplained
 from fusion_billing_assets.billing.waivers import WaiverFile, read_waivers
@@ -75,7 +71,13 @@ from fusion_billing_assets.reports import (
     variance_chart_svg,
     write_period_report,
 )
-from fusion_billing_assets.sources.screening import screen_period, set_aside_markdown
+from fusion_billing_assets.sources.screening import (
+    billable,
+    mapped_accounts,
+    period_inputs,
+    screen_period,
+    set_aside_markdown,
+)
 from fusion_billing_assets.warehouse import (
     RunRecord,
     active_signoff,
@@ -129,23 +131,13 @@ def account_mapping(
     """Which NexaCloud customer is which Odoo partner, and which deployment which subscription,
     for the period — with the unmapped of both sides, which cannot be reconciled."""
     window = window_of(context.partition_key)
-    # Links that break their contract are kept: they make a conflict, not an unmapped customer.
-    readable = screen_period(
-        {
-            "nexacloud/customers": customers,
-            "nexacloud/deployments": deployments,
-            "odoo/partners": partners,
-            "odoo/invoices": odoo_invoices,
-        },
-        window,
-    )
-    mapping = map_accounts(
-        readable.usable("nexacloud/customers"),
-        readable.usable("nexacloud/deployments"),
-        account_links,
-        readable.usable("odoo/partners"),
-        readable.usable("odoo/invoices"),
-    )
+    frames = {
+        "nexacloud/customers": customers,
+        "nexacloud/deployments": deployments,
+        "odoo/partners": partners,
+        "odoo/invoices": odoo_invoices,
+    }
+    mapping = mapped_accounts(frames, account_links, window)
     unmapped = mapping[~mapping["mapped"]]
     return Output(
         mapping,
@@ -214,17 +206,7 @@ def expected_charges(
         window,
     )
     # Set-aside records and customers whose expected leg cannot be formed are left out, with why.
-    billable = screened.usable("nexacloud/deployments")
-    billable = billable[~billable["customer_id"].isin(list(screened.expected_gaps))]
-    billed_usage = screened.usable("nexacloud/usage")
-    lines = compute_expected_charges(
-        screened.usable("nexacloud/customers"),
-        screened.usable("nexacloud/plans"),
-        billable,
-        billed_usage[billed_usage["deployment_id"].isin(billable["deployment_id"])],
-        window,
-        rounding=rounding,
-    )
+    lines = compute_expected_charges(**billable(screened), window=window, rounding=rounding)
     return Output(
         lines,
         metadata={
@@ -313,27 +295,13 @@ def reconciliation(
         window,
         mapping,
     )
-    frame = screened.usable
-    inputs = PeriodInputs(
-        period=window.period,
+    inputs = period_inputs(
+        screened,
+        window,
         provisional=provisional,
-        customers=screened.judged_customers,
-        plans=frame("nexacloud/plans"),
-        deployments=frame("nexacloud/deployments"),
-        nexacloud_usage=frame("nexacloud/usage"),
-        nexacloud_invoices=frame("nexacloud/invoices"),
-        nexacloud_invoice_lines=frame("nexacloud/invoice_lines"),
-        partners=frame("odoo/partners"),
-        subscriptions=frame("odoo/subscriptions"),
-        odoo_usage=frame("odoo/usage"),
-        odoo_invoices=frame("odoo/invoices"),
-        odoo_invoice_lines=frame("odoo/invoice_lines"),
         expected_lines=expected_lines,
         expected_invoices=expected_invoices(expected_lines, rounding=rounding),
-        set_aside=pd.concat(
-            [screened.set_aside, refused_waivers(waiver_file.refused_for(window.period))], ignore_index=True
-        ),
-        expected_gaps=screened.expected_gaps,
+        more_set_aside=refused_waivers(waiver_file.refused_for(window.period)),
     )
     results, lines = reconcile(
         inputs, mapping, waiver_file.waivers, Policy(tolerance_cents=policy.tolerance_cents), now

@@ -23,6 +23,7 @@ from fusion_billing_assets.billing.isolation import (
     referential_set_aside,
 )
 from fusion_billing_assets.billing.periods import PeriodWindow
+from fusion_billing_assets.billing.reconcile import PeriodInputs, account_mapping
 from fusion_billing_assets.sources import validation as contracts
 from fusion_billing_assets.sources.validation import FrameContract, set_aside_records, usable
 
@@ -161,4 +162,75 @@ def _no_mapping() -> pd.DataFrame:
             "nexacloud_id": pd.Series(dtype="Int64"),
             "odoo_id": pd.Series(dtype="Int64"),
         }
+    )
+
+
+# --- What each billing asset reads from a screened period ----------------------------------------
+
+MAPPING_SOURCES = ("nexacloud/customers", "nexacloud/deployments", "odoo/partners", "odoo/invoices")
+EXPECTED_SOURCES = ("nexacloud/customers", "nexacloud/plans", "nexacloud/deployments", "nexacloud/usage")
+
+
+def mapped_accounts(
+    frames: Mapping[str, pd.DataFrame], account_links: pd.DataFrame, window: PeriodWindow
+) -> pd.DataFrame:
+    """The account mapping over the usable records; links that break their contract are kept, so
+    they make a conflict rather than an unmapped customer (``billing.reconcile.account_mapping``)."""
+    readable = screen_period({source: frames[source] for source in MAPPING_SOURCES}, window)
+    return account_mapping(
+        readable.usable("nexacloud/customers"),
+        readable.usable("nexacloud/deployments"),
+        account_links,
+        readable.usable("odoo/partners"),
+        readable.usable("odoo/invoices"),
+    )
+
+
+def billable(screened: ScreenedPeriod) -> dict[str, pd.DataFrame]:
+    """What the expected charges are computed from: usable records, without the customers whose
+    expected leg cannot be formed (``expected_gaps``)."""
+    deployments = screened.usable("nexacloud/deployments")
+    deployments = deployments[~deployments["customer_id"].isin(list(screened.expected_gaps))]
+    usage = screened.usable("nexacloud/usage")
+    return {
+        "customers": screened.usable("nexacloud/customers"),
+        "plans": screened.usable("nexacloud/plans"),
+        "deployments": deployments,
+        "usage": usage[usage["deployment_id"].isin(deployments["deployment_id"])],
+    }
+
+
+def period_inputs(
+    screened: ScreenedPeriod,
+    window: PeriodWindow,
+    *,
+    provisional: bool,
+    expected_lines: pd.DataFrame,
+    expected_invoices: pd.DataFrame,
+    more_set_aside: pd.DataFrame | None = None,
+) -> PeriodInputs:
+    """The reconciliation's inputs: the usable records, every customer whose id could be read, the
+    set-aside records (with ``more_set_aside``, e.g. refused waiver rows) and the expected gaps."""
+    usable = screened.usable
+    set_aside = screened.set_aside
+    if more_set_aside is not None and len(more_set_aside):
+        set_aside = pd.concat([set_aside, more_set_aside], ignore_index=True)
+    return PeriodInputs(
+        period=window.period,
+        provisional=provisional,
+        customers=screened.judged_customers,
+        plans=usable("nexacloud/plans"),
+        deployments=usable("nexacloud/deployments"),
+        nexacloud_usage=usable("nexacloud/usage"),
+        nexacloud_invoices=usable("nexacloud/invoices"),
+        nexacloud_invoice_lines=usable("nexacloud/invoice_lines"),
+        partners=usable("odoo/partners"),
+        subscriptions=usable("odoo/subscriptions"),
+        odoo_usage=usable("odoo/usage"),
+        odoo_invoices=usable("odoo/invoices"),
+        odoo_invoice_lines=usable("odoo/invoice_lines"),
+        expected_lines=expected_lines,
+        expected_invoices=expected_invoices,
+        set_aside=set_aside,
+        expected_gaps=screened.expected_gaps,
     )

@@ -1,9 +1,7 @@
 """Writing the sandbox's NexaCloud database: the tables of ``sources.nexacloud_schema``, replaced on every run.
 
 The tables are dropped and recreated at any SQLAlchemy URL (a SQLite file or PostgreSQL), so a
-second run replaces the world instead of adding to it, and filled in bulk. One column is created
-more lenient than the schema module declares it (``sandbox_metadata``), so the sandbox can hold
-the broken record the reconciliation must set aside.
+second run replaces the world instead of adding to it, and filled in bulk.
 """
 
 from __future__ import annotations
@@ -16,7 +14,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, MetaData, Table, create_engine
+from sqlalchemy import Connection, Table, create_engine
 from sqlalchemy.engine import make_url
 
 from fusion_billing_assets.sandbox.nexacloud_billing import NexaCloudInvoice, Progress, UsageRecord
@@ -54,20 +52,6 @@ class _DriverValues:
     def millis(self, millis: int) -> Decimal | float:
         # int / int is correctly rounded, the same float as float(Decimal("123.456")).
         return millis / MILLIS_PER_SECOND if self.sqlite else Decimal(millis).scaleb(-3)
-
-
-def sandbox_metadata() -> MetaData:
-    """The contract's tables as the sandbox creates them: ``usage_records.idempotency_key`` nullable.
-
-    The key is unique, and a unique column holds any number of NULLs in SQLite and PostgreSQL
-    alike; NexaCloud's extractor counts keyless records (``keyless_records``), and the sandbox
-    writes one (``Role.USAGE_WITHOUT_KEY``).
-    """
-    metadata = MetaData()
-    for table in schema.metadata.sorted_tables:
-        table.to_metadata(metadata)
-    metadata.tables[schema.usage_records.name].c.idempotency_key.nullable = True
-    return metadata
 
 
 def write_nexacloud(
@@ -181,7 +165,7 @@ def write_nexacloud(
         ),
     ]
     counts = {}
-    metadata = sandbox_metadata()
+    metadata = schema.metadata
     try:
         metadata.drop_all(engine)
         metadata.create_all(engine)

@@ -49,6 +49,8 @@ def sign_off(
     """Record that ``signed_by`` accepts the period's current results; refuse with every reason."""
     if not signed_by.strip():
         raise SignoffRefused(window.period, ["a sign-off must say who signs (--by NAME)"])
+    # Under the period's guard: the results and the run read are those of one committed write.
+    warehouse.lock_period(connection, window.period)
     warehouse.ensure_tables(connection)
     results = warehouse.read_results(connection, [window.period])
     runs = warehouse.read_runs(connection, window.period)

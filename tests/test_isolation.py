@@ -739,3 +739,49 @@ def test_a_frame_missing_a_required_column_stops_its_asset_naming_the_source_and
     assert failure.step_key == "nexacloud__invoices"
     message = failure.step_failure_data.error.message
     assert "nexacloud/invoices: " in message and f"column_in_dataframe (got '{column}')" in message, message
+
+
+# --- Attribution reaches exactly the customers concerned ------------------------------------------
+
+
+def test_a_bad_deployment_sets_aside_only_its_own_customer_not_every_customer_on_its_plan(clean):
+    def region_missing(records: Records) -> None:
+        (deployment,) = ALICE.deployments
+        record_of(records, "nexacloud/deployments", deployment_id=deployment.deployment_id)["region"] = None
+
+    results, _ = broken(region_missing)
+
+    assert_isolated(results, clean, {ALICE.customer_id: ["nexacloud/deployments", "region"]})
+
+
+def test_a_customer_whose_own_record_is_set_aside_keeps_its_odoo_invoices_on_its_row(clean):
+    def email_missing(records: Records) -> None:
+        record_of(records, "nexacloud/customers", customer_id=BOB.customer_id)["email"] = None
+
+    results, _ = broken(email_missing)
+
+    assert_isolated(results, clean, {BOB.customer_id: ["nexacloud/customers", "email"]})
+    row = customer_row(results, BOB.customer_id)
+    assert int(row["partner_id"]) == BOB.partner_id
+    # Odoo's invoice stays on the customer's row: the Odoo leg is conserved, nothing vanishes.
+    assert int(row["odoo_total_cents"]) == int(customer_row(clean, BOB.customer_id)["odoo_total_cents"])
+    assert int(results["odoo_total_cents"].sum()) == int(clean["odoo_total_cents"].sum())
+
+
+def test_a_broken_invoice_addressed_to_a_contact_sets_aside_the_contacts_company_customer():
+    world = World(list(CUSTOMERS), odoo_invoices_to_contact={BOB.customer_id})
+
+    def header_off_and_lines_without_subscription(records: Records) -> None:
+        (move,) = [row for row in records["odoo/invoices"] if row["partner_id"] == BOB.contact_id]
+        move["untaxed_cents"] += 100
+        move["total_cents"] += 100
+        for line in records["odoo/invoice_lines"]:
+            if line["move_id"] == move["move_id"]:
+                line["subscription_id"] = None
+
+    results, _ = broken(header_off_and_lines_without_subscription, world)
+
+    row = customer_row(results, BOB.customer_id)
+    assert row["status"] == SOURCE_DATA_ERROR, row["cause"]
+    assert "odoo/invoices" in row["cause"] and "untaxed amount = the sum of its product lines" in row["cause"]
+    assert customer_row(results, ALICE.customer_id)["status"] == "match"

@@ -194,6 +194,7 @@ def concerned_customers(
     odoo_invoices: pd.DataFrame,
     mapping: pd.DataFrame,
     odoo_invoice_lines: pd.DataFrame | None = None,
+    partners: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Each set-aside record with the customer (or orphan partner) it concerns, one row per pair.
 
@@ -216,6 +217,8 @@ def concerned_customers(
             customers_of_plan.setdefault(int(plan_id), set()).add(int(customer_id))
     customer_of_invoice = _lookup(nexacloud_invoices, "invoice_id", "customer_id")
     partner_of_move = _lookup(odoo_invoices, "move_id", "partner_id")
+    # An invoice addressed to a contact belongs to the contact's company, as the ledger folds it.
+    company_of = _lookup(partners, "partner_id", "commercial_partner_id") if partners is not None else {}
     subscriptions_of_move: dict[int, set[int]] = {}
     lines = odoo_invoice_lines if odoo_invoice_lines is not None else pd.DataFrame()
     if {"move_id", "subscription_id"} <= set(lines.columns):
@@ -247,7 +250,8 @@ def concerned_customers(
             customers.add(ids["customer_id"])
         if ids["deployment_id"] is not None and ids["deployment_id"] in customer_of_deployment:
             customers.add(customer_of_deployment[ids["deployment_id"]])
-        if ids["plan_id"] is not None:
+        # A plan concerns every customer on it; any other record only names the plan it uses.
+        if ids["plan_id"] is not None and record.source == "nexacloud/plans":
             customers |= customers_of_plan.get(ids["plan_id"], set())
         if ids["invoice_id"] is not None and ids["invoice_id"] in customer_of_invoice:
             customers.add(customer_of_invoice[ids["invoice_id"]])
@@ -260,7 +264,9 @@ def concerned_customers(
         if ids["move_id"] is not None and ids["move_id"] in partner_of_move:
             odoo_partners.add(partner_of_move[ids["move_id"]])
         for partner in odoo_partners - {None}:
-            mapped = customers_of_partner.get(partner, set())
+            mapped = customers_of_partner.get(partner, set()) | customers_of_partner.get(
+                company_of.get(partner, partner), set()
+            )
             customers |= mapped
             if not mapped:
                 partners.add(partner)

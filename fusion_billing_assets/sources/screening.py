@@ -91,6 +91,7 @@ def screen_period(
         odoo_invoices=readable_all.get("odoo/invoices", pd.DataFrame()),
         mapping=mapping if mapping is not None else _no_mapping(),
         odoo_invoice_lines=readable_all.get("odoo/invoice_lines"),
+        partners=readable_all.get("odoo/partners"),
     )
     if mapping is not None:
         attributed = pd.concat(
@@ -177,8 +178,10 @@ def mapped_accounts(
     """The account mapping over the usable records; links that break their contract are kept, so
     they make a conflict rather than an unmapped customer (``billing.reconcile.account_mapping``)."""
     readable = screen_period({source: frames[source] for source in MAPPING_SOURCES}, window)
+    # Every customer whose id can be read keeps its link, set-aside ones too: its Odoo invoices
+    # stay on its (source_data_error) row instead of vanishing.
     return account_mapping(
-        readable.usable("nexacloud/customers"),
+        readable.judged_customers,
         readable.usable("nexacloud/deployments"),
         account_links,
         readable.usable("odoo/partners"),

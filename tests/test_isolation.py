@@ -785,3 +785,17 @@ def test_a_broken_invoice_addressed_to_a_contact_sets_aside_the_contacts_company
     assert row["status"] == SOURCE_DATA_ERROR, row["cause"]
     assert "odoo/invoices" in row["cause"] and "untaxed amount = the sum of its product lines" in row["cause"]
     assert customer_row(results, ALICE.customer_id)["status"] == "match"
+
+
+def test_a_nexacloud_invoice_of_a_customer_the_period_does_not_hold_is_listed_not_dropped(clean):
+    def invoice_of_an_unknown_customer(records: Records) -> None:
+        invoice = copy.deepcopy(record_of(records, "nexacloud/invoices", customer_id=ALICE.customer_id))
+        records["nexacloud/invoices"].append(invoice | {"invoice_id": 9_100, "customer_id": 999})
+
+    results, screened = broken(invoice_of_an_unknown_customer)
+
+    listed = screened.set_aside[screened.set_aside["record"] == "invoice_id=9100"]
+    assert set(listed["source"]) == {"nexacloud/invoices"}
+    assert any("customer 999 is not a customer of the period" in problem for problem in listed["problem"])
+    # Nobody else is judged on it: every row is the clean run's.
+    assert_isolated(results, clean, {})

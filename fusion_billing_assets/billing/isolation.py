@@ -104,6 +104,15 @@ def referential_set_aside(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
             )
         )
     invoices, lines = frames.get("nexacloud/invoices"), frames.get("nexacloud/invoice_lines")
+    if invoices is not None and customers is not None:
+        found.append(
+            _described(
+                invoices[~invoices["customer_id"].isin(customers["customer_id"])],
+                "nexacloud/invoices",
+                ["invoice_id"],
+                lambda row: f"customer_id: customer {row.customer_id} is not a customer of the period",
+            )
+        )
     if invoices is not None and lines is not None:
         orphan_lines = lines[~lines["invoice_id"].isin(invoices["invoice_id"])]
         found.append(

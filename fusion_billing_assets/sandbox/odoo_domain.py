@@ -7,8 +7,10 @@ way Odoo does (``!(x < 5)`` is ``x >= 5``, which excludes empty values, while ``
 ``x != 5``, which includes them). The other functions here judge one stored value against one
 condition with Odoo's treatment of empty values: ``= False`` means "is empty", and the negative
 operators (``!=``, ``not in``, ``not like``, ``not ilike``) also match empty values, as Odoo adds
-``OR x IS NULL`` to them. Everything here is pure; which record a path leads to is the caller's
-business (``fusion_billing_assets.sandbox.odoo_standin``).
+``OR x IS NULL`` to them. ``Like``/``ILike`` are the same LIKE as an SQL expression, compiled to
+PostgreSQL's operators or, on SQLite, to the function ``sqlite_like`` that the Odoo store
+registers. Everything here is pure; which record a path leads to is the caller's business
+(``fusion_billing_assets.sandbox.odoo_standin``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any, Literal
+
+from sqlalchemy import Boolean, String, TypeDecorator, cast
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 COMPARISON_OPERATORS = frozenset({"=", "!=", "<", "<=", ">", ">="})
 LIKE_OPERATORS = frozenset({"like", "not like", "ilike", "not ilike", "=like", "=ilike"})
@@ -258,6 +266,58 @@ def x2many_predicate(operator: str, value: object) -> Predicate:
     return overlaps if operator in ("=", "in") else negative(overlaps)
 
 
+# --- LIKE as PostgreSQL has it, on every backend ------------------------------------------------
+
+LIKE_FUNCTION = "odoo_like"
+
+
+class Like(FunctionElement[bool]):
+    """``value LIKE pattern``: ``%`` any run, ``_`` one character, ``\\`` escapes, case-sensitive."""
+
+    type = Boolean()
+    name = LIKE_FUNCTION
+    inherit_cache = True
+    case_insensitive = False
+
+
+class ILike(Like):
+    """``value ILIKE pattern``: LIKE ignoring case, Unicode letters included."""
+
+    inherit_cache = True
+    case_insensitive = True
+
+
+@compiles(Like)
+def _like_as_a_function(element: Like, compiler: SQLCompiler, **kw: Any) -> str:
+    # SQLite's own LIKE ignores ASCII case only and has no escape character by default: the
+    # store registers ``sqlite_like`` under this name instead.
+    arguments = compiler.process(element.clauses, **kw)
+    return f"{LIKE_FUNCTION}({arguments}, {int(element.case_insensitive)})"
+
+
+@compiles(Like, "postgresql")
+def _like_on_postgresql(element: Like, compiler: SQLCompiler, **kw: Any) -> str:
+    value, pattern = element.clauses.clauses
+    column_type = value.type
+    if isinstance(column_type, TypeDecorator):
+        column_type = column_type.load_dialect_impl(compiler.dialect)
+    if not isinstance(column_type, String):
+        value = cast(value, String)
+    text, pattern_text = compiler.process(value, **kw), compiler.process(pattern, **kw)
+    if element.case_insensitive:
+        # Text columns are in the "C" collation, whose ILIKE folds ASCII letters only.
+        return f'({text} COLLATE "und-x-icu" ILIKE {pattern_text})'
+    return f"({text} LIKE {pattern_text})"
+
+
+def sqlite_like(value: object, pattern: str | None, case_insensitive: int) -> int | None:
+    """SQLite's implementation of ``Like``/``ILike``: 1 or 0, NULL for a NULL value or pattern."""
+    if value is None or pattern is None:
+        return None
+    return int(sql_like(pattern, case_insensitive=bool(case_insensitive))(str(value)))
+
+
+@lru_cache(maxsize=256)
 def sql_like(pattern: str, *, case_insensitive: bool) -> Callable[[str], bool]:
     """A matcher for an SQL LIKE pattern: ``%`` any run, ``_`` one character, ``\\`` escapes."""
     parts: list[str] = []

@@ -3,6 +3,7 @@
 from dagster import Definitions, in_process_executor
 
 from fusion_billing_assets.defs import nexacloud, odoo, reconciliation
+from fusion_billing_assets.defs.io_managers import io_manager_for
 from fusion_billing_assets.defs.jobs import (
     BILLING_PERIOD_JOB,
     FLIP_READINESS_JOB,
@@ -24,8 +25,11 @@ def build_resources(settings: Settings) -> dict:
     if settings.uses_sandbox:
         from fusion_billing_assets.sandbox.resources import sandbox_resources
 
-        return sandbox_resources(settings)
-    return production_resources(settings)
+        resources = sandbox_resources(settings)
+    else:
+        resources = production_resources(settings)
+    # Both sets hand frames between steps through the same store: local disk, or BILLING_IO_STORE_URL.
+    return {**resources, "io_manager": io_manager_for(settings)}
 
 
 settings = load_settings()

@@ -2,20 +2,24 @@
 
 Every setting of docs/design.md §3 is validated here, once, so a half-configured deployment fails at load
 with a sentence naming the variable to fix instead of a traceback from deep inside a library.
-Secrets (the Odoo API key, passwords inside URLs) are only checked for presence: they reach the
-resources through Dagster's ``EnvVar`` and never appear in a message.
+Secrets (the Odoo API key, passwords inside URLs, the object store's options) are only checked for
+presence or form: they reach the resources through Dagster's ``EnvVar`` and never appear in a message.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import fsspec
 import httpx
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -34,6 +38,9 @@ TAX_ROUNDINGS = ("round_per_line", "round_globally")
 ALERT_KINDS = ("slack", "generic")
 BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 SUPPORTED_DATABASES = ("postgresql", "sqlite")
+# fsspec reads these but cannot write them: frames stored there would fail at the first write.
+READ_ONLY_STORES = ("http", "https")
+LOCAL_STORES = ("file", "local")
 
 
 class ConfigurationError(ValueError):
@@ -75,6 +82,14 @@ class AlertSettings:
 
 
 @dataclass(frozen=True)
+class IOStoreSettings:
+    # BILLING_IO_STORE_URL, an fsspec URL without a password; None: the instance's local storage folder.
+    url: str | None
+    # Only whether BILLING_IO_STORE_OPTIONS is set: its value may hold keys.
+    options_configured: bool
+
+
+@dataclass(frozen=True)
 class Settings:
     timezone: str
     start_period: date
@@ -86,6 +101,7 @@ class Settings:
     odoo: OdooSettings | None
     reconciliation: ReconciliationSettings
     alerts: AlertSettings
+    io_store: IOStoreSettings
 
     @property
     def uses_sandbox(self) -> bool:
@@ -125,12 +141,94 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         odoo=_odoo(env, odoo_url) if odoo_url else None,
         reconciliation=_reconciliation(env, instance_home),
         alerts=_alerts(env),
+        io_store=_io_store(env),
     )
 
 
 def redact_url(url: str | URL) -> str:
     """A database URL fit for logs and metadata: the password replaced by ***."""
     return make_url(url).render_as_string(hide_password=True)
+
+
+def redact_store_url(url: str) -> str:
+    """An fsspec URL fit for messages: a password (``user:password@``) replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def io_store_url(value: str) -> str:
+    """BILLING_IO_STORE_URL checked: a writable fsspec store, with a bucket or host, and no password.
+
+    A password is refused rather than redacted: Dagster puts each object's full path in its
+    metadata and debug logs, and s3fs would keep it in every key. Credentials come from the
+    provider's own chain (AWS: environment, web identity, instance role) or from
+    BILLING_IO_STORE_OPTIONS. Messages show the URL only as ``redact_store_url`` gives it.
+    """
+    name = "BILLING_IO_STORE_URL"
+    try:
+        parts = urlsplit(value)
+        password = parts.password
+    except ValueError:
+        raise ConfigurationError(f"{name} is not a URL (expected e.g. s3://bucket/prefix).") from None
+    if not parts.scheme or "://" not in value:
+        raise ConfigurationError(f"{name} is not an fsspec URL (expected e.g. s3://bucket/prefix).")
+    shown = redact_store_url(value)
+    if password is not None:
+        raise ConfigurationError(
+            f"{name}={shown!r} carries a password: take it out of the URL and let the store's own "
+            "credential chain (for S3: AWS environment, service-account role) or BILLING_IO_STORE_OPTIONS "
+            "provide it."
+        )
+    if parts.scheme in READ_ONLY_STORES:
+        raise ConfigurationError(
+            f"{name}={shown!r}: fsspec can only read over {parts.scheme}; name a store it can write, "
+            "such as s3://bucket/prefix."
+        )
+    try:
+        fsspec.get_filesystem_class(parts.scheme)
+    except ValueError:
+        raise ConfigurationError(
+            f"{name}={shown!r}: {parts.scheme!r} is not a store fsspec knows (e.g. s3://bucket/prefix)."
+        ) from None
+    except ImportError as missing:
+        # fsspec's own sentence names the package to install ("Please install gcsfs to …").
+        raise ConfigurationError(f"{name}={shown!r}: {missing}.") from None
+    if parts.scheme in LOCAL_STORES:
+        if parts.netloc or not parts.path.startswith("/"):
+            raise ConfigurationError(f"{name}={shown!r} must name an absolute folder (file:///path).")
+    elif not parts.netloc:
+        raise ConfigurationError(f"{name}={shown!r} names no bucket or host (s3://bucket/prefix).")
+    return value
+
+
+def io_store_options(value: str) -> dict[str, Any]:
+    """BILLING_IO_STORE_OPTIONS parsed: a JSON object of fsspec storage options. No message repeats
+    the value, which may hold a key."""
+    name = "BILLING_IO_STORE_OPTIONS"
+    example = 'e.g. {"endpoint_url": "http://minio:9000"}'
+    try:
+        options = json.loads(value)
+    except ValueError:
+        raise ConfigurationError(f"{name} is not valid JSON (expected an object, {example}).") from None
+    if not isinstance(options, dict):
+        raise ConfigurationError(f"{name} must be a JSON object of fsspec storage options, {example}.")
+    return options
+
+
+def _io_store(env: Mapping[str, str]) -> IOStoreSettings:
+    url = _get(env, "BILLING_IO_STORE_URL")
+    options = _get(env, "BILLING_IO_STORE_OPTIONS")
+    if options is not None and url is None:
+        raise ConfigurationError(
+            "BILLING_IO_STORE_OPTIONS is set but BILLING_IO_STORE_URL is not: the options configure the "
+            "store that URL names (unset, frames stay on the instance's local disk)."
+        )
+    if options is not None:
+        io_store_options(options)
+    return IOStoreSettings(url=url and io_store_url(url), options_configured=options is not None)
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:

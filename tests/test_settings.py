@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fusion_billing_assets.settings import ConfigurationError, load_settings
+from fusion_billing_assets.settings import ConfigurationError, load_settings, redact_store_url
 
 ODOO = {"ODOO_URL": "https://odoo.example.com", "ODOO_DATABASE": "nexa", "ODOO_API_KEY": "k-123"}
 NEXACLOUD = {"NEXACLOUD_DATABASE_URL": "postgresql+psycopg://reader:s3cret@db.example.com/nexacloud"}
@@ -74,6 +74,23 @@ def test_half_configured_sources_name_the_missing_variable(environ, named, missi
         ),
         ({"BILLING_CLOSE_DAY": "31"}, "BILLING_CLOSE_DAY"),
         ({"BILLING_ALERT_PROVISIONAL": "maybe"}, "BILLING_ALERT_PROVISIONAL"),
+        ({"BILLING_IO_STORE_URL": "bucket/frames-s3cret"}, "BILLING_IO_STORE_URL"),
+        ({"BILLING_IO_STORE_URL": "s3:/bucket/frames"}, "BILLING_IO_STORE_URL"),
+        ({"BILLING_IO_STORE_URL": "s3:///frames"}, "BILLING_IO_STORE_URL"),
+        ({"BILLING_IO_STORE_URL": "s3://[s3cret/frames"}, "BILLING_IO_STORE_URL"),
+        ({"BILLING_IO_STORE_URL": "s3://AKIA123:s3cret@bucket/frames"}, "BILLING_IO_STORE_URL"),
+        ({"BILLING_IO_STORE_URL": "nosuchstore://bucket/frames"}, "BILLING_IO_STORE_URL"),
+        ({"BILLING_IO_STORE_URL": "https://store.example.com/frames"}, "BILLING_IO_STORE_URL"),
+        ({"BILLING_IO_STORE_URL": "file://relative/frames"}, "BILLING_IO_STORE_URL"),
+        (
+            {"BILLING_IO_STORE_URL": "s3://bucket/frames", "BILLING_IO_STORE_OPTIONS": '{"secret": "s3cret"'},
+            "BILLING_IO_STORE_OPTIONS",
+        ),
+        (
+            {"BILLING_IO_STORE_URL": "s3://bucket/frames", "BILLING_IO_STORE_OPTIONS": '["s3cret"]'},
+            "BILLING_IO_STORE_OPTIONS",
+        ),
+        ({"BILLING_IO_STORE_OPTIONS": '{"secret": "s3cret"}'}, "BILLING_IO_STORE_URL"),
     ],
 )
 def test_a_malformed_setting_names_its_variable_and_never_echoes_a_secret(override, variable):
@@ -124,3 +141,32 @@ def test_a_reports_folder_or_warehouse_that_cannot_be_written_fails_at_load(tmp_
         {"DAGSTER_HOME": str(tmp_path), "BILLING_REPORTS_DIR": str(tmp_path / "new" / "reports")}
     )
     assert settings.reconciliation.reports_dir == tmp_path / "new" / "reports"
+
+
+def test_no_object_store_set_means_frames_stay_in_the_instances_local_storage(tmp_path):
+    store = load_settings({"DAGSTER_HOME": str(tmp_path)}).io_store
+    assert store.url is None and not store.options_configured
+
+
+@pytest.mark.parametrize("url", ["s3://fusion-frames/prod/runs", "s3://fusion-frames", "file:///srv/frames"])
+def test_an_object_store_url_and_its_options_are_read(tmp_path, url):
+    store = load_settings(
+        {
+            "DAGSTER_HOME": str(tmp_path),
+            "BILLING_IO_STORE_URL": f" {url} ",
+            "BILLING_IO_STORE_OPTIONS": '{"endpoint_url": "http://minio:9000"}',
+        }
+    ).io_store
+    assert store.url == url
+    assert store.options_configured  # only that: the value may hold keys
+
+
+def test_a_store_url_with_a_password_is_refused_showing_it_only_redacted(tmp_path):
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(
+            {"DAGSTER_HOME": str(tmp_path), "BILLING_IO_STORE_URL": "s3://reader:p@ss:s3cret@bucket/x"}
+        )
+    message = str(raised.value)
+    assert message.startswith("BILLING_IO_STORE_URL='s3://reader:***@bucket/x' carries a password")
+    assert "s3cret" not in message and "p@ss" not in message
+    assert redact_store_url("s3://bucket/x") == "s3://bucket/x"

@@ -260,7 +260,13 @@ def _ensure_sandbox(settings, *, regenerate: bool, seed: int) -> dict:
     paths = SandboxPaths(settings.sandbox_dir)
     current_period = period_of(datetime.now(UTC), settings.timezone)
     manifest = _read_manifest(paths.manifest)
-    stale = manifest is None or manifest.get("seed") != seed or _end_period(manifest) != current_period
+    stale = (
+        manifest is None
+        or manifest.get("seed") != seed
+        or _end_period(manifest) != current_period
+        # A sandbox from before the Odoo test double kept its records in a SQL store.
+        or not paths.odoo.is_file()
+    )
     if regenerate or stale:
         print(
             f"Generating the sandbox in {settings.sandbox_dir} (seed {seed}, periods up to {current_period})"
@@ -272,6 +278,7 @@ def _ensure_sandbox(settings, *, regenerate: bool, seed: int) -> dict:
             scale=DEFAULT_SCALE,
             end_period=current_period,
             timezone=settings.timezone,
+            odoo_url=paths.odoo_url,
             progress=lambda line: print(f"  {line}", flush=True),
         )
         manifest = _read_manifest(paths.manifest)

@@ -1,9 +1,11 @@
 """``python -m fusion_billing_assets.sandbox``: generate the sandbox world, or serve its Odoo test double.
 
 ``generate`` writes the NexaCloud database (SQLite under ``--out`` unless ``--nexacloud-url``
-names another database), ``odoo.json``, ``manifest.json`` and ``waivers.csv``, printing progress
-and a summary. ``serve-odoo`` serves an ``odoo.json`` over HTTP as Odoo 19 would (JSON-2 and
-``/jsonrpc``), for poking at it with curl or pointing a real client at it.
+names another database), the Odoo test double's store (``odoo.sqlite`` under ``--out`` unless
+``--odoo-url`` names another database), ``manifest.json`` and ``waivers.csv``, printing progress
+and a summary. ``serve-odoo`` serves a store over HTTP as Odoo 19 would (JSON-2 and
+``/jsonrpc``), for poking at it with curl, pointing a real client at it, or benchmarking with the
+test double in a process of its own.
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from fusion_billing_assets.billing.periods import parse_period
-from fusion_billing_assets.sandbox.generator import DEFAULT_SCALE, SandboxScale, Summary, generate
+from fusion_billing_assets.sandbox.generator import (
+    DEFAULT_SCALE,
+    GenerationError,
+    SandboxScale,
+    Summary,
+    default_odoo_url,
+    generate,
+)
 
 DEFAULT_OUT = Path(".sandbox")
 DEFAULT_SEED = 7
@@ -42,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     generate_command.add_argument(
         "--nexacloud-url",
         help="SQLAlchemy URL of the NexaCloud database (default: sqlite:///<out>/nexacloud.sqlite)",
+    )
+    generate_command.add_argument(
+        "--odoo-url",
+        help="SQLAlchemy URL of the Odoo test double's store (default: sqlite:///<out>/odoo.sqlite)",
     )
     generate_command.add_argument(
         "--seed", type=int, default=DEFAULT_SEED, help="random seed (default %(default)s)"
@@ -78,12 +91,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--timezone", default=DEFAULT_TIMEZONE, help="billing time zone (default %(default)s)"
     )
 
-    serve_command = commands.add_parser("serve-odoo", help="serve an odoo.json through the Odoo test double")
+    serve_command = commands.add_parser(
+        "serve-odoo", help="serve a generated store through the Odoo test double"
+    )
     serve_command.add_argument(
-        "--data",
-        type=Path,
-        default=DEFAULT_OUT / "odoo.json",
-        help="the odoo.json to serve (default %(default)s)",
+        "--store",
+        default=default_odoo_url(DEFAULT_OUT),
+        help="SQLAlchemy URL of the store to serve (default %(default)s)",
     )
     serve_command.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default %(default)s)"
@@ -123,6 +137,7 @@ def _generate(args: argparse.Namespace) -> int:
             scale=scale,
             end_period=end_period,
             timezone=args.timezone,
+            odoo_url=args.odoo_url,
             progress=lambda line: print(f"  {line}", flush=True),
         )
     except ValueError as error:
@@ -131,11 +146,10 @@ def _generate(args: argparse.Namespace) -> int:
     except SQLAlchemyError as error:
         # The driver's own sentence (server refused, no such database), never the URL's password.
         reason = str(getattr(error, "orig", None) or error).splitlines()[0]
-        print(
-            f"error: cannot write the NexaCloud database {make_url(nexacloud_url).render_as_string(hide_password=True)}: "
-            f"{reason}",
-            file=sys.stderr,
-        )
+        print(f"error: cannot write the sandbox's databases: {reason}", file=sys.stderr)
+        return 1
+    except GenerationError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 1
     _print_summary(summary, seed=args.seed, timezone=args.timezone, seconds=time.monotonic() - started)
     return 0
@@ -151,7 +165,7 @@ def _print_summary(summary: Summary, *, seed: int, timezone: str, seconds: float
     )
     print(f"  NexaCloud {summary.nexacloud_url}:")
     print("    " + ", ".join(f"{table} {count:,}" for table, count in summary.nexacloud_rows.items()))
-    print(f"  Odoo records {summary.odoo_path}:")
+    print(f"  Odoo test double {summary.odoo_url}:")
     print("    " + ", ".join(f"{model} {count:,}" for model, count in summary.odoo_records.items()))
     print(
         f"  injected differences ({sum(summary.differences_by_status.values())} rows): "
@@ -159,18 +173,20 @@ def _print_summary(summary: Summary, *, seed: int, timezone: str, seconds: float
     )
     print(f"  edge cases expected to match: {summary.edge_cases} rows")
     print(f"  ground truth: {summary.manifest_path}; waivers: {summary.waivers_path}")
-    print(f"  serve Odoo: python -m fusion_billing_assets.sandbox serve-odoo --data {summary.odoo_path}")
+    print(f"  serve Odoo: python -m fusion_billing_assets.sandbox serve-odoo --store {summary.odoo_url}")
 
 
 def _serve_odoo(args: argparse.Namespace) -> int:
-    if not args.data.is_file():
-        print(f"error: {args.data} does not exist; run the generate command first", file=sys.stderr)
-        return 2
     # Imported here: the test double is only needed by this command.
-    from fusion_billing_assets.sandbox.odoo_standin import OdooStandIn, serve
+    from fusion_billing_assets.sandbox.odoo_store import serve_store
 
-    print(f"Serving the Odoo test double with {args.data} on http://{args.host}:{args.port} (Ctrl-C stops)")
-    serve(OdooStandIn.from_file(args.data), args.host, args.port)
+    shown = make_url(args.store).render_as_string(hide_password=True)
+    print(f"Serving the Odoo test double from {shown} on http://{args.host}:{args.port} (Ctrl-C stops)")
+    try:
+        serve_store(args.store, args.host, args.port)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -4,8 +4,9 @@
 
 - the NexaCloud database of docs/design.md §4 at any SQLAlchemy URL (a SQLite file or PostgreSQL), its
   tables dropped and recreated so a second run replaces the world instead of adding to it;
-- ``odoo.json``: the records the Odoo test double serves, in the storage format of
-  ``sandbox.odoo_models``;
+- the Odoo test double's store (``sandbox.odoo_store``; ``odoo.sqlite`` beside the manifest
+  unless another SQLAlchemy URL is given): the records it serves, in the storage format of
+  ``sandbox.odoo_models``, replaced the same way;
 - ``manifest.json``: the ground truth — every injected difference and edge case
   (``sandbox.scenarios``) and the expected reconciliation status of every customer in every
   closed period;
@@ -17,35 +18,50 @@ the ground truth (``ground_truth``) and the writing of the NexaCloud database (`
 The last period is the current, provisional one: usage up to a fixed cut-off on its 15th and no
 invoices on either side.
 
-Everything random comes from one ``random.Random(seed)`` consumed in a fixed order (the order of
-the stages below), and nothing reads the clock: the same seed, scale, end period and time zone
-give byte-identical files and identical tables.
+Usage is streamed, never held: NexaCloud's metering (``metered_usage``) is read once into
+NexaCloud's database and once more, through the pushes Odoo received (``UsagePushes``), into the
+Odoo store, both in bulk (``COPY`` on PostgreSQL); only sums per deployment and period stay in
+memory, so memory grows with deployments, not with usage records.
+
+Everything random comes from ``random.Random(seed)`` consumed in a fixed order (the order of the
+stages below) and, for metering, from one stream per deployment and period derived from the seed;
+nothing reads the clock: the same seed, scale, end period and time zone give byte-identical files
+and identical tables.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from fusion_billing_assets.billing.periods import parse_period
 from fusion_billing_assets.sandbox.ground_truth import manifest, waivers_csv
 from fusion_billing_assets.sandbox.nexacloud_billing import (
     Progress,
     bill_nexacloud,
-    meter_usage,
+    metered_usage,
+    reporting,
     usage_targets,
 )
-from fusion_billing_assets.sandbox.nexacloud_db import write_nexacloud
-from fusion_billing_assets.sandbox.odoo_billing import odoo_records, push_usage
-from fusion_billing_assets.sandbox.odoo_models import SANDBOX_API_KEY, SANDBOX_DATABASE, SANDBOX_LOGIN
+from fusion_billing_assets.sandbox.nexacloud_db import NexaCloudWriter
+from fusion_billing_assets.sandbox.odoo_billing import LEDGER_COLUMNS, OdooBilling, UsageLedger, UsagePushes
+from fusion_billing_assets.sandbox.odoo_store import (
+    STORED_FIELDS,
+    check_store,
+    create_store,
+    insert_rows,
+    open_store,
+)
 from fusion_billing_assets.sandbox.world import DEFAULT_SCALE, SandboxScale, World
 
-__all__ = ["DEFAULT_SCALE", "SandboxScale", "Summary", "generate"]
+__all__ = ["DEFAULT_SCALE", "GenerationError", "SandboxScale", "Summary", "generate"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +69,7 @@ class Summary:
     """What a generation produced, for the command line and for callers."""
 
     nexacloud_url: str  # password hidden
-    odoo_path: Path
+    odoo_url: str  # password hidden
     manifest_path: Path
     waivers_path: Path
     periods: tuple[date, ...]
@@ -67,6 +83,11 @@ class Summary:
         return self.periods[-1]
 
 
+def default_odoo_url(out_dir: Path) -> str:
+    """The Odoo test double's store when none is given: a SQLite file beside the manifest."""
+    return f"sqlite:///{Path(out_dir) / 'odoo.sqlite'}"
+
+
 def generate(
     nexacloud_url: str,
     out_dir: Path,
@@ -75,6 +96,7 @@ def generate(
     scale: SandboxScale,
     end_period: date | str,
     timezone: str = "America/Toronto",
+    odoo_url: str | None = None,
     progress: Progress | None = None,
 ) -> Summary:
     """Generate the sandbox world ending at ``end_period`` (the provisional period)."""
@@ -82,41 +104,139 @@ def generate(
     report = progress or (lambda line: None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    odoo_url = odoo_url or default_odoo_url(out_dir)
 
     world = World(seed=seed, scale=scale, end_period=parse_period(end_period), timezone=timezone)
     report(
-        f"world: {len(world.customers)} customers, {len(world.deployments)} deployments, "
+        f"world: {len(world.customers):,} customers, {len(world.deployments):,} deployments, "
         f"{len(world.castings)} cast roles, periods {world.windows[0].key} … {world.provisional.key} "
         f"(provisional)"
     )
-    usage = meter_usage(world, usage_targets(world), report)
-    ledger = push_usage(world, usage)
-    invoices = bill_nexacloud(world, usage)
-    report(f"NexaCloud invoices: {len(invoices)} with {sum(len(i.lines) for i in invoices)} lines")
-    odoo = odoo_records(world, ledger)
-    ground_truth = manifest(world, invoices, ledger, odoo)
+    targets = usage_targets(world)
 
-    nexacloud_rows = write_nexacloud(nexacloud_url, world, usage, invoices, report)
-    paths = {name: out_dir / name for name in ("odoo.json", "manifest.json", "waivers.csv")}
-    odoo_document = {
-        "database": SANDBOX_DATABASE,
-        "api_key": SANDBOX_API_KEY,
-        "login": SANDBOX_LOGIN,
-        "models": odoo.models,
-    }
-    paths["odoo.json"].write_text(json.dumps(odoo_document, sort_keys=True, separators=(",", ":")))
-    report(f"odoo.json: {sum(odoo.counts().values()):,} records, {paths['odoo.json'].stat().st_size:,} bytes")
+    billing = OdooBilling(world)
+    billing.accounts()
+    # The two systems' usage streams are independent: Odoo's ledger is written by a second process
+    # while this one writes NexaCloud's database, one core each.
+    ledger_writer = _LedgerWriter(world, targets, billing, odoo_url, report)
+    try:
+        with NexaCloudWriter(nexacloud_url, report) as nexacloud:
+            nexacloud.accounts(world)
+            metered = nexacloud.usage(metered_usage(world, targets))
+            invoices = bill_nexacloud(world, metered)
+            nexacloud.invoices(invoices)
+        ledger, ledger_rows = ledger_writer.result()
+    finally:
+        ledger_writer.stop()
+    report(f"NexaCloud invoices: {len(invoices):,} with {sum(len(i.lines) for i in invoices):,} lines")
+
+    odoo = billing.invoices(ledger)
+    odoo_rows = {"fusion.billing.usage": ledger_rows}
+    engine = open_store(odoo_url)
+    try:
+        with engine.begin() as connection:
+            for model, records in odoo.models.items():
+                columns = [name for name in STORED_FIELDS[model] if name != "display_name"]
+                odoo_rows[model] = odoo_rows.get(model, 0) + insert_rows(
+                    connection, model, columns, ([record[name] for name in columns] for record in records)
+                )
+        check_store(engine)
+    finally:
+        engine.dispose()
+    report("odoo: " + ", ".join(f"{model} {count:,}" for model, count in sorted(odoo_rows.items())))
+
+    ground_truth = manifest(world, invoices, ledger, odoo)
+    paths = {name: out_dir / name for name in ("manifest.json", "waivers.csv")}
     paths["manifest.json"].write_text(json.dumps(ground_truth, sort_keys=True, indent=1) + "\n")
     paths["waivers.csv"].write_text(waivers_csv(world))
 
     return Summary(
         nexacloud_url=make_url(nexacloud_url).render_as_string(hide_password=True),
-        odoo_path=paths["odoo.json"],
+        odoo_url=make_url(odoo_url).render_as_string(hide_password=True),
         manifest_path=paths["manifest.json"],
         waivers_path=paths["waivers.csv"],
         periods=tuple(window.period for window in world.windows),
-        nexacloud_rows=nexacloud_rows,
-        odoo_records=odoo.counts(),
+        nexacloud_rows=nexacloud.rows,
+        odoo_records=dict(sorted(odoo_rows.items())),
         differences_by_status=dict(sorted(Counter(d["status"] for d in ground_truth["differences"]).items())),
         edge_cases=len(ground_truth["edge_cases"]),
     )
+
+
+class GenerationError(RuntimeError):
+    """A stage of the generation failed; the message says which and why (never a password)."""
+
+
+class _LedgerWriter:
+    """Odoo's usage ledger written by a forked process: the store created, NexaCloud's metering
+    read again through the pushes Odoo received, and the ledger's sums sent back.
+
+    Where processes cannot be forked, the same work runs here, before NexaCloud's.
+    """
+
+    def __init__(self, world: World, targets: dict, billing: OdooBilling, odoo_url: str, report: Progress):
+        arguments = (world, targets, billing, odoo_url, report)
+        self._process = None
+        if "fork" not in multiprocessing.get_all_start_methods():
+            self._outcome = _write_ledger(*arguments)
+            return
+        context = multiprocessing.get_context("fork")
+        self._receiver, sender = context.Pipe(duplex=False)
+        self._process = context.Process(target=_ledger_child, args=(sender, *arguments), daemon=True)
+        self._process.start()
+        sender.close()
+
+    def result(self) -> tuple[UsageLedger, int]:
+        if self._process is None:
+            return self._outcome
+        try:
+            outcome = self._receiver.recv()
+        except EOFError:
+            self._process.join()
+            raise GenerationError(
+                f"the process writing Odoo's usage ledger ended (exit code {self._process.exitcode})"
+            ) from None
+        if isinstance(outcome, str):
+            raise GenerationError(f"writing Odoo's usage ledger failed: {outcome}")
+        return outcome
+
+    def stop(self) -> None:
+        if self._process is not None:
+            if self._process.is_alive():
+                self._process.terminate()
+            self._process.join()
+            self._receiver.close()
+
+
+def _write_ledger(
+    world: World, targets: dict, billing: OdooBilling, odoo_url: str, report: Progress
+) -> tuple[UsageLedger, int]:
+    pushes = UsagePushes(world)
+    engine = create_store(odoo_url)
+    try:
+        with engine.begin() as connection:
+            rows = insert_rows(
+                connection,
+                "fusion.billing.usage",
+                LEDGER_COLUMNS,
+                reporting(
+                    billing.ledger_rows(pushes.entries(metered_usage(world, targets))),
+                    "odoo fusion.billing.usage",
+                    report,
+                ),
+            )
+    finally:
+        engine.dispose()
+    return pushes.ledger(), rows
+
+
+def _ledger_child(sender, *arguments) -> None:
+    try:
+        outcome: object = _write_ledger(*arguments)
+    except SQLAlchemyError as error:
+        # The driver's own sentence (server refused, no such database), never the URL's password.
+        outcome = str(getattr(error, "orig", None) or error).splitlines()[0]
+    except Exception as error:
+        outcome = f"{type(error).__name__}: {error}"
+    sender.send(outcome)
+    sender.close()

@@ -10,13 +10,14 @@ never ``billing.charges``: the invoices are what the reconciliation's charge mat
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable, Iterable
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from fusion_billing_assets.billing.charges import ChargeKind
 from fusion_billing_assets.billing.periods import PeriodWindow, local_midnight_utc
@@ -41,8 +42,12 @@ from fusion_billing_assets.sandbox.world import (
 
 # Where a stage reports what it built, one line at a time.
 Progress = Callable[[str], None]
+# How often a stream of rows reports its progress.
+PROGRESS_EVERY_ROWS = 1_000_000
 
 SERVICE_CREDIT_CENTS = 1_234
+
+T = TypeVar("T")
 
 
 class UsageRecord(NamedTuple):
@@ -130,51 +135,41 @@ def usage_targets(world: World) -> dict[tuple[int, date], int]:
     return targets
 
 
-def meter_usage(world: World, targets: dict[tuple[int, date], int], report: Progress) -> list[UsageRecord]:
-    """NexaCloud's metering: one record per deployment per complete usage window while alive."""
-    records: list[UsageRecord] = []
+def metered_usage(world: World, targets: dict[tuple[int, date], int]) -> Iterator[UsageRecord]:
+    """NexaCloud's metering: one record per deployment per complete usage window while alive.
+
+    A stream, never a list: a period of 20,000 deployments metered hourly is 14 M records. Each
+    deployment's windows of a period draw from their own random stream (seeded by the world's seed,
+    the deployment and the period), so the stream is the same on every call and can be read once
+    for NexaCloud's database and again for Odoo's ledger. Record ids follow the stream's order.
+    """
     late = world.casting_of_role.get(Role.LATE_USAGE)
+    keyless = world.casting_of_role[Role.USAGE_WITHOUT_KEY]
+    keyless_deployment = world.primary_of(keyless.customer_id)
     length = int(world.usage_window.total_seconds())
+    record_id = 0
     for window in world.windows:
         # The UTC-aligned windows starting in the period, plus the end of the last one.
         first = _align_up(window.start_utc, length)
         count = -(-int((window.end_utc - first).total_seconds()) // length)
         grid = [first + index * world.usage_window for index in range(count + 1)]
-        measured: list[tuple[datetime, int, int, datetime, datetime]] = []
+        period = window.period
         for deployment in world.deployments:
             is_late = (
-                late is not None
-                and deployment.customer_id == late.customer_id
-                and window.period == late.period
+                late is not None and deployment.customer_id == late.customer_id and period == late.period
             )
-            measured.extend(_meter(world, targets, deployment, window, grid, late=is_late))
-        measured.sort(key=lambda row: (row[0], row[1]))
-        period = window.period
-        records.extend(
-            UsageRecord(
-                record_id, deployment_id, start, end, millis, recorded_at, f"nc-usage-{record_id}", period
+            rows = _meter(world, targets, deployment, window, grid, late=is_late)
+            # The reading NexaCloud metered but could not key: the middle one of the keyless case's
+            # primary deployment in its period, otherwise like its neighbours.
+            unkeyed = (
+                len(rows) // 2
+                if deployment.id == keyless_deployment.id and period == keyless.period
+                else None
             )
-            for record_id, (start, deployment_id, millis, end, recorded_at) in enumerate(
-                measured, start=len(records) + 1
-            )
-        )
-        report(f"usage {window.key}: {len(measured):,} records")
-    _drop_one_key(world, records)
-    return records
-
-
-def _drop_one_key(world: World, records: list[UsageRecord]) -> None:
-    """The reading NexaCloud metered but could not key: the middle one of the keyless case's
-    primary deployment in its period, otherwise like its neighbours."""
-    casting = world.casting_of_role[Role.USAGE_WITHOUT_KEY]
-    primary = world.primary_of(casting.customer_id)
-    of_primary = [
-        index
-        for index, record in enumerate(records)
-        if record.deployment_id == primary.id and record.period == casting.period
-    ]
-    middle = of_primary[len(of_primary) // 2]
-    records[middle] = records[middle]._replace(idempotency_key=None)
+            for index, (start, millis, end, recorded_at) in enumerate(rows):
+                record_id += 1
+                key = None if index == unkeyed else f"nc-usage-{record_id}"
+                yield UsageRecord(record_id, deployment.id, start, end, millis, recorded_at, key, period)
 
 
 def _meter(
@@ -185,8 +180,9 @@ def _meter(
     grid: list[datetime],
     *,
     late: bool,
-) -> list[tuple[datetime, int, int, datetime, datetime]]:
-    """The deployment's records in the period: windows of ``grid`` wholly inside its life."""
+) -> list[tuple[datetime, int, datetime, datetime]]:
+    """The deployment's records in the period, ``(start, millis, end, recorded_at)``: the windows of
+    ``grid`` wholly inside its life."""
     length = int(world.usage_window.total_seconds())
     first = (
         -(-int((deployment.created_at - grid[0]).total_seconds()) // length)
@@ -202,7 +198,8 @@ def _meter(
     target = targets.get((deployment.id, window.period))
     if last <= first or target == 0:
         return []
-    draw = world.rng.random
+    # Its own random stream, so the whole metering reads the same on every call.
+    draw = random.Random(f"{world.seed}/{deployment.id}/{window.key}").random
     nominal = (
         deployment.load * deployment.plan.included_millis * world.scale.usage_window_minutes / (30 * 1440)
     )
@@ -218,24 +215,28 @@ def _meter(
             recorded_at = window.end_utc + LATE_INGESTION_DELAYS[int(len(LATE_INGESTION_DELAYS) * draw())]
         else:
             recorded_at = end + INGESTION_DELAYS[int(len(INGESTION_DELAYS) * draw())]
-        rows.append((start, deployment.id, millis, end, recorded_at))
+        rows.append((start, millis, end, recorded_at))
     return rows
 
 
-def usage_totals(rows: Iterable[tuple[int, date, int]]) -> dict[tuple[int, date], int]:
-    """CPU milliseconds per (deployment, period) from ``(deployment_id, period, millis)`` rows."""
-    totals: dict[tuple[int, date], int] = defaultdict(int)
-    for deployment_id, period, millis in rows:
-        totals[(deployment_id, period)] += millis
-    return dict(totals)
+def reporting(rows: Iterable[T], label: str, report: Progress) -> Iterator[T]:
+    """The rows, unchanged, with a progress line every million and a last one with the count."""
+    started = time.monotonic()
+    count = 0
+    for count, row in enumerate(rows, start=1):
+        if count % PROGRESS_EVERY_ROWS == 0:
+            rate = count / max(time.monotonic() - started, 1e-9)
+            report(f"{label}: {count:,} rows … ({rate:,.0f} rows/s)")
+        yield row
+    report(f"{label}: {count:,} rows in {time.monotonic() - started:.1f} s")
 
 
 # --- invoices ------------------------------------------------------------------------------------
 
 
-def bill_nexacloud(world: World, usage: list[UsageRecord]) -> list[NexaCloudInvoice]:
-    """One invoice per customer per closed period, billed per line as NexaCloud does."""
-    metered = usage_totals((r.deployment_id, r.period, r.millis) for r in usage)
+def bill_nexacloud(world: World, metered: dict[tuple[int, date], int]) -> list[NexaCloudInvoice]:
+    """One invoice per customer per closed period, billed per line as NexaCloud does from the CPU
+    milliseconds ``metered`` per (deployment, period)."""
     rng = world.rng
     invoices = []
     for window in world.closed:

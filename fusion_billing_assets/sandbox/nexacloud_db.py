@@ -1,13 +1,17 @@
 """Writing the sandbox's NexaCloud database: the tables of ``sources.nexacloud_schema``, replaced on every run.
 
 The tables are dropped and recreated at any SQLAlchemy URL (a SQLite file or PostgreSQL), so a
-second run replaces the world instead of adding to it, and filled in bulk.
+second run replaces the world instead of adding to it, and filled in bulk from streams (``COPY``
+on PostgreSQL), so that millions of usage records are never held in memory.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
 from itertools import islice
@@ -17,31 +21,33 @@ from typing import Any
 from sqlalchemy import Connection, Table, create_engine
 from sqlalchemy.engine import make_url
 
-from fusion_billing_assets.sandbox.nexacloud_billing import NexaCloudInvoice, Progress, UsageRecord
+from fusion_billing_assets.sandbox.nexacloud_billing import NexaCloudInvoice, Progress, UsageRecord, reporting
 from fusion_billing_assets.sandbox.world import MILLIS_PER_SECOND, PLANS, USAGE_METRIC, World, utc_text
 from fusion_billing_assets.sources import nexacloud_schema as schema
 
 BILLING_CURRENCY = "CAD"
-INSERT_CHUNK_ROWS = 5_000
+INSERT_CHUNK_ROWS = 50_000
 
 
 class _DriverValues:
     """Python values as the database driver takes them, bound exactly as SQLAlchemy's types would.
 
-    Rows go to the driver's ``executemany`` directly: SQLAlchemy's per-row type processing costs
-    more than the insert itself at hundreds of thousands of usage records. On SQLite, where
-    ``DateTime`` ignores tzinfo, timestamps are naive UTC text in SQLAlchemy's storage format
-    (``2026-10-01 04:00:00.000000``, so its queries compare them correctly) and NUMERIC is a float,
-    as SQLAlchemy binds it; PostgreSQL takes aware datetimes and Decimals as they are.
+    Rows go to the driver directly: SQLAlchemy's per-row type processing costs more than the
+    insert itself at millions of usage records. On SQLite, where ``DateTime`` ignores tzinfo,
+    timestamps are naive UTC text in SQLAlchemy's storage format (``2026-10-01 04:00:00.000000``,
+    so its queries compare them correctly) and NUMERIC is a float, as SQLAlchemy binds it.
+    PostgreSQL's ``COPY`` takes timestamps and quantities as the text it parses (explicitly UTC,
+    exact decimals), several times cheaper to produce than aware datetimes and Decimals to adapt.
     """
 
     def __init__(self, dialect_name: str):
         self.sqlite = dialect_name == "sqlite"
 
-    def timestamp(self, moment: datetime | None) -> datetime | str | None:
-        if moment is None or not self.sqlite:
-            return moment
-        return utc_text(moment, "microseconds")
+    def timestamp(self, moment: datetime | None) -> str | None:
+        if moment is None:
+            return None
+        text = utc_text(moment, "microseconds")
+        return text if self.sqlite else f"{text}+00"
 
     def day(self, day: date) -> date | str:
         return day.isoformat() if self.sqlite else day
@@ -49,36 +55,53 @@ class _DriverValues:
     def decimal(self, value: Decimal) -> Decimal | float:
         return float(value) if self.sqlite else value
 
-    def millis(self, millis: int) -> Decimal | float:
-        # int / int is correctly rounded, the same float as float(Decimal("123.456")).
-        return millis / MILLIS_PER_SECOND if self.sqlite else Decimal(millis).scaleb(-3)
+    def millis(self, millis: int) -> str | float:
+        if self.sqlite:
+            # int / int is correctly rounded, the same float as float(Decimal("123.456")).
+            return millis / MILLIS_PER_SECOND
+        return f"{millis // MILLIS_PER_SECOND}.{millis % MILLIS_PER_SECOND:03d}"
 
 
-def write_nexacloud(
-    url: str,
-    world: World,
-    usage: list[UsageRecord],
-    invoices: list[NexaCloudInvoice],
-    report: Progress,
-) -> dict[str, int]:
-    """Replace the NexaCloud tables at ``url`` with the world's; returns the rows written per table."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(parsed)
-    value = _DriverValues(engine.dialect.name)
-    stamp = value.timestamp
-    # Every deployment shares the same few thousand window boundaries.
-    window_stamp = functools.cache(value.timestamp)
-    tables: list[tuple[Table, Iterable[tuple[Any, ...]]]] = [
-        (
+class NexaCloudWriter:
+    """The NexaCloud tables at ``url``, dropped, recreated and filled in one transaction.
+
+    Use as a context manager: the accounts, then the usage stream (whose totals the invoices are
+    billed from), then the invoices; ``rows`` counts what each table received. Nothing is
+    committed unless the block ends without an error.
+    """
+
+    def __init__(self, url: str, report: Progress):
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        self._engine = create_engine(parsed)
+        self._report = report
+        self._value = _DriverValues(self._engine.dialect.name)
+        self.rows: dict[str, int] = {}
+
+    def __enter__(self) -> NexaCloudWriter:
+        schema.metadata.drop_all(self._engine)
+        schema.metadata.create_all(self._engine)
+        self._transaction = self._engine.begin()
+        self._connection = self._transaction.__enter__()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            self._transaction.__exit__(*exc_info)
+        finally:
+            self._engine.dispose()
+
+    def accounts(self, world: World) -> None:
+        stamp, value = self._value.timestamp, self._value
+        self._write(
             schema.customers,
             (
                 (c.id, c.name, c.email, c.province, BILLING_CURRENCY, "active", stamp(c.created_at))
                 for c in world.customers
             ),
-        ),
-        (
+        )
+        self._write(
             schema.plans,
             (
                 (
@@ -92,8 +115,8 @@ def write_nexacloud(
                 )
                 for p in PLANS
             ),
-        ),
-        (
+        )
+        self._write(
             schema.deployments,
             (
                 (
@@ -108,24 +131,37 @@ def write_nexacloud(
                 )
                 for d in world.deployments
             ),
-        ),
-        (
-            schema.usage_records,
-            (
-                (
+        )
+
+    def usage(self, usage: Iterable[UsageRecord]) -> dict[tuple[int, date], int]:
+        """Write the usage stream; return its CPU milliseconds per (deployment, period)."""
+        # Every deployment shares the same few thousand window boundaries, and ingestion times are
+        # a boundary plus one of a few hundred delays: each is formatted once.
+        stamp = functools.cache(self._value.timestamp)
+        millis = self._value.millis
+        totals: dict[tuple[int, date], int] = defaultdict(int)
+
+        def rows() -> Iterator[tuple[Any, ...]]:
+            for r in usage:
+                totals[(r.deployment_id, r.period)] += r.millis
+                yield (
                     r.id,
                     r.deployment_id,
                     USAGE_METRIC,
-                    window_stamp(r.window_start),
-                    window_stamp(r.window_end),
-                    value.millis(r.millis),
+                    stamp(r.window_start),
+                    stamp(r.window_end),
+                    millis(r.millis),
                     stamp(r.recorded_at),
                     r.idempotency_key,
                 )
-                for r in usage
-            ),
-        ),
-        (
+
+        with _constraints_checked_after(self._connection, schema.usage_records, self._report):
+            self._write(schema.usage_records, reporting(rows(), "nexacloud usage_records", self._report))
+        return dict(totals)
+
+    def invoices(self, invoices: list[NexaCloudInvoice]) -> None:
+        stamp, value = self._value.timestamp, self._value
+        self._write(
             schema.invoices,
             (
                 (
@@ -143,8 +179,8 @@ def write_nexacloud(
                 )
                 for i in invoices
             ),
-        ),
-        (
+        )
+        self._write(
             schema.invoice_lines,
             (
                 (
@@ -162,49 +198,60 @@ def write_nexacloud(
                     ((invoice, line) for invoice in invoices for line in invoice.lines), start=1
                 )
             ),
-        ),
-    ]
-    counts = {}
-    metadata = schema.metadata
-    try:
-        metadata.drop_all(engine)
-        metadata.create_all(engine)
-        with engine.begin() as connection:
-            for table, rows in tables:
-                counts[table.name] = _insert(connection, table, rows, report)
-    finally:
-        engine.dispose()
-    return counts
+        )
+
+    def _write(self, table: Table, rows: Iterable[tuple[Any, ...]]) -> None:
+        self.rows[table.name] = _insert(self._connection, table, rows)
 
 
-def _insert(connection: Connection, table: Table, rows: Iterable[tuple[Any, ...]], report: Progress) -> int:
+@contextmanager
+def _constraints_checked_after(connection: Connection, table: Table, report: Progress) -> Iterator[None]:
+    """On PostgreSQL, the table's foreign-key and unique constraints dropped during the block and
+    added back after it, in the same transaction.
+
+    Checked row by row, they cost PostgreSQL more than the load itself at millions of rows; added
+    back, they are checked once over the whole table, and a violation still fails the transaction.
+    """
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    constraints = connection.exec_driver_sql(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conrelid = %(table)s::regclass AND contype IN ('f', 'u') ORDER BY conname",
+        {"table": table.name},
+    ).all()
+    for name, _ in constraints:
+        connection.exec_driver_sql(f'ALTER TABLE {table.name} DROP CONSTRAINT "{name}"')
+    yield
+    started = time.monotonic()
+    for name, definition in constraints:
+        connection.exec_driver_sql(f'ALTER TABLE {table.name} ADD CONSTRAINT "{name}" {definition}')
+    report(
+        f"nexacloud {table.name}: {len(constraints)} constraints checked in {time.monotonic() - started:.1f} s"
+    )
+
+
+def _insert(connection: Connection, table: Table, rows: Iterable[tuple[Any, ...]]) -> int:
     """Insert rows holding every column of ``table`` in its order, in bulk; returns the row count.
 
     PostgreSQL through psycopg 3 gets ``COPY … FROM STDIN`` (about twice as fast as executemany at
-    hundreds of thousands of rows); every other database ``executemany`` in chunks.
+    hundreds of thousands of rows); every other database ``executemany`` in chunks. The rows are
+    streamed: only one chunk is ever held.
     """
     columns = ", ".join(column.name for column in table.columns)
     written = 0
-
-    def count(batch: int) -> None:
-        nonlocal written
-        before, written = written, written + batch
-        if before // 100_000 != written // 100_000:
-            report(f"nexacloud {table.name}: {written:,} rows …")
-
     if connection.dialect.name == "postgresql" and connection.dialect.driver == "psycopg":
         cursor = connection.connection.driver_connection.cursor()
         with cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
-                count(1)
-    else:
-        marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-        markers = ", ".join([marker] * len(table.columns))
-        statement = f"INSERT INTO {table.name} ({columns}) VALUES ({markers})"
-        iterator = iter(rows)
-        while chunk := list(islice(iterator, INSERT_CHUNK_ROWS)):
-            connection.exec_driver_sql(statement, chunk)
-            count(len(chunk))
-    report(f"nexacloud {table.name}: {written:,} rows")
+                written += 1
+        return written
+    marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    markers = ", ".join([marker] * len(table.columns))
+    statement = f"INSERT INTO {table.name} ({columns}) VALUES ({markers})"
+    iterator = iter(rows)
+    while chunk := list(islice(iterator, INSERT_CHUNK_ROWS)):
+        connection.exec_driver_sql(statement, chunk)
+        written += len(chunk)
     return written

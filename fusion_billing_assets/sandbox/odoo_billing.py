@@ -1,8 +1,8 @@
 """Odoo's side of the sandbox: the usage ledger NexaCloud pushed, and the records a correct Odoo holds.
 
-``push_usage`` is what Odoo's ``fusion.billing.usage`` received (every metered window, except the
-injected lost and doubled pushes and the reading NexaCloud could not key); ``odoo_records``
-builds, in the storage format of ``sandbox.odoo_models``, the imported partners and
+``UsagePushes`` is what Odoo's ``fusion.billing.usage`` received (every metered window, except the
+injected lost and doubled pushes and the reading NexaCloud could not key), a stream written
+straight to the test double's store; ``OdooBilling`` builds, in the storage format of ``sandbox.odoo_models``, the imported partners and
 subscriptions, the importer's external ids and the invoices Odoo produced from its own data
 (subscription prices, its ledger, the partner's tax rule). Every injected difference is a change
 to that data or to the invoices, whose effect flows through the same arithmetic as a correct
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -37,7 +37,6 @@ from fusion_billing_assets.sandbox.nexacloud_billing import (
     UsageRecord,
     excess_cpu_hours,
     overage_cents,
-    usage_totals,
 )
 from fusion_billing_assets.sandbox.odoo_models import MODELS
 from fusion_billing_assets.sandbox.scenarios import Role
@@ -91,7 +90,9 @@ class PushFault:
 
 @dataclass(frozen=True)
 class UsageLedger:
-    entries: list[LedgerEntry]
+    """What the ledger received, in sum: CPU milliseconds per (deployment, period), and its faults."""
+
+    totals: dict[tuple[int, date], int]
     lost: PushFault
     doubled: PushFault
     # The usage records without an idempotency key: pushes are keyed, so they were never sent.
@@ -158,21 +159,6 @@ class OdooRecords:
         self.models[model_name].append(record)
         return record_id
 
-    def add_all(self, model_name: str, records: Iterable[dict[str, Any]]) -> None:
-        """Many records of one model at once, each holding exactly the model's stored fields."""
-        stored = {name for name, model_field in MODELS[model_name].items() if model_field.type != "one2many"}
-        target = self.models[model_name]
-        next_id = self._next_ids[model_name]
-        for record in records:
-            if record.keys() != stored:
-                raise KeyError(
-                    f"{model_name} record fields {sorted(record)} are not the model's {sorted(stored)}"
-                )
-            record["id"] = next_id
-            target.append(record)
-            next_id += 1
-        self._next_ids[model_name] = next_id
-
     def invoice_name(self, move_type: str, state: str, invoice_date: date) -> str:
         """Odoo's sequence, ``INV/2026/00042`` (``RINV`` for credit notes); drafts have none yet."""
         if state == "draft":
@@ -188,62 +174,110 @@ class OdooRecords:
 # --- the usage ledger ----------------------------------------------------------------------------
 
 
-def push_usage(world: World, usage: list[UsageRecord]) -> UsageLedger:
+class UsagePushes:
     """What Odoo's usage ledger received: every push, except the injected lost and doubled ones.
 
-    A record without an idempotency key is never pushed: Odoo deduplicates on the key, so NexaCloud
-    sends none without one.
+    A filter over NexaCloud's metering stream (``entries``), which keeps only sums: once the
+    stream is read, ``ledger()`` tells the totals and the faults. A record without an idempotency
+    key is never pushed: Odoo deduplicates on the key, so NexaCloud sends none without one.
     """
-    not_imported = {d.id for d in world.deployments if not world.imported(d.customer_id)}
-    lost = world.casting_of_role[Role.LOST_USAGE_PUSHES]
-    lost_deployment = world.primary_of(lost.customer_id)
-    lost_days = {lost.period + timedelta(days=9), lost.period + timedelta(days=10)}
-    doubled = world.casting_of_role[Role.DOUBLED_USAGE_PUSHES]
-    doubled_deployment = world.primary_of(doubled.customer_id)
-    doubled_day = doubled.period + timedelta(days=19)
 
-    entries = []
-    unkeyed = []
-    lost_millis = doubled_millis = 0
-    for record in usage:
-        if record.idempotency_key is None:
-            unkeyed.append(record)
-            continue
-        if record.deployment_id in not_imported:
-            continue
-        entry = LedgerEntry(
-            record.deployment_id,
-            record.window_start,
-            record.millis,
-            record.idempotency_key,
-            record.period,
+    def __init__(self, world: World):
+        self._world = world
+        self._not_imported = {d.id for d in world.deployments if not world.imported(d.customer_id)}
+        lost = world.casting_of_role[Role.LOST_USAGE_PUSHES]
+        self._lost_deployment = world.primary_of(lost.customer_id)
+        self._lost_days = {lost.period + timedelta(days=9), lost.period + timedelta(days=10)}
+        doubled = world.casting_of_role[Role.DOUBLED_USAGE_PUSHES]
+        self._doubled_deployment = world.primary_of(doubled.customer_id)
+        self._doubled_day = doubled.period + timedelta(days=19)
+        self._totals: dict[tuple[int, date], int] = defaultdict(int)
+        self._unkeyed: list[UsageRecord] = []
+        self._lost_millis = self._doubled_millis = 0
+
+    def entries(self, usage: Iterable[UsageRecord]) -> Iterator[LedgerEntry]:
+        timezone = self._world.timezone
+        lost_id, doubled_id = self._lost_deployment.id, self._doubled_deployment.id
+        totals = self._totals
+        for record in usage:
+            if record.idempotency_key is None:
+                self._unkeyed.append(record)
+                continue
+            if record.deployment_id in self._not_imported:
+                continue
+            if (
+                record.deployment_id == lost_id
+                and local_day(record.window_start, timezone) in self._lost_days
+            ):
+                self._lost_millis += record.millis
+                continue
+            entry = LedgerEntry(
+                record.deployment_id,
+                record.window_start,
+                record.millis,
+                record.idempotency_key,
+                record.period,
+            )
+            totals[(entry.deployment_id, entry.period)] += entry.millis
+            yield entry
+            if (
+                record.deployment_id == doubled_id
+                and local_day(record.window_start, timezone) == self._doubled_day
+            ):
+                # A retry after a timeout, sent with a fresh key, so Odoo's idempotency cannot catch it.
+                totals[(entry.deployment_id, entry.period)] += entry.millis
+                self._doubled_millis += record.millis
+                yield entry._replace(idempotency_key=f"{record.idempotency_key}-retry")
+
+    def ledger(self) -> UsageLedger:
+        return UsageLedger(
+            dict(self._totals),
+            lost=PushFault(self._lost_deployment, sorted(self._lost_days), self._lost_millis),
+            doubled=PushFault(self._doubled_deployment, [self._doubled_day], self._doubled_millis),
+            unkeyed=tuple(self._unkeyed),
         )
-        if record.deployment_id == lost_deployment.id and (
-            local_day(record.window_start, world.timezone) in lost_days
-        ):
-            lost_millis += record.millis
-            continue
-        entries.append(entry)
-        if record.deployment_id == doubled_deployment.id and (
-            local_day(record.window_start, world.timezone) == doubled_day
-        ):
-            # A retry after a timeout, sent with a fresh key, so Odoo's idempotency cannot catch it.
-            entries.append(entry._replace(idempotency_key=f"{record.idempotency_key}-retry"))
-            doubled_millis += record.millis
-    return UsageLedger(
-        entries,
-        lost=PushFault(lost_deployment, sorted(lost_days), lost_millis),
-        doubled=PushFault(doubled_deployment, [doubled_day], doubled_millis),
-        unkeyed=tuple(unkeyed),
-    )
 
 
 # --- the records ---------------------------------------------------------------------------------
 
 
-def odoo_records(world: World, ledger: UsageLedger) -> OdooRecords:
-    """What a correct Odoo holds after the import and a dual-run, plus the injected differences."""
-    return _OdooBilling(world).build(ledger)
+# The ledger's columns as the Odoo test double stores them (``odoo_store.insert_rows``).
+LEDGER_COLUMNS = ("id", "name", "subscription_id", "metric", "quantity", "idempotency_key", "timestamp")
+
+
+class OdooBilling:
+    """The Odoo records of one world: first the accounts (partners, subscriptions), then the usage
+    ledger as a stream of rows, then, from the ledger's totals, the invoices and the importer's
+    external ids. Each stage consumes the world's random stream in a fixed order."""
+
+    def __init__(self, world: World):
+        self._billing = _OdooBilling(world)
+
+    @property
+    def records(self) -> OdooRecords:
+        return self._billing.odoo
+
+    def accounts(self) -> None:
+        self._billing.accounts()
+
+    def ledger_rows(self, entries: Iterable[LedgerEntry]) -> Iterator[tuple[Any, ...]]:
+        """``fusion.billing.usage`` rows (``LEDGER_COLUMNS``) for the pushes Odoo received."""
+        subscription_of = self._billing.odoo.subscription_of
+        window_text = functools.cache(lambda moment: utc_text(moment, "seconds"))
+        for record_id, entry in enumerate(entries, start=1):
+            # int / int is correctly rounded: the float nearest the exact three decimals.
+            yield (
+                record_id,
+                None,
+                subscription_of[entry.deployment_id],
+                USAGE_METRIC,
+                entry.millis / MILLIS_PER_SECOND,
+                entry.idempotency_key,
+                window_text(entry.window_start),
+            )
+
+    def invoices(self, ledger: UsageLedger) -> OdooRecords:
+        return self._billing.invoices(ledger)
 
 
 def odoo_price_cents(world: World, deployment: Deployment) -> int:
@@ -262,8 +296,8 @@ class _OdooBilling:
         self.odoo = OdooRecords()
         self.subscription_name: dict[int, str] = {}
 
-    def build(self, ledger: UsageLedger) -> OdooRecords:
-        world, odoo = self.world, self.odoo
+    def accounts(self) -> None:
+        odoo = self.odoo
         odoo.add("res.currency", CAD_CURRENCY_ID, name="CAD")
         odoo.add("res.currency", USD_CURRENCY_ID, name="USD")
         odoo.add(
@@ -310,23 +344,10 @@ class _OdooBilling:
 
         self._partners()
         self._subscriptions()
-        window_text = functools.cache(lambda moment: utc_text(moment, "seconds"))
-        odoo.add_all(
-            "fusion.billing.usage",
-            (
-                {
-                    "name": None,
-                    "subscription_id": odoo.subscription_of[entry.deployment_id],
-                    "metric": USAGE_METRIC,
-                    # int / int is correctly rounded: the float nearest the exact three decimals.
-                    "quantity": entry.millis / MILLIS_PER_SECOND,
-                    "idempotency_key": entry.idempotency_key,
-                    "timestamp": window_text(entry.window_start),
-                }
-                for entry in ledger.entries
-            ),
-        )
-        ledger_totals = usage_totals((e.deployment_id, e.period, e.millis) for e in ledger.entries)
+
+    def invoices(self, ledger: UsageLedger) -> OdooRecords:
+        world, odoo = self.world, self.odoo
+        ledger_totals = ledger.totals
         for window in world.closed:
             for customer in sorted(world.customers, key=lambda c: odoo.partner_of.get(c.id) or 0):
                 if not world.imported(customer.id):

@@ -250,11 +250,9 @@ class World:
             deployments.append(self._deployment(customer, _random_plan(rng), created))
         elif role is None or role is Role.USAGE_WITHOUT_KEY:
             # The keyless reading needs nothing of its customer's set-up: drawn as a plain one's.
-            weights = [
-                2 ** (self.scale.max_deployments_per_customer - k)
-                for k in range(1, self.scale.max_deployments_per_customer + 1)
-            ]
-            extra = rng.choices(range(self.scale.max_deployments_per_customer), weights=weights)[0]
+            # One to the maximum deployments, equally likely: two on average at the default maximum
+            # of three, so a scale of N customers meters about 2N deployments.
+            extra = rng.randrange(self.scale.max_deployments_per_customer)
             for _ in range(extra):
                 deployments.append(self._plain_deployment(customer))
         return deployments

@@ -1,8 +1,9 @@
 """The production Odoo client against the Odoo test double: both protocols, both transports.
 
 The same questions (keyset-paged reads, usage summed per subscription and Toronto day) must get the
-same answers over JSON-2 and legacy /jsonrpc, in-process and over a real port; the request count
-grows with N / page size.
+same answers over JSON-2 and legacy /jsonrpc, in-process and over a real port, from the double's
+in-memory SQLite and from a PostgreSQL store (``@pytest.mark.postgres``); the request count grows
+with N / page size.
 """
 
 from collections.abc import Iterator
@@ -14,7 +15,9 @@ import pytest
 
 from fusion_billing_assets.sandbox.odoo_models import SANDBOX_API_KEY, SANDBOX_DATABASE, SANDBOX_LOGIN
 from fusion_billing_assets.sandbox.odoo_standin import OdooStandIn, serving
+from fusion_billing_assets.sandbox.odoo_store import load_models
 from fusion_billing_assets.sources.odoo import OdooAuthenticationError, OdooClient, OdooError
+from tests.conftest import throwaway_postgres_database
 
 PARTNERS = [{"id": n, "name": f"Customer {n}", "ref": f"NC-{n}", "active": n % 7 != 0} for n in range(1, 58)]
 # Hourly usage across the November 2026 DST change in Toronto, for two subscriptions.
@@ -37,9 +40,16 @@ RECORDS = {
 }
 
 
-@pytest.fixture(scope="module")
-def odoo_app() -> OdooStandIn:
-    return OdooStandIn(RECORDS)
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def odoo_app(request: pytest.FixtureRequest) -> Iterator[OdooStandIn]:
+    if request.param == "sqlite":
+        yield OdooStandIn(RECORDS)
+        return
+    with throwaway_postgres_database() as url:
+        load_models(url, RECORDS).dispose()
+        app = OdooStandIn.from_store(url)
+        yield app
+        app.close()
 
 
 @contextmanager

@@ -4,15 +4,17 @@ JSON-2 (``POST /json/2/<model>/<method>``: bare results, errors as
 ``{name, message, arguments, context, debug}`` with 401/403/404/405/422/500, a wrong database as
 an HTML 404), legacy ``/jsonrpc`` (errors inside HTTP 200), Odoo's rendering of records and
 groups, domains, and keyset paging. Every query is made through httpx, in-process
-(``httpx.WSGITransport``) and over a real HTTP port (``serving``), as the production client does.
+(``httpx.WSGITransport``) and over a real HTTP port (``serving``), as the production client does,
+to the double serving its records from in-memory SQLite and from a PostgreSQL store
+(``@pytest.mark.postgres``).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,6 +28,8 @@ from fusion_billing_assets.sandbox.odoo_models import (
     SANDBOX_UID,
 )
 from fusion_billing_assets.sandbox.odoo_standin import OdooStandIn, serving
+from fusion_billing_assets.sandbox.odoo_store import load_models
+from tests.conftest import throwaway_postgres_database
 
 HEADERS = {"Authorization": f"bearer {SANDBOX_API_KEY}", "X-Odoo-Database": SANDBOX_DATABASE}
 ERROR_KEYS = {"name", "message", "arguments", "context", "debug"}
@@ -205,9 +209,37 @@ RECORDS: dict[str, list[dict[str, Any]]] = {
 }
 
 
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@contextmanager
+def standin_on(backend: str, models: dict[str, list[dict[str, Any]]]) -> Iterator[OdooStandIn]:
+    """The double serving ``models``: loaded into in-memory SQLite, or into a PostgreSQL store."""
+    if backend == "sqlite":
+        yield OdooStandIn(models)
+        return
+    with throwaway_postgres_database() as url:
+        load_models(url, models).dispose()
+        app = OdooStandIn.from_store(url)
+        try:
+            yield app
+        finally:
+            app.close()
+
+
 @pytest.fixture(scope="module")
-def odoo_app() -> OdooStandIn:
-    return OdooStandIn(RECORDS)
+def odoo_app(backend: str) -> Iterator[OdooStandIn]:
+    with standin_on(backend, RECORDS) as app:
+        yield app
+
+
+@pytest.fixture
+def make_standin(backend: str) -> Iterator[Callable[[dict[str, list[dict[str, Any]]]], OdooStandIn]]:
+    """A double of the test's own on the module's backend."""
+    with ExitStack() as stack:
+        yield lambda models: stack.enter_context(standin_on(backend, models))
 
 
 @pytest.fixture(scope="module")
@@ -654,8 +686,8 @@ def test_order_limit_and_offset(odoo):
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_keyset_paging_collects_every_record_exactly_once(transport):
-    ledger = OdooStandIn(
+def test_keyset_paging_collects_every_record_exactly_once(make_standin, transport):
+    ledger = make_standin(
         {
             "sale.order": [{"id": 1, "name": "SUB-1"}],
             "fusion.billing.usage": [
@@ -1066,9 +1098,9 @@ def test_from_file_defaults_to_the_sandbox_credentials(tmp_path):
         ({"res.partner": [{"id": 1}, {"id": 1}]}, "not unique"),
     ],
 )
-def test_records_outside_the_contract_are_refused_at_load(models, message):
+def test_records_outside_the_contract_are_refused_at_load(make_standin, models, message):
     with pytest.raises(ValueError, match=re.escape(message)):
-        OdooStandIn(models)
+        make_standin(models)
 
 
 def test_serving_releases_its_port_on_exit(odoo_app):
@@ -1078,11 +1110,11 @@ def test_serving_releases_its_port_on_exit(odoo_app):
         httpx.get(f"{url}/web/version")
 
 
-def test_a_ledger_of_300k_rows_groups_per_subscription_and_toronto_day():
+def test_a_ledger_of_300k_rows_groups_per_subscription_and_toronto_day(make_standin):
     rows = 300_000
     # one row every 9 seconds from 2026-10-01 04:00 UTC, midnight in Toronto
     first = datetime(2026, 10, 1, 4)
-    ledger = OdooStandIn(
+    ledger = make_standin(
         {
             "sale.order": [{"id": 1, "name": "SUB-1"}, {"id": 2, "name": "SUB-2"}],
             "fusion.billing.usage": [

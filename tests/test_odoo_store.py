@@ -4,20 +4,26 @@ On SQLite and on PostgreSQL (``@pytest.mark.postgres``): the store's tables roun
 the storage format of ``odoo_models`` (defaults and display names filled in, one2many fields left
 to their inverse), ``insert_rows`` streams rows (COPY on PostgreSQL), ``check_store`` names a
 broken many2one, and the SQL the double groups with buckets UTC moments by local day, across a
-DST change, with exact sums.
+DST change, with exact sums. The double serves a store of its own: a 100k-row ledger read by the
+production client's keyset paging and grouped per subscription and local day, and concurrent
+requests on a real port.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from fusion_billing_assets.sandbox.odoo_domain import sql_like
+from fusion_billing_assets.sandbox.odoo_models import SANDBOX_API_KEY, SANDBOX_DATABASE, SANDBOX_LOGIN
+from fusion_billing_assets.sandbox.odoo_standin import OdooStandIn, serving
 from fusion_billing_assets.sandbox.odoo_store import (
     STORED_FIELDS,
     TABLES,
@@ -32,6 +38,7 @@ from fusion_billing_assets.sandbox.odoo_store import (
     open_store,
     replace_records,
 )
+from fusion_billing_assets.sources.odoo import OdooClient
 from tests.conftest import throwaway_postgres_database
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -314,3 +321,94 @@ def test_sql_like_patterns():
     assert not sql_like("%cloud%", case_insensitive=False)("Acme Cloud Inc")
     assert sql_like("100\\%", case_insensitive=False)("100%")
     assert not sql_like("100\\%", case_insensitive=False)("1000")
+
+
+LEDGER_ROWS = 100_000
+# One row a minute from 2026-10-31 00:00 EDT (04:00 UTC), alternating two subscriptions; ids with gaps.
+LEDGER_START = datetime(2026, 10, 31, 4)
+
+
+def ledger_rows() -> Iterator[tuple]:
+    for n in range(LEDGER_ROWS):
+        moment = LEDGER_START + timedelta(minutes=n)
+        yield (3 * n + 1, 1 + n % 2, "cpu_seconds", 0.1, f"{moment:%Y-%m-%d %H:%M:%S}")
+
+
+def test_a_store_of_100k_usage_rows_pages_once_each_and_groups_by_toronto_day(store_url):
+    engine = create_store(store_url)
+    try:
+        with engine.begin() as connection:
+            insert_rows(connection, "sale.order", ["id", "name"], [(1, "SUB-1"), (2, "SUB-2")])
+            columns = ["id", "subscription_id", "metric", "quantity", "timestamp"]
+            insert_rows(connection, "fusion.billing.usage", columns, ledger_rows())
+        check_store(engine)
+    finally:
+        engine.dispose()
+    app = OdooStandIn.from_store(store_url)
+    credentials = {"database": SANDBOX_DATABASE, "api_key": SANDBOX_API_KEY, "login": SANDBOX_LOGIN}
+    try:
+        with httpx.Client(base_url="http://odoo.test", transport=httpx.WSGITransport(app=app)) as http:
+            client = OdooClient(http, protocol="json2", page_size=5_000, **credentials)
+            ids = [
+                row["id"]
+                for page in client.search_read_pages(
+                    "fusion.billing.usage", [["metric", "=", "cpu_seconds"]], ["subscription_id", "quantity"]
+                )
+                for row in page
+            ]
+            groups = client.read_group(
+                "fusion.billing.usage",
+                [["metric", "=", "cpu_seconds"]],
+                groupby=["subscription_id", "timestamp:day"],
+                aggregates=["quantity:sum", "__count"],
+                context={"tz": "America/Toronto"},
+            )
+    finally:
+        app.close()
+    assert ids == [3 * n + 1 for n in range(LEDGER_ROWS)]  # every row once, in id order
+    assert app.requests["fusion.billing.usage.search_read"] == LEDGER_ROWS // 5_000 + 1
+    assert sum(group["__count"] for group in groups) == LEDGER_ROWS
+    # Hand-worked: 1 440 minutes on October 31, 1 500 on November 1 (25 hours: DST ends), then
+    # 1 440 a day from midnight EST (05:00 UTC); each subscription has every other minute.
+    first_days = [
+        (group["timestamp:day"][0], group["__count"], group["quantity:sum"])
+        for group in groups
+        if group["subscription_id"] == [1, "SUB-1"]
+    ][:3]
+    assert first_days == [
+        ("2026-10-31 04:00:00", 720, 72.0),
+        ("2026-11-01 04:00:00", 750, 75.0),  # 750 × 0.1, summed exactly
+        ("2026-11-02 05:00:00", 720, 72.0),
+    ]
+    # 100 000 minutes are 69 days and 10 hours: 70 local days for each subscription
+    assert len(groups) == 2 * 70
+
+
+def test_concurrent_requests_on_a_real_port_each_get_their_answer(store_url):
+    load_models(
+        store_url,
+        {"res.partner": [{"id": n, "name": f"Customer {n}", "ref": f"NC-{n}"} for n in range(1, 201)]},
+    ).dispose()
+    app = OdooStandIn.from_store(store_url)
+    headers = {"Authorization": f"bearer {SANDBOX_API_KEY}"}
+    try:
+        with serving(app) as url, httpx.Client(base_url=url, headers=headers) as client:
+
+            def page(first: int) -> list[int]:
+                response = client.post(
+                    "/json/2/res.partner/search_read",
+                    json={"domain": [["id", ">", first]], "fields": ["ref"], "limit": 10, "order": "id asc"},
+                )
+                return [row["id"] for row in response.json() if row["ref"] == f"NC-{row['id']}"]
+
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                pages = list(pool.map(page, range(0, 200, 5)))
+    finally:
+        app.close()
+    assert pages == [list(range(first + 1, first + 11))[: 200 - first] for first in range(0, 200, 5)]
+    assert app.requests == {"res.partner.search_read": 40}
+
+
+def test_serving_a_store_that_is_not_there_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="No Odoo store at"):
+        OdooStandIn.from_store(f"sqlite:///{tmp_path / 'nothing.sqlite'}")

@@ -1,15 +1,16 @@
-"""Odoo search domains for the Odoo test double: parsing and evaluation on stored values.
+"""Odoo search domains for the Odoo test double: parsing, and compilation to an SQL WHERE clause.
 
 A domain is Odoo's list in Polish notation: conditions ``[path, operator, value]`` joined by the
 prefix operators ``'&'``, ``'|'`` and ``'!'``, with an implicit ``'&'`` between consecutive terms.
 ``parse_domain`` turns one into a small tree, pushing every ``'!'`` down into the conditions the
 way Odoo does (``!(x < 5)`` is ``x >= 5``, which excludes empty values, while ``!(x = 5)`` is
-``x != 5``, which includes them). The other functions here judge one stored value against one
-condition with Odoo's treatment of empty values: ``= False`` means "is empty", and the negative
-operators (``!=``, ``not in``, ``not like``, ``not ilike``) also match empty values, as Odoo adds
-``OR x IS NULL`` to them. ``Like``/``ILike`` are the same LIKE as an SQL expression, compiled to
-PostgreSQL's operators or, on SQLite, to the function ``sqlite_like`` that the Odoo store
-registers. Everything here is pure; which record a path leads to is the caller's business
+``x != 5``, which includes them). The other functions here turn one condition on one column into
+SQLAlchemy Core with Odoo's treatment of empty values: ``= False`` means "is empty" (NULL, and
+``''`` for text, ``false`` for a boolean), and the negative operators (``!=``, ``not in``,
+``not like``, ``not ilike``) also match empty values, as Odoo adds ``OR x IS NULL`` to them. Every
+clause built here is two-valued (never SQL NULL), so that ``NOT`` of it is the Python ``not`` of
+it. ``like`` and ``ilike`` follow PostgreSQL on every backend (on SQLite through the function
+``sqlite_like`` that the store registers). Which table a path leads to is the caller's business
 (``fusion_billing_assets.sandbox.odoo_standin``).
 """
 
@@ -20,9 +21,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import lru_cache
+from operator import ge, gt, le, lt
 from typing import Any, Literal
 
-from sqlalchemy import Boolean, String, TypeDecorator, cast
+from sqlalchemy import Boolean, ColumnElement, String, TypeDecorator, and_, cast, false, not_, or_, true
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
@@ -130,49 +132,22 @@ def negate(term: Term) -> Term:
     raise AssertionError(term)
 
 
-def compile_term(term: Term, compile_condition: Callable[[Condition], Predicate]) -> Predicate:
-    """A predicate on records for the term; ``compile_condition`` builds the one of each leaf."""
+def compile_term(
+    term: Term, compile_condition: Callable[[Condition], ColumnElement[bool]]
+) -> ColumnElement[bool]:
+    """The WHERE clause of the term; ``compile_condition`` builds the clause of each leaf."""
     match term:
         case Constant(value):
-            return (lambda _record: True) if value else (lambda _record: False)
+            return true() if value else false()
         case Condition():
             return compile_condition(term)
         case Negation(inner):
-            inner_predicate = compile_condition(inner)
-            return lambda record: not inner_predicate(record)
+            return not_(compile_condition(inner))
         case Junction("&", terms):
-            all_of = [compile_term(t, compile_condition) for t in terms]
-
-            # Plain loops, twice as fast as all()/any() over a generator: this runs once per
-            # record over ledgers of a few hundred thousand rows.
-            def every(record: Any) -> bool:
-                for predicate in all_of:  # noqa: SIM110
-                    if not predicate(record):
-                        return False
-                return True
-
-            return every
+            return and_(*(compile_term(t, compile_condition) for t in terms))
         case Junction("|", terms):
-            any_of = [compile_term(t, compile_condition) for t in terms]
-
-            def some(record: Any) -> bool:
-                for predicate in any_of:  # noqa: SIM110
-                    if predicate(record):
-                        return True
-                return False
-
-            return some
+            return or_(*(compile_term(t, compile_condition) for t in terms))
     raise AssertionError(term)
-
-
-def conjuncts(term: Term) -> list[Condition]:
-    """The conditions that every match of ``term`` satisfies (its top-level ``&`` leaves)."""
-    match term:
-        case Condition():
-            return [term]
-        case Junction("&", terms):
-            return [condition for t in terms for condition in conjuncts(t)]
-    return []
 
 
 def conditions(term: Term) -> list[Condition]:
@@ -187,16 +162,20 @@ def conditions(term: Term) -> list[Condition]:
     return []
 
 
-def is_empty(value: object) -> bool:
-    """Whether a stored value is what Odoo calls empty (NULL, ``''``, ``False``, no records)."""
-    return value is None or value is False or value == "" or value == []
+def empty_clause(column: ColumnElement[Any], field_type: str) -> ColumnElement[bool]:
+    """Whether a stored value is what Odoo calls empty: NULL, ``''`` for text, ``false``."""
+    if field_type in STRING_TYPES:
+        return or_(column.is_(None), column == "")
+    if field_type == "boolean":
+        return or_(column.is_(None), column == false())
+    return column.is_(None)
 
 
 def normalize_value(field_type: str, operator: str, value: object) -> Any:
     """The condition's value in the stored representation of ``field_type``.
 
     ``False`` stays ``False`` (it means "empty"); datetimes given as a date or in ISO form become
-    ``"YYYY-MM-DD HH:MM:SS"`` UTC so that they compare as stored strings.
+    ``"YYYY-MM-DD HH:MM:SS"`` UTC, the storage format of their column.
     """
     if operator in MEMBERSHIP_OPERATORS:
         items = value if isinstance(value, list | tuple) else [value]
@@ -211,59 +190,49 @@ def normalize_value(field_type: str, operator: str, value: object) -> Any:
     return normalized
 
 
-def value_predicate(operator: str, value: Any) -> Predicate:
-    """A predicate on one stored scalar value (many2one ids included) for a normalized value."""
+def value_clause(
+    column: ColumnElement[Any], field_type: str, operator: str, value: Any
+) -> ColumnElement[bool]:
+    """The clause of one condition on a stored scalar (many2one ids included), value normalized."""
     if operator in ("=", "!="):
-        if value is False:
-            matches_value = is_empty
-        else:
-
-            def matches_value(stored: object) -> bool:
-                return stored is not None and stored == value
-
-        return matches_value if operator == "=" else negative(matches_value)
+        clause = empty_clause(column, field_type) if value is False else _present(column, column == value)
+        return clause if operator == "=" else not_(clause)
     if operator in MEMBERSHIP_OPERATORS:
-        wanted = {item for item in value if item is not False}
-        wants_empty = len(wanted) < len(value)
-
-        def is_member(stored: object) -> bool:
-            if is_empty(stored):
-                return wants_empty
-            return stored in wanted
-
-        return is_member if operator == "in" else negative(is_member)
+        # An empty value (``''`` included) is a member only when False is listed.
+        wanted = [item for item in value if item is not False and not _is_empty_text(field_type, item)]
+        clause = _present(column, column.in_(wanted)) if wanted else false()
+        if any(item is False for item in value):
+            clause = or_(empty_clause(column, field_type), clause)
+        return clause if operator == "in" else not_(clause)
     if operator in COMPARISON_OPERATORS:
-        return _comparison(operator, value)
+        # SQL semantics: an empty value is neither smaller nor greater than anything.
+        return _present(column, _COMPARATORS[operator](column, value))
     if operator in LIKE_OPERATORS:
         pattern = value if operator.startswith("=") else f"%{value}%"
-        matches_pattern = sql_like(pattern, case_insensitive="ilike" in operator)
-
-        def is_like(stored: object) -> bool:
-            return stored is not None and matches_pattern(str(stored))
-
-        return negative(is_like) if operator.startswith("not ") else is_like
+        like = (ILike if "ilike" in operator else Like)(column, pattern)
+        clause = _present(column, like)
+        return not_(clause) if operator.startswith("not ") else clause
     raise DomainError(f"Operator {operator!r} does not apply to a stored value")
 
 
-def x2many_predicate(operator: str, value: object) -> Predicate:
-    """A predicate on a stored list of ids (one2many/many2many) for ``=``/``!=``/``in``/``not in``."""
+def x2many_clause(
+    operator: str, value: object, related: Callable[[list[int] | None], ColumnElement[bool]]
+) -> ColumnElement[bool]:
+    """The clause of a one2many condition (``=``/``!=``/``in``/``not in`` record ids, or False).
+
+    ``related(ids)`` is the clause "some related record exists" (with an id among ``ids``, unless
+    ``None``).
+    """
     if operator not in ("=", "!=", "in", "not in"):
         raise DomainError(f"Operator {operator!r} is not supported on a one2many/many2many field")
     if value is False:
-
-        def has_any(stored: list[int]) -> bool:
-            return bool(stored)
-
-        return has_any if operator in ("!=", "not in") else negative(has_any)
+        has_any = related(None)
+        return has_any if operator in ("!=", "not in") else not_(has_any)
     items = value if isinstance(value, list | tuple) else [value]
     if not all(isinstance(item, int) and not isinstance(item, bool) for item in items):
         raise DomainError(f"A one2many/many2many condition needs record ids, not {value!r}")
-    wanted = set(items)
-
-    def overlaps(stored: list[int]) -> bool:
-        return not wanted.isdisjoint(stored)
-
-    return overlaps if operator in ("=", "in") else negative(overlaps)
+    overlaps = related(list(items))
+    return overlaps if operator in ("=", "in") else not_(overlaps)
 
 
 # --- LIKE as PostgreSQL has it, on every backend ------------------------------------------------
@@ -402,17 +371,13 @@ def _parse(parser: Callable[[str], Any], text: str, field_type: str) -> Any:
         raise DomainError(f"Invalid value {text!r} for a {field_type} field") from error
 
 
-def _comparison(operator: str, value: Any) -> Predicate:
-    # SQL semantics: an empty value is neither smaller nor greater than anything.
-    if operator == "<":
-        return lambda stored: stored is not None and stored < value
-    if operator == "<=":
-        return lambda stored: stored is not None and stored <= value
-    if operator == ">":
-        return lambda stored: stored is not None and stored > value
-    return lambda stored: stored is not None and stored >= value
+_COMPARATORS = {"<": lt, "<=": le, ">": gt, ">=": ge}
 
 
-def negative(positive: Predicate) -> Predicate:
-    """The predicate that holds where ``positive`` does not."""
-    return lambda value: not positive(value)
+def _present(column: ColumnElement[Any], clause: ColumnElement[bool]) -> ColumnElement[bool]:
+    # ``x IS NOT NULL AND ...`` is false, not NULL, on an empty value: the clause stays two-valued.
+    return and_(column.is_not(None), clause)
+
+
+def _is_empty_text(field_type: str, value: object) -> bool:
+    return field_type in STRING_TYPES and value == ""

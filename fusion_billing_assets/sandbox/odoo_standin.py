@@ -1,10 +1,11 @@
 """A test double of Odoo 19's external API, for the embedded sandbox and the test suite.
 
-This is not Odoo. It is a small WSGI application that serves, from records held in memory, the
-slice of Odoo 19 Enterprise that the reconciliation reads (docs/design.md §5; models and fields in
-``odoo_models.MODELS``), and answers the way Odoo answers on the wire, so that the production
-client runs unchanged against it, in-process through ``httpx.WSGITransport`` or over a real port
-(``serve``/``serving``):
+This is not Odoo. It is a small WSGI application that serves, from records held in an SQL database
+(``odoo_store``: SQLite in memory for the records it is given, a SQLite file or PostgreSQL for a
+store of any size), the slice of Odoo 19 Enterprise that the reconciliation reads
+(docs/design.md §5; models and fields in ``odoo_models.MODELS``), and answers the way Odoo answers
+on the wire, so that the production client runs unchanged against it, in-process through
+``httpx.WSGITransport`` or over a real port (``serve``/``serving``/``serve_store``):
 
 - JSON-2: ``POST /json/2/<model>/<method>`` with ``Authorization: bearer <key>`` and
   ``X-Odoo-Database``; the body holds the named arguments; success is HTTP 200 and the bare
@@ -19,13 +20,18 @@ client runs unchanged against it, in-process through ``httpx.WSGITransport`` or 
 - ``GET /web/version``.
 
 Read methods: ``search_read``, ``search``, ``search_count``, ``read``, ``formatted_read_group``,
-``read_group`` (legacy shape) and ``fields_get``. Records render as Odoo renders them: many2one
-as ``[id, display_name]``, empty values as ``false`` except numbers (``0``), one2many as ids.
-Like Odoo, searches on a model with an ``active`` field skip archived records unless the domain
-mentions ``active`` or the context sets ``active_test: false``.
+``read_group`` (legacy shape) and ``fields_get``. As Odoo does on PostgreSQL, each answers with SQL:
+the domain becomes a WHERE clause (related paths, ``any`` and one2many conditions EXISTS
+subqueries), groups a GROUP BY with SQL aggregates, date and datetime buckets cut in the context's
+time zone; a page's many2one display names and one2many ids take one query per field. No table is
+ever read into memory. Records render as Odoo renders them: many2one as ``[id, display_name]``,
+empty values as ``false`` except numbers (``0``), one2many as ids. Like Odoo, searches on a model
+with an ``active`` field skip archived records unless the domain mentions ``active`` or the
+context sets ``active_test: false``.
 
 Where the double has to choose, it chooses simply and says so: results order by ``id asc``
-unless told otherwise, and a many2one orders (and groups) by the related id, not by the related
+unless told otherwise (records that tie on the order come in id order, groups in the order of
+their first record), and a many2one orders (and groups) by the related id, not by the related
 model's ``_order``; a missing ``X-Odoo-Database`` header is accepted, as on a one-database
 server; a missing key is a 401 like a wrong one; malformed domains, orders, group-by and
 aggregate specifications are 422 ``odoo.exceptions.UserError`` (Odoo itself raises a mix of
@@ -41,16 +47,13 @@ import logging
 import re
 import threading
 import traceback
-from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta, tzinfo
-from decimal import Decimal
+from datetime import date, timedelta
 from functools import partial
 from http import HTTPStatus
-from itertools import islice
-from operator import itemgetter
 from os import PathLike
 from pathlib import Path
 from socketserver import ThreadingMixIn
@@ -58,24 +61,40 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    FromClause,
+    Integer,
+    Select,
+    Table,
+    cast,
+    distinct,
+    exists,
+    false,
+    func,
+    literal_column,
+    not_,
+    select,
+)
+from sqlalchemy.pool import StaticPool
+
 from fusion_billing_assets.billing.periods import local_midnight_utc
 from fusion_billing_assets.sandbox.odoo_domain import (
     NEGATIVE_OPERATORS,
     NUMERIC_TYPES,
     SUBDOMAIN_OPERATORS,
     Condition,
+    Constant,
     DomainError,
     Junction,
-    Predicate,
     Term,
     compile_term,
     conditions,
-    conjuncts,
-    negative,
     normalize_value,
     parse_domain,
-    value_predicate,
-    x2many_predicate,
+    value_clause,
+    x2many_clause,
 )
 from fusion_billing_assets.sandbox.odoo_models import (
     MODELS,
@@ -84,6 +103,17 @@ from fusion_billing_assets.sandbox.odoo_models import (
     SANDBOX_LOGIN,
     SANDBOX_UID,
     Field,
+)
+from fusion_billing_assets.sandbox.odoo_store import (
+    GRANULARITIES,
+    TABLES,
+    X2MANY_TYPES,
+    ExactAvg,
+    ExactSum,
+    date_bucket,
+    load_models,
+    moment_bucket,
+    open_store_read_only,
 )
 
 logger = logging.getLogger(__name__)
@@ -94,7 +124,6 @@ StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
 _ID = Field("integer")
 _DISPLAY_NAME = Field("char")
-_X2MANY_TYPES = frozenset({"one2many", "many2many"})
 
 _MODEL_METHODS = frozenset(
     {"search_read", "search", "search_count", "formatted_read_group", "read_group", "fields_get"}
@@ -114,7 +143,6 @@ _WRITE_METHODS = frozenset(
     }
 )
 _AGGREGATE_FUNCTIONS = frozenset({"sum", "min", "max", "avg", "count", "count_distinct"})
-_GRANULARITIES = frozenset({"day", "week", "month", "quarter", "year"})
 _MONTHS = [
     "January",
     "February",
@@ -129,6 +157,8 @@ _MONTHS = [
     "November",
     "December",
 ]
+# Ids per ``IN (...)`` list: within SQLite's and PostgreSQL's limits on bound parameters.
+_IDS_PER_QUERY = 10_000
 
 _BEARER = re.compile(r"bearer\s+(\S+)\s*", re.IGNORECASE)
 _ORDER_TERM = re.compile(
@@ -243,21 +273,25 @@ def _attempt(call: Callable[[], Any]) -> Any:
         raise _Fault.from_exception(error) from error
 
 
-# --- the records ----------------------------------------------------------------------------
+def _missing(model: str, ids: Iterable[int], uid: int) -> _Fault:
+    return _Fault(
+        "odoo.exceptions.MissingError",
+        "Record does not exist or has been deleted.\n"
+        f"(Record: {model}({', '.join(map(str, ids))},), User: {uid})",
+        HTTPStatus.NOT_FOUND,
+    )
 
 
-class _Table:
-    """One model's records in id order, with the lookups that searches and rendering need."""
+# --- the model slice, and domains as SQL ------------------------------------------------------
 
-    def __init__(self, name: str, fields: dict[str, Field], records: list[Record]) -> None:
-        self.name = name
-        self.fields = {"id": _ID, **fields, "display_name": _DISPLAY_NAME}
-        self.records = sorted(records, key=itemgetter("id"))
-        self.ids = [record["id"] for record in self.records]
-        self.by_id = dict(zip(self.ids, self.records, strict=True))
-        if len(self.by_id) != len(self.ids):
-            raise ValueError(f"{name}: record ids are not unique")
-        self.renderers: dict[str, Callable[[Any], Any]] = {}
+
+@dataclass(frozen=True)
+class _Model:
+    """One model of the slice: its fields (``id`` and ``display_name`` included) and its table."""
+
+    name: str
+    fields: dict[str, Field]
+    table: Table
 
     def field(self, name: str) -> Field:
         try:
@@ -266,80 +300,74 @@ class _Table:
             raise _invalid_field(self.name, name) from None
 
 
-def _load_tables(models: dict[str, list[Record]]) -> dict[str, _Table]:
-    unknown = sorted(set(models) - set(MODELS))
-    if unknown:
-        raise ValueError(f"Models outside the Odoo model slice (odoo_models.MODELS): {unknown}")
-    tables = {
-        name: _Table(name, fields, [_stored_record(name, fields, record) for record in models.get(name, [])])
-        for name, fields in MODELS.items()
-    }
-    for table in tables.values():
-        _fill_x2many(table, tables)
-    for table in tables.values():
-        _check_references(table, tables)
-        table.renderers = {name: _renderer(field, tables) for name, field in table.fields.items()}
-    return tables
+_MODELS = {
+    name: _Model(name, {"id": _ID, **fields, "display_name": _DISPLAY_NAME}, TABLES[name])
+    for name, fields in MODELS.items()
+}
 
 
-def _stored_record(model: str, fields: dict[str, Field], record: Record) -> Record:
-    unknown = sorted(record.keys() - fields.keys() - {"id", "display_name"})
-    if unknown:
-        raise ValueError(f"{model} record {record.get('id')!r} has fields outside the model slice: {unknown}")
-    if isinstance(record.get("id"), bool) or not isinstance(record.get("id"), int):
-        raise ValueError(f"{model} record without an integer id: {record!r}")
-    stored = dict.fromkeys(fields)
-    if "active" in fields:
-        stored["active"] = True  # Odoo's default for a record that never set it
-    stored.update(record)
-    if not stored.get("display_name"):
-        stored["display_name"] = _display_name(model, stored)
-    return stored
+def _where(model: _Model, source: FromClause, term: Term) -> ColumnElement[bool]:
+    """The WHERE clause of a parsed domain on ``source``: the model's table, or an alias of it."""
+    return compile_term(term, partial(_condition, model, source))
 
 
-def _display_name(model: str, record: Record) -> str:
-    if model == "ir.model.data":
-        return f"{record['module']}.{record['name']}"
-    return record.get("name") or f"{model},{record['id']}"
+def _condition(model: _Model, source: FromClause, condition: Condition) -> ColumnElement[bool]:
+    """One condition, following related paths and one2many fields through EXISTS subqueries."""
+    name, _, rest = condition.path.partition(".")
+    field = model.field(name)
+    operator, value = condition.operator, condition.value
+    if rest or operator in SUBDOMAIN_OPERATORS:
+        if field.relation is None:
+            raise DomainError(f"{model.name}.{name} is not a relational field: {condition.path!r}")
+        related = _MODELS[field.relation]
+        if rest:
+            inner = Condition(rest, operator, value)
+            return _exists_related(model, source, name, lambda alias: _condition(related, alias, inner))
+        matches = _exists_related(model, source, name, lambda alias: _where(related, alias, value))
+        return matches if operator == "any" else not_(matches)
+    if field.type in X2MANY_TYPES:
+
+        def related_among(ids: list[int] | None) -> ColumnElement[bool]:
+            among = None if ids is None else (lambda alias: alias.c.id.in_(ids))
+            return _exists_related(model, source, name, among)
+
+        return x2many_clause(operator, value, related_among)
+    if field.type == "many2one" and _names_records(value):
+        return _name_condition(model, source, name, operator, value)
+    return value_clause(source.c[name], field.type, operator, normalize_value(field.type, operator, value))
 
 
-def _fill_x2many(table: _Table, tables: dict[str, _Table]) -> None:
-    """Derive each absent one2many from its inverse many2one, once, in the related id order."""
-    for name, field in table.fields.items():
-        if field.type not in _X2MANY_TYPES:
-            continue
-        children: dict[int, list[int]] = {}
-        if field.inverse:
-            for child in tables[field.relation].records:
-                if child[field.inverse] is not None:
-                    children.setdefault(child[field.inverse], []).append(child["id"])
-        for record in table.records:
-            if record[name] is None:
-                record[name] = children.get(record["id"], [])
+def _name_condition(
+    model: _Model, source: FromClause, name: str, operator: str, value: object
+) -> ColumnElement[bool]:
+    """A many2one compared with text matches on the related record's display name."""
+    related = _MODELS[model.fields[name].relation]
+    positive = {"!=": "=", "not in": "in", "not like": "like", "not ilike": "ilike"}.get(operator, operator)
+    on_name = Condition("display_name", positive, value)
+    matches = _exists_related(model, source, name, lambda alias: _condition(related, alias, on_name))
+    return not_(matches) if operator in NEGATIVE_OPERATORS else matches
 
 
-def _check_references(table: _Table, tables: dict[str, _Table]) -> None:
-    for name, field in table.fields.items():
-        if field.type != "many2one" and field.type not in _X2MANY_TYPES:
-            continue
-        related = tables[field.relation].by_id
-        for record in table.records:
-            value = record[name]
-            referenced = value if field.type in _X2MANY_TYPES else ([] if value is None else [value])
-            missing = [related_id for related_id in referenced if related_id not in related]
-            if missing:
-                raise ValueError(
-                    f"{table.name} {record['id']}: {name} refers to missing {field.relation} {missing}"
-                )
+def _exists_related(
+    model: _Model,
+    source: FromClause,
+    name: str,
+    inner: Callable[[FromClause], ColumnElement[bool]] | None,
+) -> ColumnElement[bool]:
+    """EXISTS a record that field ``name`` of the ``source`` row leads to (and that ``inner`` holds for)."""
+    field = model.fields[name]
+    alias = TABLES[field.relation].alias()
+    link = alias.c.id == source.c[name] if field.type == "many2one" else alias.c[field.inverse] == source.c.id
+    query = exists().where(link)
+    return query if inner is None else query.where(inner(alias))
 
 
-def _renderer(field: Field, tables: dict[str, _Table]) -> Callable[[Any], Any]:
-    """How Odoo's ``read`` renders a stored value of this field."""
+def _value_renderer(field: Field, display_names: dict[int, str] | None) -> Callable[[Any], Any]:
+    """How Odoo's ``read`` renders a stored value; a many2one without display names as its id."""
     if field.type == "many2one":
-        related = tables[field.relation].by_id
-        return lambda value: False if value is None else [value, related[value]["display_name"]]
-    if field.type in _X2MANY_TYPES:
-        return list
+        if display_names is None:
+            return lambda value: value or False
+        return lambda value: False if value is None else [value, display_names[value]]
     if field.type == "integer":
         return lambda value: 0 if value is None else value
     if field.type in NUMERIC_TYPES:
@@ -347,6 +375,11 @@ def _renderer(field: Field, tables: dict[str, _Table]) -> Callable[[Any], Any]:
     if field.type == "boolean":
         return bool
     return lambda value: False if value is None else value
+
+
+def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
+    for start in range(0, len(ids), _IDS_PER_QUERY):
+        yield ids[start : start + _IDS_PER_QUERY]
 
 
 # --- ordering -------------------------------------------------------------------------------
@@ -380,18 +413,13 @@ def _parse_order(order: object) -> list[_OrderTerm]:
     return terms
 
 
-def _sort(rows: list[Any], keys: Sequence[tuple[Callable[[Any], Any], _OrderTerm]]) -> list[Any]:
-    """Sort by several keys; empty values go last ascending and first descending, as in SQL."""
-    for key, term in reversed(keys):
-        nulls_high = term.nulls_first is None or term.nulls_first == term.descending
-        null_rank = 1 if nulls_high else -1
-
-        def sort_key(row: Any, key: Callable[[Any], Any] = key, null_rank: int = null_rank) -> tuple:
-            value = key(row)
-            return (null_rank, 0) if value is None else (0, value)
-
-        rows.sort(key=sort_key, reverse=term.descending)
-    return rows
+def _ordered(expression: ColumnElement[Any], term: _OrderTerm, *, nullable: bool = True) -> Any:
+    """The ORDER BY item: empty values last ascending and first descending, as in PostgreSQL."""
+    ordered = expression.desc() if term.descending else expression.asc()
+    if not nullable:
+        return ordered
+    nulls_first = term.descending if term.nulls_first is None else term.nulls_first
+    return ordered.nulls_first() if nulls_first else ordered.nulls_last()
 
 
 # --- grouping -------------------------------------------------------------------------------
@@ -406,47 +434,30 @@ class _Bucket:
     label: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class _GroupBy:
     spec: str
     name: str
     field: Field
     granularity: str | None
-    timezone: tzinfo
-    key: Callable[[Record], Hashable] = dataclasses.field(init=False)
+    timezone: ZoneInfo
 
-    def __post_init__(self) -> None:
-        if self.granularity is None and self.field.type == "boolean":
-            name = self.name
-            self.key = lambda record: bool(record[name])  # an unset boolean groups with False
-        elif self.granularity is None:
-            self.key = itemgetter(self.name)
-        else:
-            self.key = self._bucket_key()
+    def expression(self, table: Table) -> ColumnElement[Any]:
+        column = table.c[self.name]
+        if self.granularity is None:
+            # An unset boolean groups with False.
+            return func.coalesce(column, false()) if self.field.type == "boolean" else column
+        if self.field.type == "datetime":
+            return moment_bucket(column, self.granularity, self.timezone.key)
+        return date_bucket(column, self.granularity)
 
-    def _bucket_key(self) -> Callable[[Record], Hashable]:
-        # Bucket starts repeat across a ledger (hourly usage: ~720 distinct minutes a month), so
-        # each distinct date, or UTC minute, is converted once.
-        starts: dict[str, date] = {}
-        name, granularity, timezone = self.name, self.granularity, self.timezone
-        is_datetime = self.field.type == "datetime"
-
-        def key(record: Record) -> date | None:
-            stored = record[name]
-            if stored is None:
-                return None
-            prefix = stored[:16] if is_datetime else stored
-            start = starts.get(prefix)
-            if start is None:
-                if is_datetime:
-                    moment = datetime.fromisoformat(prefix).replace(tzinfo=UTC)
-                    local_day = moment.astimezone(timezone).date()
-                else:
-                    local_day = date.fromisoformat(prefix)
-                start = starts[prefix] = _truncate(local_day, granularity)
-            return start
-
-        return key
+    def key(self, value: Any) -> Any:
+        """The group's key from the value the query gives: a bucket's first (local) day as a date."""
+        if value is None:
+            return None
+        if self.granularity is not None:
+            return date.fromisoformat(value)
+        return bool(value) if self.field.type == "boolean" else value
 
     def bucket(self, start: date) -> _Bucket:
         end = _next_bucket(start, self.granularity)
@@ -491,23 +502,28 @@ class _Aggregate:
     function: str
     field_type: str
 
+    def expression(self, table: Table) -> ColumnElement[Any]:
+        if self.name is None:
+            return func.count()
+        column = table.c[self.name]
+        if self.function == "count":
+            return func.count(column)
+        if self.function == "count_distinct":
+            return func.count(distinct(column))
+        if self.function == "sum":
+            total = func.sum(column) if self.field_type == "integer" else ExactSum(column)
+            return func.coalesce(total, literal_column("0"))  # Odoo sums nothing to 0
+        if self.function == "avg":
+            return ExactAvg(column)
+        if self.field_type == "boolean":
+            column = cast(column, Integer)  # PostgreSQL has no min or max of booleans
+        return func.min(column) if self.function == "min" else func.max(column)
+
 
 @dataclass
 class _Group:
     key: tuple[Any, ...]
     values: dict[str, Any]
-
-
-def _truncate(day: date, granularity: str | None) -> date:
-    if granularity == "week":
-        return day - timedelta(days=day.weekday())
-    if granularity == "month":
-        return day.replace(day=1)
-    if granularity == "quarter":
-        return date(day.year, 3 * ((day.month - 1) // 3) + 1, 1)
-    if granularity == "year":
-        return date(day.year, 1, 1)
-    return day
 
 
 def _next_bucket(start: date, granularity: str | None) -> date:
@@ -520,7 +536,7 @@ def _next_bucket(start: date, granularity: str | None) -> date:
     return date(month_index // 12, month_index % 12 + 1, 1)
 
 
-def _utc_start(local_day: date, timezone: tzinfo) -> str:
+def _utc_start(local_day: date, timezone: ZoneInfo) -> str:
     return local_midnight_utc(local_day, timezone).strftime("%Y-%m-%d %H:%M:%S")
 
 
@@ -538,56 +554,42 @@ def _label(start: date, granularity: str | None) -> str:
     return str(start.year)
 
 
-def _aggregate(aggregate: _Aggregate, records: list[Record]) -> Any:
-    """One aggregate over a group's records; ``None`` when there is nothing to take a min of."""
-    if aggregate.name is None:
-        return len(records)
-    values = [record[aggregate.name] for record in records if record[aggregate.name] is not None]
-    if aggregate.function == "count":
-        return len(values)
-    if aggregate.function == "count_distinct":
-        return len(set(values))
-    if aggregate.function == "sum":
-        if aggregate.field_type == "integer":
-            return sum(values)
-        return float(_exact_sum(values))
-    if not values:
-        return None
-    if aggregate.function == "avg":
-        return float(_exact_sum(values) / len(values))
-    return min(values) if aggregate.function == "min" else max(values)
-
-
-def _exact_sum(values: Iterable[float]) -> Decimal:
-    # Summing the decimal the float was written from: 0.1 + 0.2 is 0.3, as in Odoo's NUMERIC sums.
-    return sum((Decimal(repr(value)) for value in values), Decimal(0))
-
-
-def _timezone(context: dict[str, Any]) -> tzinfo:
+def _timezone(context: dict[str, Any]) -> ZoneInfo:
     try:
         return ZoneInfo(context["tz"])
     except (KeyError, TypeError, ValueError, ZoneInfoNotFoundError):
         # Odoo ignores a missing or unknown context tz and buckets in UTC.
-        return UTC
+        return ZoneInfo("UTC")
+
+
+def _having_clause(expressions: dict[str, ColumnElement[Any]], condition: Condition) -> ColumnElement[bool]:
+    value = normalize_value("float", condition.operator, condition.value)
+    return value_clause(expressions[condition.path], "float", condition.operator, value)
 
 
 # --- the methods of a model -----------------------------------------------------------------
 
 
 class _ModelMethods:
-    """Odoo's read methods on one model, bound to one call's record ids and context.
+    """Odoo's read methods on one model, bound to one call's record ids, context and connection.
 
     Each public method has the parameter names of its Odoo 19 counterpart, so binding a call's
     arguments to it fails exactly where Odoo's would.
     """
 
     def __init__(
-        self, standin: OdooStandIn, table: _Table, ids: Sequence[int], context: dict[str, Any]
+        self,
+        standin: OdooStandIn,
+        model: _Model,
+        ids: Sequence[int],
+        context: dict[str, Any],
+        connection: Connection,
     ) -> None:
         self._standin = standin
-        self._table = table
+        self._model = model
         self._ids = ids
         self._context = context
+        self._connection = connection
 
     def search_read(
         self,
@@ -598,26 +600,42 @@ class _ModelMethods:
         order: object = None,
         load: object = "_classic_read",
     ) -> list[dict[str, Any]]:
-        return self._render(self._search(domain or [], offset, limit, order), fields, load)
+        query = self._search(domain or [], offset, limit, order)
+        return self._render(
+            fields, load, lambda columns: self._connection.execute(query.with_only_columns(*columns)).all()
+        )
 
     def search(
         self, domain: object, offset: object = 0, limit: object = None, order: object = None
     ) -> list[int]:
-        return [record["id"] for record in self._search(domain, offset, limit, order)]
+        return list(self._connection.scalars(self._search(domain, offset, limit, order)))
 
     def search_count(self, domain: object, limit: object = None) -> int:
-        return len(self._search(domain, 0, limit, None))
+        matching = self._search(domain, 0, limit, None).order_by(None).subquery()
+        return self._connection.scalar(select(func.count()).select_from(matching))
 
     def read(self, fields: object = None, load: object = "_classic_read") -> list[dict[str, Any]]:
-        missing = [record_id for record_id in self._ids if record_id not in self._table.by_id]
+        table = self._model.table
+        wanted = sorted(set(self._ids))
+        found = {
+            record_id
+            for chunk in _chunks(wanted)
+            for record_id in self._connection.scalars(select(table.c.id).where(table.c.id.in_(chunk)))
+        }
+        missing = [record_id for record_id in self._ids if record_id not in found]
         if missing:
-            raise _Fault(
-                "odoo.exceptions.MissingError",
-                "Record does not exist or has been deleted.\n"
-                f"(Record: {self._table.name}({', '.join(map(str, missing))},), User: {self._standin.uid})",
-                HTTPStatus.NOT_FOUND,
-            )
-        return self._render([self._table.by_id[record_id] for record_id in self._ids], fields, load)
+            raise _missing(self._model.name, missing, self._standin.uid)
+
+        def fetch(columns: list[Any]) -> list[Any]:
+            rows = {}
+            for chunk in _chunks(wanted):
+                rows.update(
+                    (row[0], row)
+                    for row in self._connection.execute(select(*columns).where(table.c.id.in_(chunk)))
+                )
+            return [rows[record_id] for record_id in self._ids]
+
+        return self._render(fields, load, fetch)
 
     def formatted_read_group(
         self,
@@ -633,12 +651,18 @@ class _ModelMethods:
         requested = _strings(aggregates, "aggregates")
         having_term = parse_domain(having)
         specs = dict.fromkeys([*requested, *(condition.path for condition in conditions(having_term))])
-        groups = self._groups(domain, groupbys, [self._aggregate(spec) for spec in specs])
-        keep = compile_term(having_term, _having_condition)
-        groups = [group for group in groups if keep(group.values)]
-        names = {groupby.spec: index for index, groupby in enumerate(groupbys)}
-        page = self._sorted_page(groups, order, names, {spec: spec for spec in specs}, offset, limit)
-        return [self._formatted_group(group, groupbys, requested) for group in page]
+        groups = self._groups(
+            domain,
+            groupbys,
+            [self._aggregate(spec) for spec in specs],
+            having_term,
+            order,
+            {spec: spec for spec in specs},
+            offset,
+            limit,
+        )
+        renderers = self._group_renderers(groups, groupbys, requested)
+        return [self._formatted_group(group, groupbys, requested, renderers) for group in groups]
 
     def read_group(
         self,
@@ -655,14 +679,14 @@ class _ModelMethods:
         groupbys = [self._groupby(spec, default_granularity="month") for spec in used]
         count_name = f"{used[0].split(':')[0]}_count" if lazy and len(used) == 1 else "__count"
         result_names = {count_name: "__count", **self._legacy_aggregates(_strings(fields, "fields"), used)}
+        aggregates = [self._aggregate(spec) for spec in dict.fromkeys(result_names.values())]
         groups = self._groups(
-            domain, groupbys, [self._aggregate(spec) for spec in set(result_names.values())]
+            domain, groupbys, aggregates, Constant(True), orderby, result_names, offset, limit
         )
-        names = {groupby.spec: index for index, groupby in enumerate(groupbys)}
-        page = self._sorted_page(groups, orderby, names, result_names, offset, limit)
+        renderers = self._group_renderers(groups, groupbys, result_names.values())
         rows = []
-        for group in page:
-            row = self._legacy_group(group, groupbys, result_names, domain)
+        for group in groups:
+            row = self._legacy_group(group, groupbys, result_names, domain, renderers)
             if lazy and specs[1:]:
                 row["__context"] = {"group_by": specs[1:]}
             rows.append(row)
@@ -672,7 +696,7 @@ class _ModelMethods:
         wanted = set(_strings(attributes, "attributes")) if attributes else None
         described = {}
         for name in self._field_names(allfields):
-            field = self._table.fields[name]
+            field = self._model.fields[name]
             description: dict[str, Any] = {
                 "type": field.type,
                 "string": name.removesuffix("_ids").removesuffix("_id").replace("_", " ").title(),
@@ -689,74 +713,120 @@ class _ModelMethods:
 
     def _term(self, domain: object) -> Term:
         term = parse_domain(domain)
-        table = self._table
         if (
-            "active" in table.fields
+            "active" in self._model.fields
             and self._context.get("active_test", True)
             and not any(condition.path == "active" for condition in conditions(term))
         ):
             term = Junction("&", (Condition("active", "=", True), term))
         return term
 
-    def _search(self, domain: object, offset: object, limit: object, order: object) -> list[Record]:
+    def _search(self, domain: object, offset: object, limit: object, order: object) -> Select:
+        """The SELECT of the matching ids, ordered and paged: a keyset page walks the primary key."""
         first, count = _offset(offset), _limit(limit)
-        term = self._term(domain)
-        matches = self._standin._matcher(self._table, term)
-        candidates = self._standin._candidates(self._table, term)
-        order_terms = _parse_order(order) or [_OrderTerm("id", False, None)]
-        stop = None if count is None else first + count
-        if [order_term.name for order_term in order_terms] == ["id"]:
-            # Records are held in id order: page without sorting and stop at the limit, which is
-            # what keeps keyset paging through a large ledger linear.
-            ordered = reversed(candidates) if order_terms[0].descending else candidates
-            return list(islice((record for record in ordered if matches(record)), first, stop))
-        keys = [(self._record_sort_key(order_term.name), order_term) for order_term in order_terms]
-        return _sort([record for record in candidates if matches(record)], keys)[first:stop]
+        table = self._model.table
+        where = _where(self._model, table, self._term(domain))
+        return (
+            select(table.c.id)
+            .where(where)
+            .order_by(*self._order_by(order))
+            .offset(first or None)
+            .limit(count)
+        )
 
-    def _record_sort_key(self, name: str) -> Callable[[Record], Any]:
-        if "." in name:
-            raise _user_error(
-                f"Ordering by a related path ({name!r}) is not supported by the Odoo test double"
-            )
-        if self._table.field(name).type in _X2MANY_TYPES:
-            raise _user_error(f"Cannot order {self._table.name} by the one2many field {name!r}")
-        return itemgetter(name)
+    def _order_by(self, order: object) -> list[Any]:
+        terms = _parse_order(order) or [_OrderTerm("id", False, None)]
+        table = self._model.table
+        clauses = []
+        for term in terms:
+            if "." in term.name:
+                raise _user_error(
+                    f"Ordering by a related path ({term.name!r}) is not supported by the Odoo test double"
+                )
+            if self._model.field(term.name).type in X2MANY_TYPES:
+                raise _user_error(f"Cannot order {self._model.name} by the one2many field {term.name!r}")
+            clauses.append(_ordered(table.c[term.name], term, nullable=term.name != "id"))
+        if all(term.name != "id" for term in terms):
+            clauses.append(table.c.id.asc())  # records that tie keep their id order
+        return clauses
 
     def _field_names(self, fields: object) -> list[str]:
         if not fields:
-            return list(self._table.fields)
+            return list(self._model.fields)
         names = _strings(fields, "fields")
         for name in names:
-            self._table.field(name)
+            self._model.field(name)
         return names
 
-    def _render(self, records: list[Record], fields: object, load: object) -> list[dict[str, Any]]:
+    def _render(
+        self, fields: object, load: object, fetch: Callable[[list[Any]], list[Any]]
+    ) -> list[dict[str, Any]]:
+        """Fetch the page's rows (``fetch`` of the stored columns) and render them as Odoo does."""
         if load not in ("_classic_read", None, False):
             raise _user_error(f"Invalid load {load!r}: expected '_classic_read' or null")
         names = ["id", *(name for name in self._field_names(fields) if name != "id")]
-        renderers = self._table.renderers
-        if not load:
-            # load=None reads a many2one as its bare id, without the display name.
-            renderers = {
-                name: (lambda value: value or False)
-                if self._table.fields[name].type == "many2one"
-                else render
-                for name, render in renderers.items()
-            }
-        columns = [(name, renderers[name]) for name in names]
-        return [{name: render(record[name]) for name, render in columns} for record in records]
+        fields_of = self._model.fields
+        stored = [name for name in names if fields_of[name].type not in X2MANY_TYPES]
+        rows = fetch([self._model.table.c[name] for name in stored])
+        position = {name: index for index, name in enumerate(stored)}
+        ids = [row[0] for row in rows]
+        columns: list[list[Any]] = []
+        for name in names:
+            field = fields_of[name]
+            if field.type in X2MANY_TYPES:
+                children = self._children(field, ids)
+                columns.append([children.get(record_id, []) for record_id in ids])
+                continue
+            values = [row[position[name]] for row in rows]
+            if field.type == "many2one" and load:
+                render = self._renderer(name, values)
+            else:
+                render = _value_renderer(field, None)
+            columns.append([render(value) for value in values])
+        return [dict(zip(names, record, strict=True)) for record in zip(*columns, strict=True)]
+
+    def _renderer(self, name: str, values: Iterable[Any]) -> Callable[[Any], Any]:
+        """The renderer of field ``name`` for these values: a many2one's display names fetched once."""
+        field = self._model.fields[name]
+        if field.type != "many2one":
+            return _value_renderer(field, None)
+        return _value_renderer(field, self._display_names(field.relation, values))
+
+    def _display_names(self, model: str, values: Iterable[Any]) -> dict[int, str]:
+        ids = sorted({value for value in values if value is not None})
+        table = TABLES[model]
+        names: dict[int, str] = {}
+        for chunk in _chunks(ids):
+            query = select(table.c.id, table.c.display_name).where(table.c.id.in_(chunk))
+            names.update((record_id, name) for record_id, name in self._connection.execute(query))
+        missing = [record_id for record_id in ids if record_id not in names]
+        if missing:
+            # A many2one of a store broken on purpose (odoo_store.replace_records).
+            raise _missing(model, missing, self._standin.uid)
+        return names
+
+    def _children(self, field: Field, parent_ids: list[int]) -> dict[int, list[int]]:
+        """A one2many's related ids per record, in id order, from the inverse many2one."""
+        related = TABLES[field.relation]
+        inverse = related.c[field.inverse]
+        children: dict[int, list[int]] = {}
+        for chunk in _chunks(sorted(set(parent_ids))):
+            query = select(inverse, related.c.id).where(inverse.in_(chunk)).order_by(related.c.id)
+            for parent, child in self._connection.execute(query):
+                children.setdefault(parent, []).append(child)
+        return children
 
     def _groupby(self, spec: str, *, default_granularity: str | None) -> _GroupBy:
         name, _, granularity = spec.partition(":")
-        field = self._table.field(name)
-        if field.type in _X2MANY_TYPES:
-            raise _user_error(f"Cannot group {self._table.name} by the one2many field {name!r}")
+        field = self._model.field(name)
+        if field.type in X2MANY_TYPES:
+            raise _user_error(f"Cannot group {self._model.name} by the one2many field {name!r}")
         if field.type in ("date", "datetime"):
             granularity = granularity or default_granularity or ""
-            if granularity not in _GRANULARITIES:
+            if granularity not in GRANULARITIES:
                 raise _user_error(
                     f"Invalid granularity {granularity!r} in groupby {spec!r}: "
-                    f"expected one of {sorted(_GRANULARITIES)}"
+                    f"expected one of {sorted(GRANULARITIES)}"
                 )
         elif granularity:
             raise _user_error(
@@ -768,13 +838,13 @@ class _ModelMethods:
         if spec == "__count":
             return _Aggregate(spec, None, "count", "integer")
         name, _, function = spec.partition(":")
-        field = self._table.field(name)
+        field = self._model.field(name)
         if function not in _AGGREGATE_FUNCTIONS:
             raise _user_error(
                 f"Invalid aggregate {spec!r}: expected 'field:function' with a function among "
                 f"{sorted(_AGGREGATE_FUNCTIONS)}, or '__count'"
             )
-        if field.type in _X2MANY_TYPES or (function in ("sum", "avg") and field.type not in NUMERIC_TYPES):
+        if field.type in X2MANY_TYPES or (function in ("sum", "avg") and field.type not in NUMERIC_TYPES):
             raise _user_error(f"Aggregate {spec!r} does not apply to a {field.type} field")
         return _Aggregate(spec, name, function, field.type)
 
@@ -792,75 +862,100 @@ class _ModelMethods:
                 aggregates[name] = f"{source}:{function}"
             elif function:
                 aggregates[name] = f"{name}:{function}"
-            elif self._table.field(name).type in NUMERIC_TYPES and name != "id" and field_spec not in groupby:
+            elif self._model.field(name).type in NUMERIC_TYPES and name != "id" and field_spec not in groupby:
                 aggregates[name] = f"{name}:sum"
         return aggregates
 
-    def _groups(self, domain: object, groupbys: list[_GroupBy], aggregates: list[_Aggregate]) -> list[_Group]:
-        records = self._search(domain, 0, None, None)
-        keys = [groupby.key for groupby in groupbys]
-        members: dict[tuple[Any, ...], list[Record]] = {}
-        for record in records:
-            key = tuple([key(record) for key in keys])
-            bucket = members.get(key)
-            if bucket is None:
-                members[key] = [record]
-            else:
-                bucket.append(record)
-        if not groupbys and not members:
-            members[()] = []  # like SQL, aggregates without GROUP BY give one row even over nothing
-        return [
-            _Group(key, {aggregate.spec: _aggregate(aggregate, rows) for aggregate in aggregates})
-            for key, rows in members.items()
-        ]
-
-    def _sorted_page(
+    def _groups(
         self,
-        groups: list[_Group],
+        domain: object,
+        groupbys: list[_GroupBy],
+        aggregates: list[_Aggregate],
+        having: Term,
         order: object,
-        groupby_positions: dict[str, int],
         aggregate_specs: dict[str, str],
         offset: object,
         limit: object,
     ) -> list[_Group]:
-        """Order groups by group-by keys (default) or aggregates, then cut the page."""
-        order_terms = _parse_order(order) or [_OrderTerm(spec, False, None) for spec in groupby_positions]
-        keys: list[tuple[Callable[[_Group], Any], _OrderTerm]] = []
-        for term in order_terms:
-            if term.name in groupby_positions:
-                position = groupby_positions[term.name]
-                keys.append((lambda group, position=position: group.key[position], term))
+        """One page of groups: GROUP BY, aggregates, HAVING, ORDER BY group-by keys (default) or
+        aggregates, OFFSET and LIMIT, all in one query."""
+        table = self._model.table
+        where = _where(self._model, table, self._term(domain))
+        keys = [groupby.expression(table).label(f"group_{n}") for n, groupby in enumerate(groupbys)]
+        expressions = {aggregate.spec: aggregate.expression(table) for aggregate in aggregates}
+        values = {
+            spec: expression.label(f"aggregate_{n}")
+            for n, (spec, expression) in enumerate(expressions.items())
+        }
+        query = select(*keys, *values.values()).where(where).group_by(*keys)
+        if having != Constant(True):
+            query = query.having(compile_term(having, partial(_having_clause, expressions)))
+        positions = {groupby.spec: key for groupby, key in zip(groupbys, keys, strict=True)}
+        order_by = []
+        for term in _parse_order(order) or [_OrderTerm(spec, False, None) for spec in positions]:
+            if term.name in positions:
+                order_by.append(_ordered(positions[term.name], term))
             elif term.name in aggregate_specs:
-                spec = aggregate_specs[term.name]
-                keys.append((lambda group, spec=spec: group.values[spec], term))
+                order_by.append(_ordered(values[aggregate_specs[term.name]], term))
             else:
                 raise _user_error(
                     f"Invalid order term {term.name!r}: groups order by their group-by keys or aggregates"
                 )
+        # Groups that tie come in the order of their first record, as they appear in id order.
+        order_by.append(func.min(table.c.id))
         first, count = _offset(offset), _limit(limit)
-        return _sort(groups, keys)[first : None if count is None else first + count]
+        query = query.order_by(*order_by).offset(first or None).limit(count)
+        return [
+            _Group(
+                tuple(groupby.key(value) for groupby, value in zip(groupbys, row[: len(keys)], strict=True)),
+                dict(zip(values, row[len(keys) :], strict=True)),
+            )
+            for row in self._connection.execute(query)
+        ]
+
+    def _group_renderers(
+        self, groups: list[_Group], groupbys: list[_GroupBy], specs: Iterable[str]
+    ) -> dict[str, Callable[[Any], Any]]:
+        """The renderers of the fields a page of groups shows, each with the display names it needs."""
+        values: dict[str, list[Any]] = {}
+        for position, groupby in enumerate(groupbys):
+            values.setdefault(groupby.name, []).extend(group.key[position] for group in groups)
+        for spec in specs:
+            name, _, function = spec.partition(":")
+            if function in ("min", "max"):
+                values.setdefault(name, []).extend(group.values[spec] for group in groups)
+        return {name: self._renderer(name, shown) for name, shown in values.items()}
 
     def _formatted_group(
-        self, group: _Group, groupbys: list[_GroupBy], aggregates: list[str]
+        self,
+        group: _Group,
+        groupbys: list[_GroupBy],
+        aggregates: list[str],
+        renderers: dict[str, Callable[[Any], Any]],
     ) -> dict[str, Any]:
         row: dict[str, Any] = {}
         extra_domain: list[Any] = []
         for groupby, key in zip(groupbys, group.key, strict=True):
-            row[groupby.spec] = groupby.value(key, self._table.renderers[groupby.name])
+            row[groupby.spec] = groupby.value(key, renderers[groupby.name])
             extra_domain += groupby.domain(key)
         for spec in aggregates:
-            row[spec] = self._aggregate_value(spec, group.values[spec])
+            row[spec] = self._aggregate_value(spec, group.values[spec], renderers)
         row["__extra_domain"] = extra_domain
         return row
 
     def _legacy_group(
-        self, group: _Group, groupbys: list[_GroupBy], result_names: dict[str, str], domain: object
+        self,
+        group: _Group,
+        groupbys: list[_GroupBy],
+        result_names: dict[str, str],
+        domain: object,
+        renderers: dict[str, Callable[[Any], Any]],
     ) -> dict[str, Any]:
         row: dict[str, Any] = {}
         group_domain: list[Any] = []
         ranges: dict[str, Any] = {}
         for groupby, key in zip(groupbys, group.key, strict=True):
-            row[groupby.spec] = groupby.legacy_value(key, self._table.renderers[groupby.name])
+            row[groupby.spec] = groupby.legacy_value(key, renderers[groupby.name])
             group_domain += groupby.domain(key)
             if groupby.granularity is not None and key is None:
                 ranges[groupby.spec] = False
@@ -868,26 +963,21 @@ class _ModelMethods:
                 bucket = groupby.bucket(key)
                 ranges[groupby.spec] = {"from": bucket.start, "to": bucket.end}
         for result_name, spec in result_names.items():
-            row[result_name] = self._aggregate_value(spec, group.values[spec])
+            row[result_name] = self._aggregate_value(spec, group.values[spec], renderers)
         row["__domain"] = [*group_domain, *domain]
         if ranges:
             row["__range"] = ranges
         return row
 
-    def _aggregate_value(self, spec: str, value: Any) -> Any:
+    def _aggregate_value(self, spec: str, value: Any, renderers: dict[str, Callable[[Any], Any]]) -> Any:
         if value is None:
             return False
         name, _, function = spec.partition(":")
         if function in ("min", "max"):
-            return self._table.renderers[name](value)
+            return renderers[name](value)
+        if function in ("sum", "avg") and self._model.fields[name].type != "integer":
+            return float(value)
         return value
-
-
-def _having_condition(condition: Condition) -> Predicate:
-    value = normalize_value("float", condition.operator, condition.value)
-    matches = value_predicate(condition.operator, value)
-    spec = condition.path
-    return lambda values: matches(values[spec])
 
 
 def _strings(value: object, argument: str) -> list[str]:
@@ -949,30 +1039,60 @@ def _request_body(environ: WSGIEnvironment) -> bytes:
     return environ["wsgi.input"].read(length) if length > 0 else b""
 
 
-class OdooStandIn:
-    """A WSGI test double of Odoo 19 serving ``models`` (model name → records) read-only.
+class RequestCounter(Counter[str]):
+    """Calls served, per ``"<model>.<method>"``, counted from every thread of the server."""
 
-    Records follow ``odoo_models``' storage format; they are checked and indexed once here (ids
-    unique, fields within the model slice, every many2one and one2many pointing at a record that
-    exists), and absent one2many fields are derived from their inverse many2one.
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def add(self, key: str) -> None:
+        with self._lock:
+            self[key] += 1
+
+    def copy(self) -> Counter[str]:
+        with self._lock:
+            return Counter(self)
+
+
+class OdooStandIn:
+    """A WSGI test double of Odoo 19 serving the records of an Odoo store, read-only.
+
+    ``OdooStandIn(models)`` loads ``models`` (model name → records in ``odoo_models``' storage
+    format) into a private in-memory SQLite store, checked as ``odoo_store.load_models`` checks
+    them (ids unique, fields within the model slice, every many2one pointing at a record that
+    exists); ``OdooStandIn(store=url)`` (or ``from_store``) serves an existing store, a SQLite
+    file opened read-only or a PostgreSQL database. ``requests`` counts the calls served.
     """
 
     def __init__(
         self,
-        models: dict[str, list[Record]],
+        models: dict[str, list[Record]] | None = None,
         *,
+        store: str | None = None,
         database: str = SANDBOX_DATABASE,
         api_key: str = SANDBOX_API_KEY,
         login: str = SANDBOX_LOGIN,
         uid: int = SANDBOX_UID,
         version: str = "19.0",
     ) -> None:
+        if models is not None and store is not None:
+            raise ValueError(
+                "The Odoo test double serves either the records it is given or a store, not both"
+            )
         self.database = database
         self.api_key = api_key
         self.login = login
         self.uid = uid
         self.version = version
-        self._tables = _load_tables(models)
+        self.requests = RequestCounter()
+        self._engine = (
+            open_store_read_only(store) if store is not None else load_models("sqlite://", models or {})
+        )
+        # An in-memory SQLite store is one connection: requests from several threads take turns.
+        self._turns: AbstractContextManager[Any] = (
+            threading.Lock() if isinstance(self._engine.pool, StaticPool) else nullcontext()
+        )
 
     @classmethod
     def from_file(cls, path: str | PathLike[str]) -> OdooStandIn:
@@ -984,6 +1104,15 @@ class OdooStandIn:
             api_key=document.get("api_key", SANDBOX_API_KEY),
             login=document.get("login", SANDBOX_LOGIN),
         )
+
+    @classmethod
+    def from_store(cls, url: str, **credentials: Any) -> OdooStandIn:
+        """Serve the store at ``url`` (``odoo_store``), with these credentials or the sandbox's."""
+        return cls(store=url, **credentials)
+
+    def close(self) -> None:
+        """Close the store's connections."""
+        self._engine.dispose()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
         response = self._respond(environ)
@@ -1041,27 +1170,29 @@ class OdooStandIn:
         if match is None or match[1] != self.api_key:
             raise _unauthorized("Invalid apikey")
 
-    def _call_json2(self, model: str, method: str, arguments: dict[str, Any]) -> Any:
-        table = self._tables.get(model)
-        if table is None:
-            raise _not_found(f"the model {model!r} does not exist")
+    def _call_json2(self, model_name: str, method: str, arguments: dict[str, Any]) -> Any:
+        self.requests.add(f"{model_name}.{method}")
+        model = _MODELS.get(model_name)
+        if model is None:
+            raise _not_found(f"the model {model_name!r} does not exist")
         ids = arguments.pop("ids", [])
         context = arguments.pop("context", {})
         if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
             raise _unprocessable(f"ids must be a list of record ids, not {ids!r}")
         if not isinstance(context, dict):
             raise _unprocessable(f"context must be an object, not {context!r}")
-        try:
-            function = self._method(table, method, ids, context)
-        except AttributeError as error:
-            raise _not_found(str(error)) from error
-        if method in _MODEL_METHODS and ids:
-            raise _unprocessable(f"cannot call {model}.{method} with ids")
-        try:
-            inspect.signature(function).bind(**arguments)
-        except TypeError as error:
-            raise _unprocessable(str(error)) from error
-        return function(**arguments)
+        with self._connect() as connection:
+            try:
+                function = self._method(model, method, ids, context, connection)
+            except AttributeError as error:
+                raise _not_found(str(error)) from error
+            if method in _MODEL_METHODS and ids:
+                raise _unprocessable(f"cannot call {model_name}.{method} with ids")
+            try:
+                inspect.signature(function).bind(**arguments)
+            except TypeError as error:
+                raise _unprocessable(str(error)) from error
+            return function(**arguments)
 
     # legacy /jsonrpc --------------------------------------------------------------------------
 
@@ -1125,140 +1256,54 @@ class OdooStandIn:
         db: str,
         uid: int,
         password: str,
-        model: str,
+        model_name: str,
         method: str,
         args: list[Any] | None = None,
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
         if db != self.database or uid != self.uid or password != self.api_key:
             raise _access_denied()
-        table = self._tables.get(model)
-        if table is None:
-            raise _user_error(f"Object {model} doesn't exist")
+        self.requests.add(f"{model_name}.{method}")
+        model = _MODELS.get(model_name)
+        if model is None:
+            raise _user_error(f"Object {model_name} doesn't exist")
         arguments = list(args or [])
         keywords = dict(kwargs or {})
         context = keywords.pop("context", None) or {}
         ids: list[int] = []
         if method in _RECORD_METHODS:
             if not arguments:
-                raise TypeError(f"{model}.{method}() takes the record ids as its first argument")
+                raise TypeError(f"{model_name}.{method}() takes the record ids as its first argument")
             first = arguments.pop(0)
             ids = first if isinstance(first, list) else [first]
-        function = self._method(table, method, ids, context)
-        inspect.signature(function).bind(*arguments, **keywords)
-        return function(*arguments, **keywords)
+        with self._connect() as connection:
+            function = self._method(model, method, ids, context, connection)
+            inspect.signature(function).bind(*arguments, **keywords)
+            return function(*arguments, **keywords)
 
     # shared ---------------------------------------------------------------------------------
 
+    @contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        with self._turns, self._engine.connect() as connection:
+            yield connection
+
     def _method(
-        self, table: _Table, method: str, ids: Sequence[int], context: dict[str, Any]
+        self, model: _Model, method: str, ids: Sequence[int], context: dict[str, Any], connection: Connection
     ) -> Callable[..., Any]:
         """The model method a call names, refusing private and writing ones as Odoo would."""
         if method.startswith("_"):
             raise _access_error(
-                f"Private methods (such as '{table.name}.{method}') cannot be called remotely."
+                f"Private methods (such as '{model.name}.{method}') cannot be called remotely."
             )
         if method in _WRITE_METHODS:
             raise _access_error(
-                f"You are not allowed to modify '{table.name}' records: the user '{self.login}' "
+                f"You are not allowed to modify '{model.name}' records: the user '{self.login}' "
                 "of this Odoo test double is read-only."
             )
         if method not in _MODEL_METHODS | _RECORD_METHODS:
-            raise AttributeError(f"The method '{table.name}.{method}' does not exist")
-        return getattr(_ModelMethods(self, table, ids, context), method)
-
-    def _matcher(self, table: _Table, term: Term) -> Predicate:
-        return compile_term(term, partial(self._condition, table))
-
-    def _condition(self, table: _Table, condition: Condition) -> Predicate:
-        """A predicate on ``table``'s records for one condition, following related paths."""
-        name, _, rest = condition.path.partition(".")
-        field = table.field(name)
-        operator, value = condition.operator, condition.value
-        if rest or operator in SUBDOMAIN_OPERATORS:
-            if field.relation is None:
-                raise DomainError(f"{table.name}.{name} is not a relational field: {condition.path!r}")
-            related_table = self._tables[field.relation]
-            related = self._related(table, name)
-            if rest:
-                inner = self._condition(related_table, Condition(rest, operator, value))
-                return lambda record: any(inner(other) for other in related(record))
-            inner = self._matcher(related_table, value)
-
-            def has_match(record: Record) -> bool:
-                return any(inner(other) for other in related(record))
-
-            return has_match if operator == "any" else negative(has_match)
-        if field.type in _X2MANY_TYPES:
-            matches = x2many_predicate(operator, value)
-            return lambda record: matches(record[name])
-        if field.type == "many2one" and _names_records(value):
-            return self._name_condition(table, name, operator, value)
-        matches = value_predicate(operator, normalize_value(field.type, operator, value))
-        return lambda record: matches(record[name])
-
-    def _name_condition(self, table: _Table, name: str, operator: str, value: object) -> Predicate:
-        """A many2one compared with text matches on the related record's display name."""
-        is_negative = operator in NEGATIVE_OPERATORS
-        related_table = self._tables[table.fields[name].relation]
-        positive = {"!=": "=", "not in": "in", "not like": "like", "not ilike": "ilike"}.get(
-            operator, operator
-        )
-        on_name = self._condition(related_table, Condition("display_name", positive, value))
-        related = related_table.by_id
-
-        def names_match(record: Record) -> bool:
-            related_id = record[name]
-            return related_id is not None and on_name(related[related_id])
-
-        return negative(names_match) if is_negative else names_match
-
-    def _related(self, table: _Table, name: str) -> Callable[[Record], Sequence[Record]]:
-        field = table.fields[name]
-        related = self._tables[field.relation].by_id
-        if field.type == "many2one":
-            return lambda record: () if record[name] is None else (related[record[name]],)
-        return lambda record: [related[related_id] for related_id in record[name]]
-
-    def _candidates(self, table: _Table, term: Term) -> list[Record] | _Slice:
-        """The records, in id order, that the domain's top-level conditions on ``id`` allow.
-
-        Every candidate still goes through the whole domain; this only skips records that cannot
-        match, so that a keyset page (``["id", ">", last_id]``) starts where the last one ended.
-        """
-        low, high = 0, len(table.ids)
-        for condition in conjuncts(term):
-            if condition.path != "id":
-                continue
-            operator, value = condition.operator, condition.value
-            if operator in ("=", "in"):
-                wanted = value if isinstance(value, list) else [value]
-                if all(_is_id(item) for item in wanted):
-                    return [table.by_id[i] for i in sorted(set(wanted)) if i in table.by_id]
-            elif operator in (">", ">=", "<", "<=") and _is_number(value):
-                if operator == ">":
-                    low = max(low, bisect_right(table.ids, value))
-                elif operator == ">=":
-                    low = max(low, bisect_left(table.ids, value))
-                elif operator == "<":
-                    high = min(high, bisect_left(table.ids, value))
-                else:
-                    high = min(high, bisect_right(table.ids, value))
-        return _Slice(table.records, low, max(low, high))
-
-
-class _Slice:
-    """A window on a table's records, without copying a few hundred thousand references."""
-
-    def __init__(self, records: list[Record], start: int, stop: int) -> None:
-        self._records, self._start, self._stop = records, start, stop
-
-    def __iter__(self) -> Iterator[Record]:
-        return islice(self._records, self._start, self._stop)
-
-    def __reversed__(self) -> Iterator[Record]:
-        records = self._records
-        return (records[index] for index in range(self._stop - 1, self._start - 1, -1))
+            raise AttributeError(f"The method '{model.name}.{method}' does not exist")
+        return getattr(_ModelMethods(self, model, ids, context, connection), method)
 
 
 def _method_not_allowed() -> _Fault:
@@ -1287,14 +1332,6 @@ def _names_records(value: object) -> bool:
     return any(isinstance(item, str) for item in items)
 
 
-def _is_id(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 # --- serving over a real port -------------------------------------------------------------
 
 
@@ -1303,6 +1340,10 @@ class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
 
 
 class _QuietRequestHandler(WSGIRequestHandler):
+    # A response leaves in two writes, headers then body: with Nagle's algorithm the second waits
+    # for the client's delayed ACK, some 40 ms a request.
+    disable_nagle_algorithm = True
+
     def log_message(self, format: str, *args: Any) -> None:
         """Say nothing per request: a keyset read of the ledger is hundreds of requests."""
 
@@ -1317,6 +1358,12 @@ def serve(app: OdooStandIn, host: str = "127.0.0.1", port: int = 8069) -> None:
     with make_odoo_server(app, host, port) as server:
         logger.info("Odoo test double listening on http://%s:%s", host, server.server_port)
         server.serve_forever()
+
+
+def serve_store(url: str, host: str = "127.0.0.1", port: int = 8069, **credentials: Any) -> None:
+    """Serve the store at ``url`` until interrupted: in a process of its own, the double's SQL and
+    JSON do not compete with the client for one interpreter."""
+    serve(OdooStandIn.from_store(url, **credentials), host, port)
 
 
 @contextmanager

@@ -24,6 +24,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from itertools import islice
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -268,6 +269,15 @@ def _engine_of(url_or_engine: str | Engine) -> tuple[Engine, bool]:
     return open_store(url_or_engine), True
 
 
+def serve_store(url: str, host: str = "127.0.0.1", port: int = 8069, **credentials: Any) -> None:
+    """Serve the store at ``url`` with the Odoo test double until interrupted (``ValueError`` when
+    there is no store there): ``odoo_standin.serve_store``, reachable from here too."""
+    # Imported here: the double imports this module.
+    from fusion_billing_assets.sandbox.odoo_standin import serve_store as serve
+
+    serve(url, host, port, **credentials)
+
+
 # --- loading ----------------------------------------------------------------------------------
 
 
@@ -345,9 +355,7 @@ def load_models(url: str, models: dict[str, list[Record]]) -> Engine:
     try:
         with engine.begin() as connection:
             for model, records in models.items():
-                columns = STORED_FIELDS[model]
-                rows = (tuple(record[name] for name in columns) for record in _unique(model, records))
-                insert_rows(connection, model, columns, rows)
+                insert_rows(connection, model, STORED_FIELDS[model], _stored_rows(model, records))
         check_store(engine)
     except BaseException:
         engine.dispose()
@@ -355,37 +363,47 @@ def load_models(url: str, models: dict[str, list[Record]]) -> Engine:
     return engine
 
 
-def _unique(model: str, records: Iterable[Record]) -> Iterable[Record]:
+def _stored_rows(model: str, records: Iterable[Record]) -> Iterable[tuple]:
+    row_of = itemgetter(*STORED_FIELDS[model])
     seen: set[int] = set()
     for record in records:
         stored = stored_record(model, record)
         if stored["id"] in seen:
             raise ValueError(f"{model}: record ids are not unique")
         seen.add(stored["id"])
-        yield stored
+        yield row_of(stored)
 
 
 def stored_record(model: str, record: Record) -> Record:
     """``record`` with every stored field of its model, defaults and display name filled in."""
+    if not _STORED_NAMES[model].issuperset(record):
+        _refuse_fields(model, record)
+    if isinstance(record.get("id"), bool) or not isinstance(record.get("id"), int):
+        raise ValueError(f"{model} record without an integer id: {record!r}")
+    stored = {**_EMPTY_RECORDS[model], **record}
+    if not stored["display_name"]:
+        stored["display_name"] = _display_name(model, stored)
+    return stored
+
+
+def _refuse_fields(model: str, record: Record) -> None:
     fields = MODELS[model]
     unknown = sorted(record.keys() - fields.keys() - {"id", "display_name"})
     if unknown:
         raise ValueError(f"{model} record {record.get('id')!r} has fields outside the model slice: {unknown}")
-    if isinstance(record.get("id"), bool) or not isinstance(record.get("id"), int):
-        raise ValueError(f"{model} record without an integer id: {record!r}")
-    derived = sorted(name for name in record if name in fields and fields[name].type in X2MANY_TYPES)
-    if derived:
-        raise ValueError(
-            f"{model} record {record['id']}: {derived} are derived from their inverse many2one, "
-            "not stored: set that many2one on the related records instead"
-        )
-    stored = dict.fromkeys(STORED_FIELDS[model])
-    if "active" in fields:
-        stored["active"] = True  # Odoo's default for a record that never set it
-    stored.update(record)
-    if not stored.get("display_name"):
-        stored["display_name"] = _display_name(model, stored)
-    return stored
+    derived = sorted(record.keys() - _STORED_NAMES[model])
+    raise ValueError(
+        f"{model} record {record.get('id')!r}: {derived} are derived from their inverse many2one, "
+        "not stored: set that many2one on the related records instead"
+    )
+
+
+_STORED_NAMES = {model: frozenset(names) for model, names in STORED_FIELDS.items()}
+# Odoo's default for a record that never set ``active`` is True.
+_EMPTY_RECORDS = {
+    model: {**dict.fromkeys(names), **({"active": True} if "active" in MODELS[model] else {})}
+    for model, names in STORED_FIELDS.items()
+}
 
 
 def _display_name(model: str, record: Record) -> str:

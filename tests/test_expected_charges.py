@@ -545,6 +545,13 @@ def test_shifting_usage_across_a_dst_change_moves_it_to_the_local_period_and_day
         fetched = {
             period: nexacloud.fetch_usage(connection, period_window(period, TORONTO)) for period in periods
         }
+        # Two deployments' days, in chunks of one deployment: the third is not asked for.
+        days = {
+            period: nexacloud.fetch_usage_days(
+                connection, period_window(period, TORONTO), [2, 1], chunk_size=1
+            )
+            for period in periods
+        }
 
     by_period_and_day: dict[date, dict[tuple[int, date], int]] = defaultdict(lambda: defaultdict(int))
     for (deployment_id, _, millis), start in zip(records, starts, strict=True):
@@ -552,8 +559,10 @@ def test_shifting_usage_across_a_dst_change_moves_it_to_the_local_period_and_day
     for period, usage in fetched.items():
         window = period_window(period, TORONTO)
         assert {
-            (row.deployment_id, row.usage_date): row.cpu_milliseconds for row in usage.itertuples(index=False)
-        } == dict(by_period_and_day[period])
+            (row.deployment_id, row.usage_date): row.cpu_milliseconds
+            for row in days[period].itertuples(index=False)
+        } == {key: millis for key, millis in by_period_and_day[period].items() if key[0] in (1, 2)}
+        assert list(usage["deployment_id"]) == sorted({d for d, _ in by_period_and_day[period]})
         # And the expected charges bill each deployment the usage of exactly this period.
         lines = expected_charges(
             customers_frame({1: "ON"}),

@@ -20,7 +20,6 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import closing
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,12 @@ from fusion_billing_assets.billing.expected import (
     expected_invoices,
 )
 from fusion_billing_assets.billing.isolation import refused_waivers
-from fusion_billing_assets.billing.reconcile import Policy, reconcile
+from fusion_billing_assets.billing.reconcile import (
+    Policy,
+    reconcile,
+    usage_days_that_differ,
+    usage_pairs_that_differ,
+)
 from fusion_billing_assets.billing.waivers import Waiver, read_waivers
 from fusion_billing_assets.defs import nexacloud as nexacloud_assets
 from fusion_billing_assets.defs.resources import NexaCloudDatabase
@@ -78,6 +82,12 @@ COLUMNS: Mapping[str, Mapping[str, str]] = {
     "odoo/invoices": odoo_frames.INVOICE_COLUMNS,
     "odoo/invoice_lines": odoo_frames.INVOICE_LINE_COLUMNS,
 }
+# What each system answers per local day when billing/usage_days_that_differ asks (no contract:
+# only the totals are screened).
+DAY_COLUMNS: Mapping[str, Mapping[str, str]] = {
+    "nexacloud/usage_days": nexacloud.USAGE_DAY_COLUMNS,
+    "odoo/usage_days": odoo_frames.ODOO_USAGE_DAY_COLUMNS,
+}
 Records = dict[str, list[dict[str, Any]]]
 
 
@@ -85,7 +95,8 @@ Records = dict[str, list[dict[str, Any]]]
 
 
 def source_records(world: World) -> Records:
-    """Every frame of the world as the plain records a source reads, by source name."""
+    """Every frame of the world as the plain records a source reads, by source name, with both
+    systems' usage per local day."""
     inputs = world.inputs()
     frames = {
         "nexacloud/customers": inputs.customers,
@@ -100,13 +111,15 @@ def source_records(world: World) -> Records:
         "odoo/usage": inputs.odoo_usage,
         "odoo/invoices": inputs.odoo_invoices,
         "odoo/invoice_lines": inputs.odoo_invoice_lines,
+        "nexacloud/usage_days": world.nexacloud_usage_days(),
+        "odoo/usage_days": world.odoo_usage_days(),
     }
     return {
         source: [
             {
                 column: None if pd.isna(value) else value
                 for column, value in record.items()
-                if column in COLUMNS[source]
+                if column in {**COLUMNS, **DAY_COLUMNS}[source]
             }
             for record in frame.to_dict("records")
         ]
@@ -129,15 +142,22 @@ def source_frame(source: str, records: Iterable[Mapping[str, Any]]) -> pd.DataFr
 def reconciled_period(
     records: Records, waivers: tuple[Waiver, ...] = (), waiver_set_aside: pd.DataFrame | None = None
 ) -> tuple[pd.DataFrame, ScreenedPeriod]:
-    """The period's results, wired as ``defs/reconciliation.py`` wires its three assets."""
-    frames = {source: source_frame(source, rows) for source, rows in records.items()}
+    """The period's results, wired as ``defs/reconciliation.py`` wires its four assets."""
+    frames = {source: source_frame(source, rows) for source, rows in records.items() if source in COLUMNS}
     mapping = mapped_accounts(frames, frames.pop("odoo/account_links"), OCTOBER)
+    pairs = usage_pairs_that_differ(frames["nexacloud/usage"], frames["odoo/usage"], mapping)
+    days = {
+        source: typed_frame([[row[column] for column in columns] for row in records[source]], columns)
+        for source, columns in DAY_COLUMNS.items()
+    }
+    usage_days = usage_days_that_differ(pairs, days["nexacloud/usage_days"], days["odoo/usage_days"])
     screened = screen_period(frames, OCTOBER, mapping)
     lines = expected_charges(**billable(screened), window=OCTOBER)
     inputs = period_inputs(
         screened,
         OCTOBER,
         provisional=False,
+        usage_days=usage_days,
         expected_lines=lines,
         expected_invoices=expected_invoices(lines),
         more_set_aside=waiver_set_aside,
@@ -228,18 +248,15 @@ def test_a_customer_billed_in_usd_on_a_cad_plan_has_no_expected_leg_and_is_judge
 
 def test_one_negative_usage_reading_sets_aside_only_its_customer(clean):
     def negative(records: Records) -> None:
-        record_of(records, "nexacloud/usage", deployment_id=11, usage_date=date(2026, 10, 2))[
-            "negative_records"
-        ] = 1
+        record_of(records, "nexacloud/usage", deployment_id=11)["negative_records"] = 1
 
     results, screened = broken(negative)
 
     assert_isolated(
-        results,
-        clean,
-        {ALICE.customer_id: ["nexacloud/usage deployment_id=11, usage_date=2026-10-02", "negative_records"]},
+        results, clean, {ALICE.customer_id: ["nexacloud/usage deployment_id=11: negative_records"]}
     )
-    assert screened.counts["nexacloud/usage"] == {"rows_in": 5, "rows_used": 4, "rows_set_aside": 1}
+    # One row per deployment with usage: Alice's, Bob's and Carol's.
+    assert screened.counts["nexacloud/usage"] == {"rows_in": 3, "rows_used": 2, "rows_set_aside": 1}
 
 
 @pytest.mark.parametrize(
@@ -436,9 +453,7 @@ def test_an_odoo_invoice_line_without_a_product_is_a_source_data_error_not_a_hid
 
 def test_a_usage_record_without_an_idempotency_key_is_a_source_data_error(clean):
     def keyless(records: Records) -> None:
-        record_of(records, "nexacloud/usage", deployment_id=31, usage_date=date(2026, 10, 2))[
-            "keyless_records"
-        ] = 1
+        record_of(records, "nexacloud/usage", deployment_id=31)["keyless_records"] = 1
 
     results, _ = broken(keyless)
 
@@ -447,7 +462,7 @@ def test_a_usage_record_without_an_idempotency_key_is_a_source_data_error(clean)
         clean,
         {
             CAROL.customer_id: [
-                "nexacloud/usage deployment_id=31, usage_date=2026-10-02: keyless_records",
+                "nexacloud/usage deployment_id=31: keyless_records",
                 "an idempotency_key on every usage record",
             ]
         },

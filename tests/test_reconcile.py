@@ -39,7 +39,14 @@ from fusion_billing_assets.billing.expected import (
 )
 from fusion_billing_assets.billing.money import format_cents
 from fusion_billing_assets.billing.periods import period_window
-from fusion_billing_assets.billing.reconcile import PeriodInputs, Policy, account_mapping, reconcile
+from fusion_billing_assets.billing.reconcile import (
+    PeriodInputs,
+    Policy,
+    account_mapping,
+    reconcile,
+    usage_days_that_differ,
+    usage_pairs_that_differ,
+)
 from fusion_billing_assets.billing.statuses import STATUSES
 from fusion_billing_assets.billing.tax import tax_rule
 from fusion_billing_assets.billing.waivers import Waiver
@@ -236,26 +243,28 @@ class World:
             nexacloud.DEPLOYMENT_COLUMNS,
         )
         deployments["active_days"] = active_days_per_deployment(deployments, OCTOBER)
+        # One row per deployment with usage, as nexacloud/usage sums it.
         usage = typed_frame(
             [
                 {
                     "deployment_id": d.deployment_id,
-                    "usage_date": _october(day),
-                    "cpu_milliseconds": seconds * 1_000,
-                    "records": 1,
+                    "cpu_milliseconds": sum(d.cpu_seconds.values()) * 1_000,
+                    "records": len(d.cpu_seconds),
                     "late_cpu_milliseconds": 0,
                     "late_records": 0,
                     "negative_records": 0,
                     "keyless_records": 0,
                 }
                 for d in self.deployments
-                for day, seconds in sorted(d.cpu_seconds.items())
+                if d.cpu_seconds
             ],
             nexacloud.USAGE_COLUMNS,
         )
         expected_lines = expected_charges(customers, plans, deployments, usage, OCTOBER)
         nexacloud_invoices, nexacloud_lines = self._nexacloud_invoices()
         odoo_invoices, odoo_lines = self._odoo_invoices()
+        partners, odoo_usage = self._partners(), self._odoo_usage()
+        mapping = account_mapping(customers, deployments, self.account_links(), partners, odoo_invoices)
         return PeriodInputs(
             period=OCTOBER.period,
             provisional=self.provisional,
@@ -265,13 +274,43 @@ class World:
             nexacloud_usage=usage,
             nexacloud_invoices=nexacloud_invoices,
             nexacloud_invoice_lines=nexacloud_lines,
-            partners=self._partners(),
+            partners=partners,
             subscriptions=self._subscriptions(),
-            odoo_usage=self._odoo_usage(),
+            odoo_usage=odoo_usage,
+            usage_days=self.usage_days(usage, odoo_usage, mapping),
             odoo_invoices=odoo_invoices,
             odoo_invoice_lines=odoo_lines,
             expected_lines=expected_lines,
             expected_invoices=expected_invoices(expected_lines),
+        )
+
+    def usage_days(
+        self, nexacloud_usage: pd.DataFrame, odoo_usage: pd.DataFrame, mapping: pd.DataFrame
+    ) -> pd.DataFrame:
+        """What billing/usage_days_that_differ makes of both systems' days, for the pairs whose totals disagree."""
+        pairs = usage_pairs_that_differ(nexacloud_usage, odoo_usage, mapping)
+        return usage_days_that_differ(pairs, self.nexacloud_usage_days(), self.odoo_usage_days())
+
+    def nexacloud_usage_days(self) -> pd.DataFrame:
+        """NexaCloud's metering per deployment per local day, as ``fetch_usage_days`` reads it."""
+        return typed_frame(
+            [
+                (d.deployment_id, _october(day), seconds * 1_000)
+                for d in self.deployments
+                for day, seconds in sorted(d.cpu_seconds.items())
+            ],
+            nexacloud.USAGE_DAY_COLUMNS,
+        )
+
+    def odoo_usage_days(self) -> pd.DataFrame:
+        """Odoo's ledger per subscription per local day, as ``fetch_usage_days`` reads it."""
+        return typed_frame(
+            [
+                (d.subscription_id, _october(day), seconds * 1_000)
+                for d in self.deployments
+                for day, seconds in sorted(self.odoo_cpu_seconds[d.deployment_id].items())
+            ],
+            odoo_frames.ODOO_USAGE_DAY_COLUMNS,
         )
 
     def _nexacloud_invoices(self) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -433,16 +472,16 @@ class World:
         )
 
     def _odoo_usage(self) -> pd.DataFrame:
+        """One row per subscription with ledger records, as odoo/usage sums it."""
         return typed_frame(
             [
                 {
                     "subscription_id": d.subscription_id,
-                    "usage_date": _october(day),
-                    "cpu_milliseconds": seconds * 1_000,
-                    "records": 1,
+                    "cpu_milliseconds": sum(self.odoo_cpu_seconds[d.deployment_id].values()) * 1_000,
+                    "records": len(self.odoo_cpu_seconds[d.deployment_id]),
                 }
                 for d in self.deployments
-                for day, seconds in sorted(self.odoo_cpu_seconds[d.deployment_id].items())
+                if self.odoo_cpu_seconds[d.deployment_id]
             ],
             odoo_frames.ODOO_USAGE_COLUMNS,
         )

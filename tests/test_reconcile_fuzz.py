@@ -91,9 +91,9 @@ def _orphan_line(records: Records, draw, injected: Injected) -> None:
 
 def _usage_reading(column: str) -> Callable[[Records, Any, Injected], None]:
     def inject(records: Records, draw, injected: Injected) -> None:
-        day = draw(st.sampled_from(records["nexacloud/usage"]))
-        day[column] = draw(st.integers(1, 3))
-        injected.customers.add(_customer_of_deployment(records)[day["deployment_id"]])
+        total = draw(st.sampled_from(records["nexacloud/usage"]))  # one deployment's usage
+        total[column] = draw(st.integers(1, 3))
+        injected.customers.add(_customer_of_deployment(records)[total["deployment_id"]])
 
     return inject
 

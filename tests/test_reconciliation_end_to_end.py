@@ -67,6 +67,7 @@ SCALES: Mapping[str, Mapping[str, int]] = {
 }
 
 RECONCILIATION = AssetKey(["billing", "reconciliation"])
+USAGE_DAYS = AssetKey(["billing", "usage_days_that_differ"])
 FLIP_READINESS = AssetKey(["billing", "flip_readiness"])
 RECONCILIATION_STEP = "billing__reconciliation"
 ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -356,6 +357,27 @@ def test_every_cause_is_a_sentence_and_a_usage_mismatch_names_the_local_days_tha
     assert waived["waiver_reason"].notna().all() and waived["waiver_approver"].notna().all()
     for row in waived.itertuples():
         assert row.waiver_reason in row.cause and row.waiver_approver in row.cause
+
+
+def test_usage_is_read_per_local_day_only_for_the_deployments_whose_totals_disagree(reconciled):
+    manifest = reconciled.sandbox.manifest
+    for period, run in reconciled.runs.items():
+        metadata = materialization_metadata(run, USAGE_DAYS)
+        _, lines = reconciled.location.period(period)
+        customer_of = dict(zip(lines["deployment_id"], lines["customer_id"], strict=True))
+        read = {customer_of[deployment_id] for deployment_id in metadata["deployments_that_differ"]}
+        cast = {row["customer_id"] for row in differences(manifest) if row["period"] == period}
+        mismatched = {
+            row["customer_id"]
+            for row in differences(manifest)
+            if row["period"] == period and row["status"] == "usage_mismatch"
+        }
+        assert mismatched <= read <= cast, (period, sorted(mismatched), sorted(read), sorted(cast))
+        assert metadata["pairs_that_differ"] == len(metadata["deployments_that_differ"]) < len(lines) / 4
+        # One grouped read per batch of subscriptions: never one per deployment, never everyone's days.
+        assert metadata.get("odoo_calls", {}) == (
+            {"fusion.billing.usage.formatted_read_group": 1} if read else {}
+        ), period
 
 
 # --- 4. Flip readiness -----------------------------------------------------------------------------

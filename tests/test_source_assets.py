@@ -192,6 +192,17 @@ USAGE_TOTALS_SQL = text(
     bindparam("start", type_=DateTime(timezone=True)), bindparam("end", type_=DateTime(timezone=True))
 )
 
+USAGE_PER_DEPLOYMENT_SQL = text(
+    """
+    SELECT deployment_id, COALESCE(SUM(CAST(ROUND(quantity * 1000) AS BIGINT)), 0) AS milliseconds
+      FROM usage_records
+     WHERE metric = 'cpu_seconds' AND window_start >= :start AND window_start < :end
+     GROUP BY deployment_id
+    """
+).bindparams(
+    bindparam("start", type_=DateTime(timezone=True)), bindparam("end", type_=DateTime(timezone=True))
+)
+
 INVOICE_TOTALS_SQL = text(
     """
     SELECT id, subtotal_cents, tax_cents, total_cents
@@ -213,6 +224,19 @@ def test_nexacloud_usage_totals_equal_a_direct_sum_over_the_period_window(source
         assert int(usage["records"].sum()) == direct.records, period
         assert int(usage["late_cpu_milliseconds"].sum()) == int(direct.late_milliseconds), period
         assert int(usage["late_records"].sum()) == direct.late_records, period
+        # One row per deployment, its total over the period.
+        per_deployment = query_nexacloud(
+            source_runs.sandbox, USAGE_PER_DEPLOYMENT_SQL, start=window.start_utc, end=window.end_utc
+        )
+        assert dict(zip(usage["deployment_id"], usage["cpu_milliseconds"], strict=True)) == {
+            row.deployment_id: int(row.milliseconds) for row in per_deployment
+        }, period
+        # What a person reads counts the usable totals (a keyless reading sets its deployment aside).
+        kept, metadata = usage[usage["set_aside"].isna()], materialized(result)[USAGE]
+        assert metadata["usage_records"] == int(kept["records"].sum())
+        assert metadata["deployments_with_usage"] == len(kept)
+        assert metadata["cpu_hours"] == round(int(kept["cpu_milliseconds"].sum()) / 3_600_000, 3)
+        assert metadata["late_cpu_hours"] == round(int(kept["late_cpu_milliseconds"].sum()) / 3_600_000, 3)
         if period in source_runs.sandbox.closed_periods:
             late_in_closed_periods += int(direct.late_milliseconds)
     assert late_in_closed_periods > 0, "the sandbox ingests some usage after its period closed"
@@ -309,10 +333,16 @@ def test_odoo_usage_per_subscription_equals_its_ledger_records_in_the_period_win
                 ledger_milliseconds[record["subscription_id"]] += milliseconds(record["quantity"])
                 ledger_records[record["subscription_id"]] += 1
         usage = result.asset_value(AssetKey(["odoo", "usage"]))
-        per_subscription = usage.groupby("subscription_id")[["cpu_milliseconds", "records"]].sum()
+        # One group per subscription, summed by Odoo over the period.
+        assert usage["subscription_id"].is_unique, period
+        per_subscription = usage.set_index("subscription_id")
         assert per_subscription["cpu_milliseconds"].to_dict() == dict(ledger_milliseconds), period
         assert per_subscription["records"].to_dict() == dict(ledger_records), period
         assert ledger_milliseconds, f"{period}: the ledger holds usage"
+        kept, metadata = usage[usage["set_aside"].isna()], materialized(result)[AssetKey(["odoo", "usage"])]
+        assert metadata["subscriptions_with_usage"] == len(kept)
+        assert metadata["ledger_records"] == int(kept["records"].sum())
+        assert metadata["cpu_hours"] == round(int(kept["cpu_milliseconds"].sum()) / 3_600_000, 3)
 
 
 # --- Odoo invoice reads cost requests per page -------------------------------------------------
@@ -441,11 +471,11 @@ def sandbox_copy(sandbox: GeneratedSandbox, tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     "quantity",
     [
-        pytest.param(-1_000_000.0, id="outweighs-the-day"),
-        pytest.param(-1.5, id="within-a-day-of-usage"),
+        pytest.param(-1_000_000_000.0, id="outweighs-the-deployment"),
+        pytest.param(-1.5, id="within-the-deployment-s-usage"),
     ],
 )
-def test_a_negative_usage_record_sets_its_day_aside_naming_the_record_key_and_field(
+def test_a_negative_usage_record_sets_its_deployment_aside_naming_the_record_key_and_field(
     small_sandbox, tmp_path, quantity
 ):
     period = small_sandbox.closed_periods[0]
@@ -457,7 +487,7 @@ def test_a_negative_usage_record_sets_its_day_aside_naming_the_record_key_and_fi
             "ORDER BY id LIMIT 1",
             (sqlite_timestamp(window.start_utc), sqlite_timestamp(window.end_utc)),
         ).fetchone()
-        # A second, negative reading of a real deployment's window: summed per day, it must still fail.
+        # A second, negative reading of a real deployment's window: summed per deployment, it must still fail.
         connection.execute(
             "INSERT INTO usage_records SELECT (SELECT MAX(id) + 1 FROM usage_records), deployment_id, "
             "metric, window_start, window_end, ?, recorded_at, 'negative-reading' FROM usage_records WHERE id = ?",

@@ -122,7 +122,8 @@ def expected_charges(
     """One row per deployment of ``deployments`` (those alive in the period): what it should be billed.
 
     ``deployments`` carries ``active_days`` (local calendar days of the period it was alive);
-    ``usage`` is per deployment per local day and is summed here. With ``rounding`` global, each
+    ``usage`` holds CPU milliseconds per deployment (``nexacloud/usage``, one row each; several rows
+    of one deployment are summed). With ``rounding`` global, each
     line's tax is its share of the invoice's once-rounded tax (``charges.line_taxes_cents``), so
     the line taxes of a customer still add up to the invoice's. Raises ``ValueError`` naming the
     deployment or customer when a plan or customer is missing, a province has no rate, a plan is

@@ -97,7 +97,7 @@ def referential_set_aside(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
             _described(
                 usage[~usage["deployment_id"].isin(deployments["deployment_id"])],
                 "nexacloud/usage",
-                ["deployment_id", "usage_date"],
+                ["deployment_id"],
                 lambda row: (
                     f"deployment_id: deployment {row.deployment_id} is not a deployment alive in the period"
                 ),
@@ -361,7 +361,7 @@ def describe_records(frame: pd.DataFrame, source: str, key: list[str], problems)
 
 
 def record_names(frame: pd.DataFrame, key: list[str]) -> pd.Series:
-    """Each record's name by its key, e.g. ``invoice_id=12`` or ``deployment_id=3, usage_date=2026-10-04``."""
+    """Each record's name by its key, e.g. ``invoice_id=12`` (a key of several columns joined by ", ")."""
     present = [column for column in key if column in frame.columns]
     names = [
         ", ".join(f"{column}={_shown(value)}" for column, value in zip(present, values, strict=True))

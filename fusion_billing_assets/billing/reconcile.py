@@ -71,6 +71,9 @@ class PeriodInputs:
     partners: pd.DataFrame
     subscriptions: pd.DataFrame
     odoo_usage: pd.DataFrame
+    # Per local day, the mapped (deployment, subscription) pairs whose usage totals disagree, on
+    # the days they differ (``usage_days_that_differ``): what a usage_mismatch's cause names.
+    usage_days: pd.DataFrame
     odoo_invoices: pd.DataFrame
     odoo_invoice_lines: pd.DataFrame
     expected_lines: pd.DataFrame
@@ -176,6 +179,94 @@ def _link_conflicts(
                     (None if pd.isna(odoo_id) else int(odoo_id), f"its link breaks the contract ({problem})"),
                 )
     return conflicts
+
+
+USAGE_DAY_COLUMNS = (
+    "deployment_id",
+    "subscription_id",
+    "usage_date",
+    "nexacloud_cpu_milliseconds",
+    "odoo_cpu_milliseconds",
+)
+
+
+def empty_usage_days() -> pd.DataFrame:
+    """``usage_days_that_differ``'s frame when no pair's totals disagree."""
+    return pd.DataFrame(
+        {
+            column: pd.Series(dtype=object if column == "usage_date" else "int64")
+            for column in USAGE_DAY_COLUMNS
+        }
+    )
+
+
+def usage_pairs_that_differ(
+    nexacloud_usage: pd.DataFrame, odoo_usage: pd.DataFrame, mapping: pd.DataFrame
+) -> pd.DataFrame:
+    """The mapped (deployment, subscription) pairs whose usage totals over the period disagree.
+
+    ``nexacloud_usage`` and ``odoo_usage`` are the usage frames as their assets produce them, one
+    row per deployment and per subscription; a side without a row has used nothing. A pair with a
+    set-aside total on either side is not compared: its customer cannot be judged anyway.
+    Columns ``deployment_id``, ``subscription_id``, ``nexacloud_cpu_milliseconds``,
+    ``odoo_cpu_milliseconds``, sorted by deployment.
+    """
+    links = mapping[(mapping["link_kind"] == "deployment") & mapping["nexacloud_id"].notna()]
+    links = links[links["odoo_id"].notna()]
+    pairs = pd.DataFrame(
+        {
+            "deployment_id": links["nexacloud_id"].astype("int64").to_numpy(),
+            "subscription_id": links["odoo_id"].astype("int64").to_numpy(),
+        }
+    )
+    nexacloud, nexacloud_broken = _usage_totals(nexacloud_usage, "deployment_id")
+    odoo, odoo_broken = _usage_totals(odoo_usage, "subscription_id")
+    pairs = pairs[
+        ~pairs["deployment_id"].isin(nexacloud_broken) & ~pairs["subscription_id"].isin(odoo_broken)
+    ]
+    pairs = pairs.assign(
+        nexacloud_cpu_milliseconds=pairs["deployment_id"].map(nexacloud).fillna(0).astype("int64"),
+        odoo_cpu_milliseconds=pairs["subscription_id"].map(odoo).fillna(0).astype("int64"),
+    )
+    differ = pairs["nexacloud_cpu_milliseconds"] != pairs["odoo_cpu_milliseconds"]
+    return pairs[differ].sort_values("deployment_id", ignore_index=True)
+
+
+def usage_days_that_differ(
+    pairs: pd.DataFrame, nexacloud_days: pd.DataFrame, odoo_days: pd.DataFrame
+) -> pd.DataFrame:
+    """The local days on which each pair's usage differs, with both sides' CPU milliseconds.
+
+    ``pairs`` is ``usage_pairs_that_differ``; ``nexacloud_days`` holds ``deployment_id``,
+    ``usage_date``, ``cpu_milliseconds`` and ``odoo_days`` ``subscription_id``, ``usage_date``,
+    ``cpu_milliseconds``, for (at least) those pairs. A day one side has no usage on counts 0.
+    Columns ``USAGE_DAY_COLUMNS``, sorted by deployment and day.
+    """
+    keys = pairs[["deployment_id", "subscription_id"]]
+    nexacloud = keys.merge(
+        nexacloud_days.groupby(["deployment_id", "usage_date"], as_index=False)["cpu_milliseconds"].sum(),
+        on="deployment_id",
+    ).rename(columns={"cpu_milliseconds": "nexacloud_cpu_milliseconds"})
+    odoo = keys.merge(
+        odoo_days.groupby(["subscription_id", "usage_date"], as_index=False)["cpu_milliseconds"].sum(),
+        on="subscription_id",
+    ).rename(columns={"cpu_milliseconds": "odoo_cpu_milliseconds"})
+    days = nexacloud.merge(odoo, on=["deployment_id", "subscription_id", "usage_date"], how="outer")
+    for column in ("nexacloud_cpu_milliseconds", "odoo_cpu_milliseconds"):
+        days[column] = days[column].fillna(0).astype("int64")
+    days = days[days["nexacloud_cpu_milliseconds"] != days["odoo_cpu_milliseconds"]]
+    days = days.reindex(columns=list(USAGE_DAY_COLUMNS)).astype(
+        {"deployment_id": "int64", "subscription_id": "int64", "usage_date": object}
+    )
+    return days.sort_values(["deployment_id", "usage_date"], ignore_index=True)
+
+
+def _usage_totals(usage: pd.DataFrame, key: str) -> tuple[pd.Series, set[int]]:
+    """CPU milliseconds by ``key`` over the records that keep their contract, and the keys of those set aside."""
+    broken = usage[SET_ASIDE].notna() if SET_ASIDE in usage.columns else pd.Series(False, index=usage.index)
+    kept = usage[~broken & usage[key].notna()]
+    totals = kept.groupby(kept[key].astype("int64"))["cpu_milliseconds"].sum()
+    return totals, {int(value) for value in usage.loc[broken, key].dropna()}
 
 
 def reconcile(
@@ -289,12 +380,12 @@ class _Ledger:
             zip(inputs.deployments["deployment_id"], inputs.deployments["plan_id"], strict=True)
         )
         self.subscriptions = inputs.subscriptions.set_index("subscription_id").to_dict("index")
-        self.nexacloud_daily = inputs.nexacloud_usage.groupby(["deployment_id", "usage_date"])[
-            "cpu_milliseconds"
-        ].sum()
-        self.odoo_daily = inputs.odoo_usage.groupby(["subscription_id", "usage_date"])[
-            "cpu_milliseconds"
-        ].sum()
+        self.usage_days = {
+            (int(deployment_id), int(subscription_id)): sorted(days)
+            for (deployment_id, subscription_id), days in inputs.usage_days.groupby(
+                ["deployment_id", "subscription_id"]
+            )["usage_date"]
+        }
         self.province_of = dict(
             zip(inputs.customers["customer_id"], inputs.customers["province"], strict=True)
         )
@@ -506,10 +597,7 @@ class _Ledger:
         return " ".join(sentences)
 
     def _days_that_differ(self, deployment_id: int, subscription_id: int) -> list[str]:
-        nexacloud = _series_at(self.nexacloud_daily, deployment_id)
-        odoo = _series_at(self.odoo_daily, subscription_id)
-        days = sorted(set(nexacloud.index) | set(odoo.index))
-        return [day.isoformat() for day in days if nexacloud.get(day, 0) != odoo.get(day, 0)]
+        return [day.isoformat() for day in self.usage_days.get((deployment_id, subscription_id), [])]
 
     def _rate_gaps(self, lines: list[dict]) -> str:
         sentences = []
@@ -701,13 +789,6 @@ def _odoo_category(product_codes: pd.Series, products: OdooProducts) -> pd.Serie
 def _commercial_partner(partner_ids: pd.Series, partners: pd.DataFrame) -> pd.Series:
     commercial = dict(zip(partners["partner_id"], partners["commercial_partner_id"], strict=True))
     return partner_ids.map(lambda pid: int(commercial[pid]) if pd.notna(commercial.get(pid)) else int(pid))
-
-
-def _series_at(series: pd.Series, key: int) -> pd.Series:
-    try:
-        return series.loc[key]
-    except KeyError:
-        return pd.Series(dtype="int64")
 
 
 def _names(odoo: pd.DataFrame, move_type: str | None = None) -> str:

@@ -121,8 +121,8 @@ def nexacloud_deployments(
     check_specs=[USAGE_REFERENCES_KNOWN_DEPLOYMENTS],
 )
 def nexacloud_usage(context: AssetExecutionContext, nexacloud: NexaCloudDatabase, deployments: pd.DataFrame):
-    """Metered CPU usage per deployment per local day of the period, summed by NexaCloud's
-    database; usage ingested after the period ended (late usage) is also counted apart."""
+    """Metered CPU usage per deployment over the period, summed by NexaCloud's database; usage
+    ingested after the period ended (late usage) is also counted apart."""
     window = window_of(context.partition_key)
     with nexacloud.get_connection() as connection:
         frame = queries.fetch_usage(connection, window)
@@ -132,12 +132,12 @@ def nexacloud_usage(context: AssetExecutionContext, nexacloud: NexaCloudDatabase
             else None
         )
     if negative is not None:
-        # A negative reading hides inside its day's sum: name each one on the day it belongs to.
-        frame = queries.name_negative_usage(frame, negative, window)
+        # A negative reading hides inside its deployment's sum: name each one on that deployment.
+        frame = queries.name_negative_usage(frame, negative)
     output = validated_output(
         context,
         frame,
-        contracts.nexacloud_usage(window),
+        contracts.nexacloud_usage(),
         window,
         source=nexacloud.describe(),
         metadata=lambda f: {
@@ -154,7 +154,7 @@ def nexacloud_usage(context: AssetExecutionContext, nexacloud: NexaCloudDatabase
         window,
         {
             "nexacloud/deployments": (deployments, contracts.nexacloud_deployments(window)),
-            "nexacloud/usage": (output.value, contracts.nexacloud_usage(window)),
+            "nexacloud/usage": (output.value, contracts.nexacloud_usage()),
         },
         "nexacloud/usage",
         "deployment_id",

@@ -52,7 +52,8 @@ def _odoo_asset(name: str, **options):
     return period_asset(GROUP, name, kinds=KINDS, pool=POOL, **options)
 
 
-def _cost(client: OdooClient) -> dict:
+def request_cost(client: OdooClient) -> dict:
+    """What a step's reads cost the Odoo server, as the metadata every Odoo-reading asset shows."""
     return {
         "odoo_requests": client.stats.requests,
         "odoo_pages": client.stats.pages,
@@ -68,7 +69,7 @@ def odoo_account_links(context: AssetExecutionContext, odoo: OdooAPI) -> Output[
     window = window_of(context.partition_key)
     with odoo.get_client() as client:
         frame = queries.fetch_account_links(client, MODELS)
-        cost = _cost(client)
+        cost = request_cost(client)
         source = client.describe()
     return validated_output(
         context,
@@ -90,7 +91,7 @@ def odoo_subscriptions(context: AssetExecutionContext, odoo: OdooAPI) -> Output[
     window = window_of(context.partition_key)
     with odoo.get_client() as client:
         frame = queries.fetch_subscriptions(client, MODELS, window)
-        cost, source = _cost(client), client.describe()
+        cost, source = request_cost(client), client.describe()
     return validated_output(
         context,
         frame,
@@ -108,15 +109,15 @@ def odoo_subscriptions(context: AssetExecutionContext, odoo: OdooAPI) -> Output[
 @_odoo_asset("usage")
 def odoo_usage(context: AssetExecutionContext, odoo: OdooAPI) -> Output[pd.DataFrame]:
     """Odoo's usage ledger (what NexaCloud pushed to ``/usage``), summed by Odoo per subscription
-    per local day of the period."""
+    over the period."""
     window = window_of(context.partition_key)
     with odoo.get_client() as client:
         frame = queries.fetch_usage(client, MODELS, window)
-        cost, source = _cost(client), client.describe()
+        cost, source = request_cost(client), client.describe()
     return validated_output(
         context,
         frame,
-        contracts.odoo_usage(window),
+        contracts.odoo_usage(),
         window,
         source=source,
         metadata=lambda f: {
@@ -153,7 +154,7 @@ def odoo_invoices(context: AssetExecutionContext, odoo: OdooAPI):
     window = window_of(context.partition_key)
     with odoo.get_client() as client:
         invoices, lines = queries.fetch_invoices_and_lines(client, MODELS, window)
-        cost, source = _cost(client), client.describe()
+        cost, source = request_cost(client), client.describe()
     yield validated_output(
         context,
         invoices,
@@ -210,7 +211,7 @@ def odoo_partners(
     partner_ids = {int(partner_id) for partner_id in [*linked.dropna(), *invoices["partner_id"].dropna()]}
     with odoo.get_client() as client:
         frame = queries.fetch_partners(client, MODELS, partner_ids)
-        cost, source = _cost(client), client.describe()
+        cost, source = request_cost(client), client.describe()
     output = validated_output(
         context,
         frame,

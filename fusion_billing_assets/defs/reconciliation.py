@@ -1,4 +1,5 @@
-"""The reconciliation: account mapping, expected charges, the three-way diff and flip readiness.
+"""The reconciliation: account mapping, expected charges, the usage days that differ, the three-way
+diff and flip readiness.
 
 The assets are thin: they hand the period's frames to ``billing.reconcile`` and record the result.
 The ``reconciliation`` asset replaces the period's rows in the warehouse in one transaction, keeps
@@ -54,12 +55,16 @@ from fusion_billing_assets.billing.readiness import PeriodSignoff
 from fusion_billing_assets.billing.readiness import flip_readiness as judge_flip_readiness
 from fusion_billing_assets.billing.reconcile import (
     Policy,
+    empty_usage_days,
     reconcile,
+    usage_pairs_that_differ,
 )
+from fusion_billing_assets.billing.reconcile import usage_days_that_differ as compare_usage_days
 from fusion_billing_assets.billing.statuses import unexplained
 from fusion_billing_assets.billing.waivers import WaiverFile, read_waivers
 from fusion_billing_assets.defs.frames import OWNERS, frame_metadata, period_asset, period_metadata
-from fusion_billing_assets.defs.resources import ReconciliationPolicy, Warehouse
+from fusion_billing_assets.defs.odoo import MODELS, request_cost
+from fusion_billing_assets.defs.resources import NexaCloudDatabase, OdooAPI, ReconciliationPolicy, Warehouse
 from fusion_billing_assets.partitions import billing_periods, window_of
 from fusion_billing_assets.reports import (
     ReportAudit,
@@ -71,6 +76,8 @@ from fusion_billing_assets.reports import (
     variance_chart_svg,
     write_period_report,
 )
+from fusion_billing_assets.sources import nexacloud as nexacloud_queries
+from fusion_billing_assets.sources import odoo_frames as odoo_queries
 from fusion_billing_assets.sources.screening import (
     billable,
     mapped_accounts,
@@ -229,6 +236,56 @@ def expected_charges(
 
 @period_asset(
     GROUP,
+    "usage_days_that_differ",
+    key_prefix=KEY_PREFIX,
+    kinds={"sql", "odoo", "pandas"},
+    ins=_ins(
+        nexacloud_usage=("nexacloud", "usage"),
+        odoo_usage=("odoo", "usage"),
+        mapping=(KEY_PREFIX, "account_mapping"),
+    ),
+)
+def usage_days_that_differ(
+    context: AssetExecutionContext,
+    nexacloud: NexaCloudDatabase,
+    odoo: OdooAPI,
+    nexacloud_usage: pd.DataFrame,
+    odoo_usage: pd.DataFrame,
+    mapping: pd.DataFrame,
+) -> Output[pd.DataFrame]:
+    """The local days on which a deployment's metered usage and its subscription's ledger differ:
+    what a usage mismatch's cause names. Both systems are asked per day only for the pairs whose
+    totals over the period disagree, never for everyone (docs/design.md §8)."""
+    window = window_of(context.partition_key)
+    pairs = usage_pairs_that_differ(nexacloud_usage, odoo_usage, mapping)
+    if pairs.empty:
+        # Every pair agrees: nothing to ask either system.
+        days, source, cost = empty_usage_days(), "nexacloud/usage and odoo/usage totals, which agree", {}
+    else:
+        with nexacloud.get_connection() as connection:
+            nexacloud_days = nexacloud_queries.fetch_usage_days(connection, window, pairs["deployment_id"])
+        with odoo.get_client() as client:
+            odoo_days = odoo_queries.fetch_usage_days(client, MODELS, window, pairs["subscription_id"])
+            cost, source = request_cost(client), f"{nexacloud.describe()} and {client.describe()}"
+        days = compare_usage_days(pairs, nexacloud_days, odoo_days)
+    context.log.info(
+        f"usage days that differ {window.key}: {len(pairs)} deployment(s) whose usage totals disagree "
+        f"with their subscription's, on {len(days)} local day(s)"
+    )
+    return Output(
+        days,
+        metadata={
+            **period_metadata(window, source),
+            **frame_metadata(days),
+            "pairs_that_differ": len(pairs),
+            "deployments_that_differ": MetadataValue.json(_ids(pairs["deployment_id"])),
+            **cost,
+        },
+    )
+
+
+@period_asset(
+    GROUP,
     "reconciliation",
     key_prefix=KEY_PREFIX,
     kinds={"pandas", "sql"},
@@ -246,6 +303,7 @@ def expected_charges(
         odoo_invoices=("odoo", "invoices"),
         odoo_invoice_lines=("odoo", "invoice_lines"),
         expected_lines=(KEY_PREFIX, "expected_charges"),
+        usage_days=(KEY_PREFIX, "usage_days_that_differ"),
     ),
 )
 def reconciliation(
@@ -265,6 +323,7 @@ def reconciliation(
     odoo_invoices: pd.DataFrame,
     odoo_invoice_lines: pd.DataFrame,
     expected_lines: pd.DataFrame,
+    usage_days: pd.DataFrame,
 ) -> MaterializeResult:
     """The period's reconciliation, customer by customer: what NexaCloud billed, what Odoo
     computed, what we expect, the one status that explains any difference and its cause. Written
@@ -299,6 +358,7 @@ def reconciliation(
         screened,
         window,
         provisional=provisional,
+        usage_days=usage_days,
         expected_lines=expected_lines,
         expected_invoices=expected_invoices(expected_lines, rounding=rounding),
         more_set_aside=refused_waivers(waiver_file.refused_for(window.period)),
@@ -322,6 +382,7 @@ def reconciliation(
             "odoo/invoices": odoo_invoices,
             "odoo/invoice_lines": odoo_invoice_lines,
             "billing/expected_charges": expected_lines,
+            "billing/usage_days_that_differ": usage_days,
         },
     )
     run = RunRecord(
@@ -701,4 +762,11 @@ asset_checks = [
     unchanged_since_signoff,
 ]
 # Definitions takes checks in its assets too (an AssetChecksDefinition is an AssetsDefinition).
-assets = [account_mapping, expected_charges, reconciliation, flip_readiness, *asset_checks]
+assets = [
+    account_mapping,
+    expected_charges,
+    usage_days_that_differ,
+    reconciliation,
+    flip_readiness,
+    *asset_checks,
+]

@@ -9,6 +9,7 @@ impossible rather than merely unlikely: PostgreSQL sessions start with
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -32,7 +33,6 @@ from sqlalchemy.sql import Select
 from fusion_billing_assets.billing.periods import (
     PeriodWindow,
     as_utc,
-    local_day,
     local_midnight_utc,
     next_period,
 )
@@ -120,7 +120,6 @@ DEPLOYMENT_COLUMNS = {
 }
 USAGE_COLUMNS = {
     "deployment_id": INT,
-    "usage_date": DATE,
     "cpu_milliseconds": INT,
     "records": INT,
     "late_cpu_milliseconds": INT,
@@ -130,6 +129,10 @@ USAGE_COLUMNS = {
     # would be billed twice.
     "keyless_records": INT,
 }
+USAGE_DAY_COLUMNS = {"deployment_id": INT, "usage_date": DATE, "cpu_milliseconds": INT}
+# Deployments per ``IN (...)`` of the per-day query: with the day boundaries' parameters, well
+# below SQLite's oldest limit of 999 bound parameters per statement.
+USAGE_DAYS_CHUNK = 500
 INVOICE_COLUMNS = {
     "invoice_id": INT,
     "customer_id": INT,
@@ -206,24 +209,25 @@ def fetch_deployments(connection: Connection, window: PeriodWindow) -> pd.DataFr
 
 
 def fetch_usage(connection: Connection, window: PeriodWindow) -> pd.DataFrame:
-    """CPU-seconds per deployment per local day of the period, summed by the database.
+    """CPU-seconds per deployment over the period, summed by the database.
 
     Quantities are summed as integer milliseconds (each record rounded to its three decimals
     first), so the totals are exact on SQLite too, whose NUMERIC is a float. Records ingested
-    after the period ended (late usage) are counted apart as well as in the totals.
+    after the period ended (late usage) are counted apart as well as in the totals. One row per
+    deployment, not per local day: the days are read only where the totals disagree with Odoo's
+    (``fetch_usage_days``), a per-day breakdown of every deployment costs the database 3–4 times
+    more (docs/design.md §8).
     """
-    milliseconds = cast(func.round(usage_records.c.quantity * 1000), BigInteger)
+    milliseconds = _milliseconds()
     is_late = usage_records.c.recorded_at > window.end_utc
-    usage_date = _local_day_of(usage_records.c.window_start, window)
     query = (
         select(
             usage_records.c.deployment_id,
-            usage_date.label("usage_date"),
             func.sum(milliseconds).label("cpu_milliseconds"),
             func.count().label("records"),
             func.coalesce(func.sum(case((is_late, milliseconds), else_=0)), 0).label("late_cpu_milliseconds"),
             func.coalesce(func.sum(case((is_late, 1), else_=0)), 0).label("late_records"),
-            # Summing first would hide a negative reading inside its day: count them apart.
+            # Summing first would hide a negative reading inside its total: count them apart.
             func.coalesce(func.sum(case((usage_records.c.quantity < 0, 1), else_=0)), 0).label(
                 "negative_records"
             ),
@@ -231,15 +235,56 @@ def fetch_usage(connection: Connection, window: PeriodWindow) -> pd.DataFrame:
                 "keyless_records"
             ),
         )
-        .where(
-            usage_records.c.metric == "cpu_seconds",
-            usage_records.c.window_start >= window.start_utc,
-            usage_records.c.window_start < window.end_utc,
-        )
-        .group_by(usage_records.c.deployment_id, usage_date)
-        .order_by(usage_records.c.deployment_id, usage_date)
+        .where(*_usage_in_period(window))
+        .group_by(usage_records.c.deployment_id)
+        .order_by(usage_records.c.deployment_id)
     )
     return _frame(connection, query, USAGE_COLUMNS)
+
+
+def fetch_usage_days(
+    connection: Connection,
+    window: PeriodWindow,
+    deployment_ids: Iterable[int],
+    *,
+    chunk_size: int = USAGE_DAYS_CHUNK,
+) -> pd.DataFrame:
+    """CPU-seconds per local day of the period for the given deployments only, summed by the database.
+
+    The same records and milliseconds as ``fetch_usage``, so a deployment's days add up to its
+    total. The deployments go in chunks of bound ``IN (...)`` parameters; none given, no query.
+    """
+    wanted = sorted({int(deployment_id) for deployment_id in deployment_ids})
+    usage_date = _local_day_of(usage_records.c.window_start, window)
+    rows = []
+    for start in range(0, len(wanted), chunk_size):
+        query = (
+            select(
+                usage_records.c.deployment_id,
+                usage_date.label("usage_date"),
+                func.sum(_milliseconds()).label("cpu_milliseconds"),
+            )
+            .where(
+                *_usage_in_period(window),
+                usage_records.c.deployment_id.in_(wanted[start : start + chunk_size]),
+            )
+            .group_by(usage_records.c.deployment_id, usage_date)
+            .order_by(usage_records.c.deployment_id, usage_date)
+        )
+        rows += connection.execute(query).all()
+    return typed_frame(rows, USAGE_DAY_COLUMNS)
+
+
+def _milliseconds():
+    return cast(func.round(usage_records.c.quantity * 1000), BigInteger)
+
+
+def _usage_in_period(window: PeriodWindow) -> tuple:
+    return (
+        usage_records.c.metric == "cpu_seconds",
+        usage_records.c.window_start >= window.start_utc,
+        usage_records.c.window_start < window.end_utc,
+    )
 
 
 def latest_usage_recorded_at(connection: Connection, window: PeriodWindow) -> datetime | None:
@@ -256,16 +301,15 @@ def latest_usage_recorded_at(connection: Connection, window: PeriodWindow) -> da
     return as_utc(moment)
 
 
-def name_negative_usage(usage: pd.DataFrame, negative: pd.DataFrame, window: PeriodWindow) -> pd.DataFrame:
-    """The usage frame with each day that holds a negative reading set aside, naming the record.
+def name_negative_usage(usage: pd.DataFrame, negative: pd.DataFrame) -> pd.DataFrame:
+    """The usage frame with each deployment that holds a negative reading set aside, naming the record.
 
-    ``negative`` is ``fetch_negative_usage``: the offending records themselves, whose day sums in
-    ``usage`` may well be positive.
+    ``negative`` is ``fetch_negative_usage``: the offending records themselves, whose deployment's
+    total in ``usage`` may well be positive.
     """
     named = usage.copy()
     for record in negative.itertuples(index=False):
-        day = local_day(record.window_start.to_pydatetime(), window.timezone)
-        rows = named.index[(named["deployment_id"] == record.deployment_id) & (named["usage_date"] == day)]
+        rows = named.index[named["deployment_id"] == record.deployment_id]
         problem = (
             f"quantity: usage record {record.usage_record_id} (idempotency_key={record.idempotency_key}, "
             f"window_start={record.window_start:%Y-%m-%d %H:%M}Z) has quantity {record.quantity}, "
@@ -286,11 +330,7 @@ def fetch_negative_usage(connection: Connection, window: PeriodWindow, limit: in
             usage_records.c.quantity,
             usage_records.c.idempotency_key,
         )
-        .where(
-            usage_records.c.quantity < 0,
-            usage_records.c.window_start >= window.start_utc,
-            usage_records.c.window_start < window.end_utc,
-        )
+        .where(usage_records.c.quantity < 0, *_usage_in_period(window))
         .order_by(usage_records.c.id)
         .limit(limit)
     )

@@ -71,7 +71,8 @@ SUBSCRIPTION_COLUMNS = {
     "plan_fee_cents": NULLABLE_INT,
     "overage_cents_per_cpu_hour": DECIMAL,
 }
-ODOO_USAGE_COLUMNS = {"subscription_id": INT, "usage_date": DATE, "cpu_milliseconds": INT, "records": INT}
+ODOO_USAGE_COLUMNS = {"subscription_id": INT, "cpu_milliseconds": INT, "records": INT}
+ODOO_USAGE_DAY_COLUMNS = {"subscription_id": INT, "usage_date": DATE, "cpu_milliseconds": INT}
 INVOICE_COLUMNS = {
     "move_id": INT,
     "name": TEXT,
@@ -201,17 +202,70 @@ def fetch_subscriptions(client: OdooClient, models: OdooModels, window: PeriodWi
 
 
 def fetch_usage(client: OdooClient, models: OdooModels, window: PeriodWindow) -> pd.DataFrame:
-    """The module's usage ledger summed by Odoo per subscription per local day of the period."""
-    domain = [
+    """The module's usage ledger summed by Odoo per subscription over the period.
+
+    One group per subscription, not per local day: the days are read only for the subscriptions
+    whose totals disagree with NexaCloud's (``fetch_usage_days``).
+    """
+    groups = _usage_groups(client, models, _usage_domain(models, window), ["subscription_id"], window)
+    rows = [
+        (
+            _many2one_id(group["subscription_id"]),
+            _milliseconds(group["quantity:sum"]),
+            int(group["__count"]),
+        )
+        for group in groups
+    ]
+    frame = typed_frame(rows, ODOO_USAGE_COLUMNS, lenient=True)
+    return frame.sort_values("subscription_id", ignore_index=True)
+
+
+def fetch_usage_days(
+    client: OdooClient,
+    models: OdooModels,
+    window: PeriodWindow,
+    subscription_ids: Iterable[int],
+    *,
+    batch_size: int = BATCH_SIZE,
+) -> pd.DataFrame:
+    """The ledger of the given subscriptions only, summed by Odoo per subscription per local day.
+
+    Subscriptions go in batches of ``subscription_id in [...]``, each batch's groups paged by the
+    client; none given, no call. Day buckets are cut in the billing time zone.
+    """
+    wanted = sorted({int(subscription_id) for subscription_id in subscription_ids})
+    rows = []
+    for batch in _batches(wanted, batch_size):
+        domain = [*_usage_domain(models, window), ["subscription_id", "in", batch]]
+        groups = _usage_groups(client, models, domain, ["subscription_id", "timestamp:day"], window)
+        rows += [
+            (
+                _many2one_id(group["subscription_id"]),
+                _day_of_bucket(group["timestamp:day"], window),
+                _milliseconds(group["quantity:sum"]),
+            )
+            for group in groups
+        ]
+    frame = typed_frame(rows, ODOO_USAGE_DAY_COLUMNS)
+    return frame.sort_values(["subscription_id", "usage_date"], ignore_index=True)
+
+
+def _usage_domain(models: OdooModels, window: PeriodWindow) -> list:
+    return [
         ["metric", "=", models.usage_metric],
         ["timestamp", ">=", _odoo_datetime(window.start_utc)],
         ["timestamp", "<", _odoo_datetime(window.end_utc)],
     ]
+
+
+def _usage_groups(
+    client: OdooClient, models: OdooModels, domain: list, groupby: list[str], window: PeriodWindow
+) -> list[dict[str, Any]]:
     try:
-        groups = client.read_group(
+        return client.read_group(
             models.usage,
             domain,
-            groupby=["subscription_id", "timestamp:day"],
+            groupby=groupby,
             aggregates=["quantity:sum", "__count"],
             # Day buckets are cut in the time zone of the context: the billing time zone.
             context={**client.context, "tz": window.timezone},
@@ -225,17 +279,6 @@ def fetch_usage(client: OdooClient, models: OdooModels, window: PeriodWindow) ->
                 error_name=error.error_name,
             ) from None
         raise
-    rows = [
-        (
-            _many2one_id(group["subscription_id"]),
-            _day_of_bucket(group["timestamp:day"], window),
-            _milliseconds(group["quantity:sum"]),
-            int(group["__count"]),
-        )
-        for group in groups
-    ]
-    frame = typed_frame(rows, ODOO_USAGE_COLUMNS, lenient=True)
-    return frame.sort_values(["subscription_id", "usage_date"], ignore_index=True)
 
 
 def fetch_invoices_and_lines(

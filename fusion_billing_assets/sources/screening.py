@@ -34,13 +34,13 @@ def contract_of(source: str, window: PeriodWindow) -> FrameContract:
         "nexacloud/customers": lambda: contracts.nexacloud_customers(window),
         "nexacloud/plans": contracts.nexacloud_plans,
         "nexacloud/deployments": lambda: contracts.nexacloud_deployments(window),
-        "nexacloud/usage": lambda: contracts.nexacloud_usage(window),
+        "nexacloud/usage": contracts.nexacloud_usage,
         "nexacloud/invoices": lambda: contracts.nexacloud_invoices(window),
         "nexacloud/invoice_lines": contracts.nexacloud_invoice_lines,
         "odoo/account_links": contracts.odoo_account_links,
         "odoo/partners": contracts.odoo_partners,
         "odoo/subscriptions": contracts.odoo_subscriptions,
-        "odoo/usage": lambda: contracts.odoo_usage(window),
+        "odoo/usage": contracts.odoo_usage,
         "odoo/invoices": lambda: contracts.odoo_invoices(window),
         "odoo/invoice_lines": lambda: contracts.odoo_invoice_lines(window),
     }
@@ -208,12 +208,14 @@ def period_inputs(
     window: PeriodWindow,
     *,
     provisional: bool,
+    usage_days: pd.DataFrame,
     expected_lines: pd.DataFrame,
     expected_invoices: pd.DataFrame,
     more_set_aside: pd.DataFrame | None = None,
 ) -> PeriodInputs:
     """The reconciliation's inputs: the usable records, every customer whose id could be read, the
-    set-aside records (with ``more_set_aside``, e.g. refused waiver rows) and the expected gaps."""
+    usage days that differ, the set-aside records (with ``more_set_aside``, e.g. refused waiver
+    rows) and the expected gaps."""
     usable = screened.usable
     set_aside = screened.set_aside
     if more_set_aside is not None and len(more_set_aside):
@@ -230,6 +232,7 @@ def period_inputs(
         partners=usable("odoo/partners"),
         subscriptions=usable("odoo/subscriptions"),
         odoo_usage=usable("odoo/usage"),
+        usage_days=usage_days,
         odoo_invoices=usable("odoo/invoices"),
         odoo_invoice_lines=usable("odoo/invoice_lines"),
         expected_lines=expected_lines,

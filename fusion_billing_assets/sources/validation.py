@@ -211,12 +211,10 @@ def nexacloud_deployments(window: PeriodWindow) -> FrameContract:
     return FrameContract("nexacloud/deployments", schema, ["deployment_id"])
 
 
-def nexacloud_usage(window: PeriodWindow) -> FrameContract:
-    days = window.local_days()
+def nexacloud_usage() -> FrameContract:
     schema = pa.DataFrameSchema(
         {
             **_ids("deployment_id"),
-            "usage_date": pa.Column(object, pa.Check.isin(days, error="usage_date inside the period")),
             "cpu_milliseconds": pa.Column("int64", pa.Check.ge(0, error="quantity >= 0")),
             "records": pa.Column("int64", pa.Check.gt(0)),
             "late_cpu_milliseconds": pa.Column("int64", pa.Check.ge(0, error="quantity >= 0")),
@@ -228,10 +226,10 @@ def nexacloud_usage(window: PeriodWindow) -> FrameContract:
                 "int64", pa.Check.eq(0, error="an idempotency_key on every usage record")
             ),
         },
-        unique=["deployment_id", "usage_date"],
+        unique=["deployment_id"],
         strict=True,
     )
-    return FrameContract("nexacloud/usage", schema, ["deployment_id", "usage_date"])
+    return FrameContract("nexacloud/usage", schema, ["deployment_id"])
 
 
 def nexacloud_invoices(window: PeriodWindow) -> FrameContract:
@@ -339,20 +337,17 @@ def odoo_subscriptions() -> FrameContract:
     return FrameContract("odoo/subscriptions", schema, ["subscription_id"])
 
 
-def odoo_usage(window: PeriodWindow) -> FrameContract:
+def odoo_usage() -> FrameContract:
     schema = pa.DataFrameSchema(
         {
             **_ids("subscription_id"),
-            "usage_date": pa.Column(
-                object, pa.Check.isin(window.local_days(), error="usage_date inside the period")
-            ),
             "cpu_milliseconds": pa.Column("int64", pa.Check.ge(0, error="quantity >= 0")),
             "records": pa.Column("int64", pa.Check.gt(0)),
         },
-        unique=["subscription_id", "usage_date"],
+        unique=["subscription_id"],
         strict=True,
     )
-    return FrameContract("odoo/usage", schema, ["subscription_id", "usage_date"])
+    return FrameContract("odoo/usage", schema, ["subscription_id"])
 
 
 def odoo_invoices(window: PeriodWindow) -> FrameContract:

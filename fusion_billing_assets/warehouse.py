@@ -5,7 +5,9 @@ here. Amounts are integer cents; CPU-seconds keep their three decimals; ``delta_
 component delta are Odoo minus NexaCloud.
 
 Writing a period replaces it: its rows in both tables are deleted and the new ones inserted in
-the caller's transaction, so a reader sees the old period or the new one, never a mix. Reading
+the caller's transaction, so a reader sees the old period or the new one, never a mix. A period
+holds tens of thousands of rows, so they are checked and converted column by column and written in
+bulk: by ``COPY`` on PostgreSQL (psycopg 3), by one ``executemany`` of tuples on SQLite. Reading
 returns frames typed like the source frames (``sources.frames``), whichever database holds them.
 """
 
@@ -15,9 +17,13 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import psycopg
+from psycopg import sql
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -34,6 +40,7 @@ from sqlalchemy import (
     func,
     select,
 )
+from sqlalchemy.exc import DBAPIError
 
 from fusion_billing_assets.billing.money import to_decimal
 from fusion_billing_assets.billing.periods import parse_period
@@ -216,14 +223,13 @@ def replace_period(connection: Connection, period: date, results: pd.DataFrame, 
     two runs of the same period would otherwise each delete what they see and both insert.
     """
     period = parse_period(period)
-    result_rows = _bound_rows(billing_reconciliation, results, period)
-    line_rows = _bound_rows(billing_reconciliation_lines, lines, period)
+    result_columns = _bound_columns(billing_reconciliation, results, period)
+    line_columns = _bound_columns(billing_reconciliation_lines, lines, period)
     lock_period(connection, period)
     for table in (billing_reconciliation_lines, billing_reconciliation):
         connection.execute(table.delete().where(table.c.billing_period == period))
-    for table, rows in ((billing_reconciliation, result_rows), (billing_reconciliation_lines, line_rows)):
-        if rows:
-            connection.execute(table.insert(), rows)
+    _insert(connection, billing_reconciliation, result_columns)
+    _insert(connection, billing_reconciliation_lines, line_columns)
 
 
 @dataclass(frozen=True)
@@ -249,7 +255,7 @@ def record_run(connection: Connection, run: RunRecord, results: pd.DataFrame) ->
     """
     period = parse_period(run.period)
     history = results.assign(run_id=run.run_id, inputs_fingerprint=run.inputs_fingerprint)
-    rows = _bound_rows(billing_reconciliation_history, history, period)
+    columns = _bound_columns(billing_reconciliation_history, history, period)
     variance = int(results["delta_cents"].abs().sum()) if len(results) else 0
     counts = results["status"].value_counts().sort_index().to_dict() if len(results) else {}
     runs, history_table = billing_reconciliation_runs, billing_reconciliation_history
@@ -270,8 +276,7 @@ def record_run(connection: Connection, run: RunRecord, results: pd.DataFrame) ->
             "source_facts": json.dumps(run.source_facts, sort_keys=True),
         },
     )
-    if rows:
-        connection.execute(history_table.insert(), rows)
+    _insert(connection, history_table, columns)
 
 
 def prune_history(connection: Connection, period: date, keep_runs: int) -> int:
@@ -416,7 +421,7 @@ def _read(connection: Connection, table: Table, periods: list[date] | None) -> p
 
 
 def _handling(column: Column) -> tuple[str, Callable[[Any], Any]]:
-    """How ``sources.frames`` holds a column of this type, and how a frame value is bound to it."""
+    """How ``sources.frames`` holds a column of this type, and how one frame value is bound to it."""
     if isinstance(column.type, Integer):
         return (NULLABLE_INT if column.nullable else INT), _whole_number
     if isinstance(column.type, Numeric):
@@ -432,8 +437,15 @@ def _handling(column: Column) -> tuple[str, Callable[[Any], Any]]:
     raise TypeError(f"no frame kind for column {column.name} of type {column.type}")
 
 
-def _bound_rows(table: Table, frame: pd.DataFrame, period: date) -> list[dict[str, Any]]:
-    """Plain Python parameters for an executemany insert, after checking shape and period."""
+def _bound_columns(table: Table, frame: pd.DataFrame, period: date) -> list[list[Any]]:
+    """Each column's values as plain Python (None where missing), after checking shape, values and period.
+
+    A column of the dtype its kind expects (ints, floats, bools, datetimes, Decimals, dates, text)
+    is checked and converted whole; only the values that check refuses, and every value of a
+    column of unexpected content, go through the column's one-value converter (``_handling``), which
+    either converts them or names the problem. Of several problems, the one raised is the first
+    in reading order: the earliest row, in it the leftmost column, the row's period last.
+    """
     expected = [column.name for column in table.columns]
     missing = [name for name in expected if name not in frame.columns]
     extra = [name for name in frame.columns if name not in expected]
@@ -441,37 +453,206 @@ def _bound_rows(table: Table, frame: pd.DataFrame, period: date) -> list[dict[st
         raise ValueError(
             f"{table.name} frame does not match its contract: missing {missing}, unexpected {extra}"
         )
-    converters = {column.name: _handling(column)[1] for column in table.columns}
-    rows = []
-    for label, values in zip(frame.index, frame[expected].itertuples(index=False, name=None), strict=True):
-        row = {}
-        for name, value in zip(expected, values, strict=True):
-            try:
-                row[name] = None if _is_missing(value) else converters[name](value)
-            except (TypeError, ValueError) as error:
-                raise ValueError(f"{table.name} row {label!r}: column {name}: {error}") from None
-        if row["billing_period"] != period:
-            raise ValueError(
-                f"{table.name} row {label!r} (customer_id={row['customer_id']}, "
-                f"partner_id={row['partner_id']}) is for billing period {row['billing_period']}, "
-                f"not {period.isoformat()}"
+    bound: dict[str, list[Any]] = {}
+    problems: list[tuple[int, int, str]] = []
+    for position, column in enumerate(table.columns):
+        kind, converter = _handling(column)
+        series = frame[column.name]
+        present = series.notna().to_numpy(dtype=bool)
+        values, refused = _COLUMN_CONVERTERS[kind](series, present)
+        if refused.any():
+            # Python scalars, as the one-value converters expect and as messages show them.
+            originals, labels = series.tolist(), frame.index.tolist()
+            for row in np.flatnonzero(refused):
+                try:
+                    values[row] = converter(originals[row])
+                except (TypeError, ValueError) as error:
+                    message = f"{table.name} row {labels[row]!r}: column {column.name}: {error}"
+                    problems.append((int(row), position, message))
+                    break
+        bound[column.name] = values.tolist()
+    periods = np.asarray(bound["billing_period"], dtype=object)
+    elsewhere = np.flatnonzero(periods != period)
+    if len(elsewhere):
+        row = int(elsewhere[0])
+        problems.append(
+            (
+                row,
+                len(expected),
+                f"{table.name} row {frame.index.tolist()[row]!r} (customer_id={bound['customer_id'][row]}, "
+                f"partner_id={bound['partner_id'][row]}) is for billing period {periods[row]}, "
+                f"not {period.isoformat()}",
             )
-        rows.append(row)
-    return rows
+        )
+    if problems:
+        raise ValueError(min(problems)[2])
+    return [bound[name] for name in expected]
 
 
-def _is_missing(value: Any) -> bool:
-    """None, NaN, NA and NaT, as pandas leaves them in a frame, all become SQL NULL."""
-    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+# Each converter takes a column and which of its values are present, and returns the values as an
+# object array (None where missing) with the values it refused, left for the one-value converter.
+
+
+def _whole_numbers(series: pd.Series, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if pd.api.types.is_bool_dtype(series.dtype):
+        return _nothing(series), present
+    if pd.api.types.is_integer_dtype(series.dtype):
+        return _objects(series, present), _none_refused(series)
+    if pd.api.types.is_float_dtype(series.dtype):
+        # A column of ints with a missing value becomes floats in pandas; 12.0 is still 12 cents.
+        numbers = series.to_numpy(dtype=float, na_value=np.nan)
+        whole = np.isfinite(numbers) & (numbers == np.trunc(numbers)) & (np.abs(numbers) < 2.0**63)
+        values = _nothing(series)
+        values[whole] = numbers[whole].astype(np.int64).astype(object)
+        return values, present & ~whole
+    if pd.api.types.infer_dtype(series, skipna=True) in ("integer", "empty"):
+        try:
+            # NumPy integers among Python ones become Python ones.
+            return _objects(series.astype("Int64"), present), _none_refused(series)
+        except (OverflowError, TypeError, ValueError):
+            pass  # an int beyond 64 bits: converted on its own below, for the database to refuse
+    return _nothing(series), present
+
+
+def _numbers(series: pd.Series, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact numbers: Decimals as they are, ints, and floats, whose text is their shortest repr."""
+    if pd.api.types.is_bool_dtype(series.dtype):
+        return _nothing(series), present
+    if pd.api.types.is_integer_dtype(series.dtype) or pd.api.types.is_float_dtype(series.dtype):
+        finite = np.isfinite(series.to_numpy(dtype=float, na_value=np.nan))
+        return _objects(series, present), present & ~finite
+    if pd.api.types.infer_dtype(series, skipna=True) in ("decimal", "empty"):
+        # NaN is already missing; the infinities are what is left to refuse.
+        infinite = series.isin([Decimal("Infinity"), Decimal("-Infinity")]).to_numpy(dtype=bool)
+        return _objects(series, present), infinite
+    return _nothing(series), present
+
+
+def _booleans(series: pd.Series, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if pd.api.types.is_bool_dtype(series.dtype):
+        return _objects(series, present), _none_refused(series)
+    return _nothing(series), present
+
+
+def _utc_datetimes(series: pd.Series, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return _per_distinct_value(series, _utc_datetime)
+
+
+def _dates(series: pd.Series, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return _per_distinct_value(series, as_date)
+
+
+def _per_distinct_value(series: pd.Series, converter: Callable[[Any], Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The one-value converter applied once per distinct value, and the values it refused.
+
+    For dates and times: a period's rows share their period and their reconciliation time.
+    """
+    try:
+        codes, uniques = pd.factorize(series)
+    except TypeError:  # unhashable values: each goes through the converter on its own
+        return _nothing(series), series.notna().to_numpy(dtype=bool)
+    # One more slot, left None and not refused, for the code of a missing value (-1).
+    converted = np.full(len(uniques) + 1, None, dtype=object)
+    refused = np.zeros(len(uniques) + 1, dtype=bool)
+    for index, value in enumerate(uniques):
+        try:
+            converted[index] = converter(value)
+        except (TypeError, ValueError):
+            refused[index] = True
+    return converted[codes], refused[codes]
+
+
+def _texts(series: pd.Series, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty"):
+        return _objects(series, present), _none_refused(series)
+    return _nothing(series), present
+
+
+def _objects(series: pd.Series, present: np.ndarray) -> np.ndarray:
+    """The values as Python objects (NumPy's ints, floats and bools become Python's), None where missing."""
+    values = series.to_numpy(dtype=object, copy=True)
+    values[~present] = None
+    return values
+
+
+def _nothing(series: pd.Series) -> np.ndarray:
+    return np.full(len(series), None, dtype=object)
+
+
+def _none_refused(series: pd.Series) -> np.ndarray:
+    return np.zeros(len(series), dtype=bool)
+
+
+_COLUMN_CONVERTERS: dict[str, Callable[[pd.Series, np.ndarray], tuple[np.ndarray, np.ndarray]]] = {
+    INT: _whole_numbers,
+    NULLABLE_INT: _whole_numbers,
+    DECIMAL: _numbers,
+    BOOL: _booleans,
+    UTC_TIMESTAMP: _utc_datetimes,
+    DATE: _dates,
+    TEXT: _texts,
+}
+
+
+def _insert(connection: Connection, table: Table, columns: list[list[Any]]) -> None:
+    """Insert the bound columns' rows into the table, in the caller's transaction."""
+    if not columns[0]:
+        return
+    if connection.dialect.name == "postgresql":
+        _copy(connection, table, columns)
+        return
+    # Plain DB-API values, as SQLAlchemy would bind them (SQLite: dates and times as text, Decimals
+    # as floats), so that the rows read back as they do when SQLAlchemy writes them.
+    dialect = connection.dialect
+    insert = table.insert().compile(dialect=dialect)
+    by_name = dict(zip((column.name for column in table.columns), columns, strict=True))
+    stored = []
+    for name in insert.positiontup:
+        values = by_name[name]
+        process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            # Once per distinct value: a period's rows share their period and reconciliation time.
+            codes, uniques = pd.factorize(np.asarray(values, dtype=object))
+            processed = np.fromiter(map(process, uniques), dtype=object, count=len(uniques))
+            values = np.append(processed, None)[codes].tolist()
+        stored.append(values)
+    statement = str(insert)
+    connection.exec_driver_sql(statement, list(zip(*stored, strict=True)))
+
+
+def _copy(connection: Connection, table: Table, columns: list[list[Any]]) -> None:
+    """Stream the rows with ``COPY … FROM STDIN`` through psycopg, in the caller's transaction.
+
+    The psycopg cursor is the SQLAlchemy connection's own, so the COPY is part of the transaction
+    that took the period's lock and deleted its rows: if it fails, rolling back restores them. Its
+    errors are raised as SQLAlchemy's (an ``IntegrityError`` for a NOT NULL column left empty …),
+    like every other statement's.
+    """
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table.name),
+        sql.SQL(", ").join(sql.Identifier(column.name) for column in table.columns),
+    )
+    driver = connection.connection.driver_connection
+    try:
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in zip(*columns, strict=True):
+                copy.write_row(row)
+    except psycopg.Error as error:
+        raise DBAPIError.instance(
+            statement.as_string(driver), None, error, psycopg.Error, dialect=connection.dialect
+        ) from error
 
 
 def _whole_number(value: Any) -> int:
-    # A column of ints with a missing value becomes floats in pandas; 12.0 is still 12 cents.
     if isinstance(value, float) and not value.is_integer():
         raise ValueError(f"{value!r} is not a whole number")
     if isinstance(value, bool):
         raise TypeError(f"{value!r} is a boolean, not a number")
-    return int(value)
+    number = int(value)
+    # int() truncates a Decimal: 12.5 cents is refused, not stored as 12.
+    if isinstance(value, Decimal) and number != value:
+        raise ValueError(f"{value!r} is not a whole number")
+    return number
 
 
 def _utc_datetime(value: Any) -> datetime:

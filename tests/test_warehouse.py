@@ -9,19 +9,25 @@ import threading
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, literal_column, select
 from sqlalchemy.exc import IntegrityError
 
 from fusion_billing_assets.warehouse import (
     LINE_COLUMNS,
     RESULT_COLUMNS,
+    RunRecord,
+    billing_reconciliation,
+    billing_reconciliation_lines,
     ensure_tables,
     read_period,
     read_results,
+    read_run_results,
+    record_run,
     replace_period,
 )
 
@@ -315,5 +321,281 @@ def test_two_writers_of_one_period_on_postgres_take_turns(postgres_database_url)
         results, lines = read(engine, OCTOBER)
         assert results["customer_id"].tolist() == [5, 6]
         assert lines["customer_id"].tolist() == [5, 6]
+    finally:
+        engine.dispose()
+
+
+# --- bulk writes: COPY on PostgreSQL, one executemany of tuples on SQLite ---------------------
+
+TORONTO = ZoneInfo("America/Toronto")
+INT64_MAX, INT64_MIN = 2**63 - 1, -(2**63)
+# What COPY's text format and SQL quoting make special, and text that merely looks special.
+AWKWARD_TEXTS = [
+    "tab\there\tand there",
+    "new\nline, carriage\r\nreturn, lone\rreturn",
+    "back\\slash, \\N, \\t, \\\\, trailing\\",
+    "\\.",
+    "quotes ' \" `'; DROP TABLE billing_reconciliation; --",
+    "unicode: é ß Ω 東京 🧾 \u200b\u00a0 עברית",
+    "",
+    "NULL",
+    "\\N",
+    " leading and trailing spaces ",
+]
+
+
+def awkward_frames() -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]], list[dict[str, Any]]]:
+    """Results and lines full of awkward values, and the same rows as the plain Python an insert binds."""
+    result_rows, line_rows = [], []
+    for index, text in enumerate(AWKWARD_TEXTS):
+        customer = None if index == 3 else 1 + index
+        result_rows.append(
+            result_row(
+                customer,
+                partner_id=None if index in (1, 5) else 7_000_000_000 + index,
+                customer_name=text if index != 2 else None,
+                status=f"status {index}",
+                cause=f"{text}\n{AWKWARD_TEXTS[-1 - index]}",
+                nexacloud_currency=None if index % 2 else "CAD",
+                nexacloud_total_cents=[INT64_MAX, INT64_MIN, 0, -1][index % 4],
+                odoo_total_cents=9_007_199_254_740_993 * (1 if index % 2 else -1),
+                expected_subtotal_cents=None if index % 3 == 0 else 10_000 + index,
+                expected_total_cents=None,
+                nexacloud_cpu_seconds=[Decimal("0.001"), Decimal("-12345.678"), Decimal("999999999999.999")][
+                    index % 3
+                ],
+                odoo_cpu_seconds=Decimal(index),
+                waiver_reason=text if index % 2 else None,
+                waiver_approver="NULL" if index == 0 else text,
+                provisional=bool(index % 2),
+                # Microseconds, and a wall clock in Toronto across the DST change: stored as UTC.
+                reconciled_at=datetime(
+                    2026, 11, 1, 1, 30, 0, 123_456 + index, tzinfo=TORONTO, fold=index % 2
+                ),
+            )
+        )
+        line_rows.append(
+            line_row(
+                customer,
+                None if index == 4 else 900 + index,
+                plan_code=text,
+                active_days=None if index % 2 else index,
+                nexacloud_plan_price_cents=None if index == 0 else 10_000 * index,
+                odoo_plan_price_cents=INT64_MAX - index,
+                nexacloud_overage_rate=None if index == 1 else Decimal("0.0001") * index,
+                odoo_overage_rate=Decimal("-99999999.9999"),
+                note=text if index != 6 else None,
+            )
+        )
+    results, lines = results_frame(result_rows), lines_frame(line_rows)
+    # As reconcile() hands them over: nullable ids and amounts as Int64, the run's time as datetime64.
+    for frame, rows in ((results, result_rows), (lines, line_rows)):
+        for column in frame.columns[frame.dtypes == "float64"]:
+            frame[column] = pd.array([row[column] for row in rows], dtype="Int64")
+    results["reconciled_at"] = pd.to_datetime(results["reconciled_at"], utc=True)
+    # What SQLAlchemy's own insert was given before: plain Python values, times converted to UTC.
+    bound_results = [{**row, "reconciled_at": row["reconciled_at"].astimezone(UTC)} for row in result_rows]
+    return results, lines, bound_results, line_rows
+
+
+def stored_rows(connection, table, period: date) -> list[tuple]:
+    """The rows exactly as the database driver hands them out, without the period column."""
+    columns = [column for column in table.columns if column.name != "billing_period"]
+    statement = (
+        select(*(literal_column(column.name) for column in columns))
+        .select_from(table)
+        .where(table.c.billing_period == period)
+        .order_by(literal_column("customer_id"), literal_column("partner_id"))
+    )
+    if table is billing_reconciliation_lines:
+        statement = statement.order_by(literal_column("deployment_id"))
+    return [tuple(row) for row in connection.execute(statement)]
+
+
+def test_awkward_values_read_back_as_written(warehouse_engine):
+    results, lines, _, _ = awkward_frames()
+    run = RunRecord(
+        run_id="run\twith\\awkward\nid",
+        period=OCTOBER,
+        reconciled_at=RECONCILED_AT,
+        provisional=False,
+        input_fingerprints={},
+        inputs_fingerprint="fingerprint",
+    )
+    with warehouse_engine.begin() as connection:
+        replace_period(connection, OCTOBER, results, lines)
+        record_run(connection, run, results)
+
+    stored_results, stored_lines = read(warehouse_engine, OCTOBER)
+    with warehouse_engine.connect() as connection:
+        history = read_run_results(connection, run.run_id)
+        every_period = read_results(connection)
+
+    in_read_order = ["customer_id", "partner_id"]
+    expected_results = results.sort_values(in_read_order, na_position="last", ignore_index=True)
+    expected_lines = lines.sort_values(
+        [*in_read_order, "deployment_id"], na_position="last", ignore_index=True
+    )
+    pd.testing.assert_frame_equal(stored_results, expected_results.astype(stored_results.dtypes.to_dict()))
+    pd.testing.assert_frame_equal(stored_lines, expected_lines.astype(stored_lines.dtypes.to_dict()))
+    pd.testing.assert_frame_equal(history, stored_results)
+    pd.testing.assert_frame_equal(every_period, stored_results)
+    assert stored_results["customer_name"].tolist().count("") == 1  # empty text is not NULL …
+    assert stored_results["customer_name"].isna().sum() == 1  # … and NULL is not text
+    assert set(AWKWARD_TEXTS) <= set(stored_lines["plan_code"])
+    assert stored_results["nexacloud_total_cents"].dtype == "int64"
+    assert {INT64_MAX, INT64_MIN} <= set(stored_results["nexacloud_total_cents"])
+    assert stored_results["odoo_total_cents"].abs().max() == 2**53 + 1  # beyond a float's exact integers
+    assert stored_lines["odoo_plan_price_cents"].max() == INT64_MAX
+    assert str(stored_results["reconciled_at"].dt.tz) == "UTC"
+    assert stored_results["reconciled_at"].dt.microsecond.min() == 123_456
+
+
+def test_a_bulk_write_stores_what_sqlalchemys_own_insert_stores(warehouse_engine):
+    results, lines, bound_results, bound_lines = awkward_frames()
+    with warehouse_engine.begin() as connection:
+        replace_period(connection, OCTOBER, results, lines)
+        # The reference: the same rows in another period, through a Core insert of plain values.
+        for table, rows in (
+            (billing_reconciliation, bound_results),
+            (billing_reconciliation_lines, bound_lines),
+        ):
+            connection.execute(table.insert(), [{**row, "billing_period": SEPTEMBER} for row in rows])
+
+    with warehouse_engine.connect() as connection:
+        for table in (billing_reconciliation, billing_reconciliation_lines):
+            bulk, reference = (
+                stored_rows(connection, table, OCTOBER),
+                stored_rows(connection, table, SEPTEMBER),
+            )
+            assert len(bulk) == len(AWKWARD_TEXTS)
+            assert bulk == reference, table.name
+    october, september = read(warehouse_engine, OCTOBER), read(warehouse_engine, SEPTEMBER)
+    for bulk, reference in zip(october, september, strict=True):
+        pd.testing.assert_frame_equal(
+            bulk.drop(columns="billing_period"), reference.drop(columns="billing_period")
+        )
+
+
+def test_the_same_values_in_other_dtypes_are_stored_alike(warehouse_engine):
+    canonical, lines = period_rows(OCTOBER, range(1, 4))
+    canonical["partner_id"] = pd.array([1001, None, 1003], dtype="Int64")
+    canonical["reconciled_at"] = pd.to_datetime([RECONCILED_AT] * 3, utc=True)
+    variant = canonical.copy()
+    variant["partner_id"] = [1001.0, np.nan, 1003.0]
+    variant["customer_id"] = pd.Series([np.int64(1), 2, np.int32(3)], dtype=object)
+    variant["delta_cents"] = np.array([0, 0, 0], dtype="uint16")
+    variant["customer_name"] = variant["customer_name"].astype("string")
+    variant["odoo_cpu_seconds"] = [3600, 3600.0, Decimal("3600.000")]
+    variant["provisional"] = pd.array([False, False, False], dtype="boolean")
+    variant["billing_period"] = [pd.Timestamp(OCTOBER), datetime(2026, 10, 1, 0, 0), "2026-10-01"]
+    # Naive times are taken as UTC; aware ones are converted to it.
+    variant["reconciled_at"] = [
+        RECONCILED_AT.replace(tzinfo=None),
+        RECONCILED_AT.astimezone(TORONTO),
+        pd.Timestamp(RECONCILED_AT).tz_convert("Asia/Kolkata"),
+    ]
+
+    write(warehouse_engine, OCTOBER, canonical, lines)
+    expected = read(warehouse_engine, OCTOBER)
+    write(warehouse_engine, OCTOBER, variant, lines)
+    stored = read(warehouse_engine, OCTOBER)
+
+    for before, after in zip(expected, stored, strict=True):
+        pd.testing.assert_frame_equal(after, before)
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "message"),
+    [
+        ("delta_cents", [0, 12.5, 0], r"row 1: column delta_cents: 12.5 is not a whole number"),
+        ("delta_cents", [0, 0, float("inf")], r"row 2: column delta_cents: inf is not a whole number"),
+        ("delta_cents", [True, False, True], r"row 0: column delta_cents: True is a boolean, not a number"),
+        (
+            "delta_cents",
+            [Decimal(0), Decimal("12.5"), Decimal(0)],
+            r"row 1: column delta_cents: Decimal\('12.5'\) is not a whole number",
+        ),
+        ("partner_id", [1, "two", 3], r"row 1: column partner_id: invalid literal for int\(\)"),
+        (
+            "odoo_cpu_seconds",
+            [Decimal(1), Decimal("-Infinity"), Decimal(1)],
+            r"row 1: column odoo_cpu_seconds: a money amount must be finite, got Decimal\('-Infinity'\)",
+        ),
+        (
+            "odoo_cpu_seconds",
+            [1.5, 2.0, float("inf")],
+            r"row 2: .* must be finite, got inf",
+        ),
+        ("odoo_cpu_seconds", [True, True, True], r"row 0: .* cannot be a boolean, got True"),
+        ("reconciled_at", [RECONCILED_AT, "the day after", RECONCILED_AT], r"row 1: column reconciled_at: "),
+        (
+            "billing_period",
+            [OCTOBER, OCTOBER, "1 October"],
+            r"row 2: column billing_period: Invalid isoformat",
+        ),
+    ],
+)
+def test_a_value_its_column_cannot_hold_is_refused_naming_the_row_and_the_column(
+    tmp_path, column, values, message
+):
+    engine = create_engine(f"sqlite:///{tmp_path / 'warehouse.sqlite'}")
+    with engine.begin() as connection:
+        ensure_tables(connection)
+    results, lines = period_rows(OCTOBER, range(1, 4))
+    results[column] = values
+
+    with pytest.raises(ValueError, match=rf"^billing_reconciliation {message}"):
+        write(engine, OCTOBER, results, lines)
+    assert read(engine, OCTOBER)[0].empty
+    engine.dispose()
+
+
+def test_of_several_problems_the_first_in_reading_order_is_named(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path / 'warehouse.sqlite'}")
+    with engine.begin() as connection:
+        ensure_tables(connection)
+    results, lines = period_rows(OCTOBER, range(1, 5))
+    results.index = [10, 11, 12, 13]
+    results["tax_delta_cents"] = [0, 0, 0.5, 0.5]
+    results["delta_cents"] = [0, 0, 0, 1.5]
+    results.loc[11, "billing_period"] = SEPTEMBER
+
+    with pytest.raises(
+        ValueError, match=r"row 11 \(customer_id=2, partner_id=1002\) is for billing period 2026-09"
+    ):
+        write(engine, OCTOBER, results, lines)
+    results.loc[11, "billing_period"] = OCTOBER
+    with pytest.raises(ValueError, match=r"row 12: column tax_delta_cents: 0.5 is not"):
+        write(engine, OCTOBER, results, lines)
+    results["nexacloud_tax_cents"] = results["nexacloud_tax_cents"].astype(object)
+    results.loc[12, "nexacloud_tax_cents"] = "x"  # left of tax_delta_cents in the same row
+    with pytest.raises(ValueError, match=r"row 12: column nexacloud_tax_cents: "):
+        write(engine, OCTOBER, results, lines)
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_the_copy_belongs_to_the_callers_transaction(postgres_database_url):
+    engine = create_engine(postgres_database_url)
+    with engine.begin() as connection:
+        ensure_tables(connection)
+    write(engine, OCTOBER, *period_rows(OCTOBER, range(1, 3)))
+    try:
+        with engine.connect() as connection:
+            replace_period(connection, OCTOBER, *period_rows(OCTOBER, range(5, 9)))
+            assert len(read_period(connection, OCTOBER)[0]) == 4  # its own rows, seen inside …
+            assert read(engine, OCTOBER)[0]["customer_id"].tolist() == [1, 2]  # … and nowhere else
+            connection.rollback()
+        assert read(engine, OCTOBER)[0]["customer_id"].tolist() == [1, 2]
+
+        results, lines = period_rows(OCTOBER, range(5, 9))
+        lines.loc[3, "expected_tax_cents"] = None
+        with pytest.raises(IntegrityError) as refused, engine.begin() as connection:
+            replace_period(connection, OCTOBER, results, lines)
+        # Raised as any other statement's error: by SQLAlchemy, naming the statement.
+        assert refused.value.statement.startswith('COPY "billing_reconciliation_lines"')
+        assert "expected_tax_cents" in str(refused.value.orig)
+        assert read(engine, OCTOBER)[0]["customer_id"].tolist() == [1, 2]
     finally:
         engine.dispose()

@@ -61,8 +61,19 @@ class GeneratedSandbox:
     manifest: dict[str, Any]
 
     @property
-    def odoo_json(self) -> Path:
-        return self.out / "odoo.json"
+    def odoo_store(self) -> Path:
+        return self.out / "odoo.sqlite"
+
+    @property
+    def odoo_url(self) -> str:
+        """The Odoo test double's store (a SQLite file): what the sandbox's Odoo resource serves."""
+        return f"sqlite:///{self.odoo_store}"
+
+    def odoo_models(self) -> dict[str, list[dict[str, Any]]]:
+        """Every Odoo record of the store, per model, in the storage format of ``odoo_models``."""
+        from fusion_billing_assets.sandbox.odoo_store import dump_models
+
+        return dump_models(self.odoo_url)
 
     @property
     def closed_periods(self) -> list[str]:

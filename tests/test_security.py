@@ -493,8 +493,7 @@ def test_a_sandbox_period_reconciled_alerted_and_failed_leaks_no_secret(
     }
     home, reports = tmp_path / "home", tmp_path / "reports"
     home.mkdir()
-    document = json.loads(small_sandbox_on_postgres.odoo_json.read_text())
-    odoo = OdooStandIn(document["models"], api_key=secrets["Odoo API key"])
+    odoo = OdooStandIn.from_store(small_sandbox_on_postgres.odoo_url, api_key=secrets["Odoo API key"])
     period = max(small_sandbox_on_postgres.closed_periods)
 
     with serving(odoo) as odoo_url:

@@ -3,7 +3,8 @@
 With neither ``NEXACLOUD_DATABASE_URL`` nor ``ODOO_URL`` set, ``definitions`` wires these instead
 of the production ones. NexaCloud is the sandbox's SQLite file, opened read-only like any other;
 Odoo is the production ``OdooAPI`` whose requests go through ``httpx.WSGITransport`` to the test
-double in this process: the same client code path from request to parsed frame, minus the network.
+double in this process, answering from its SQL store (``odoo.sqlite``): the same client code path
+from request to parsed frame, minus the network.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import httpx
 from dagster import ConfigurableResource
 from pydantic import Field
+from sqlalchemy.engine import make_url
 
 from fusion_billing_assets.defs.resources import (
     NexaCloudDatabase,
@@ -48,7 +50,11 @@ class SandboxPaths:
 
     @property
     def odoo(self) -> Path:
-        return self.root / "odoo.json"
+        return self.root / "odoo.sqlite"
+
+    @property
+    def odoo_url(self) -> str:
+        return f"sqlite:///{self.odoo}"
 
     @property
     def manifest(self) -> Path:
@@ -64,30 +70,29 @@ class SandboxPaths:
 
 
 class SandboxOdooAPI(OdooAPI):
-    """``OdooAPI`` answered by the Odoo test double serving a generated ``odoo.json`` in-process."""
+    """``OdooAPI`` answered in-process by the Odoo test double serving a generated store."""
 
-    data_file: str = Field(description="The sandbox's odoo.json, the records the test double serves.")
+    store_url: str = Field(description="SQLAlchemy URL of the store whose records the test double serves.")
 
     def transport(self) -> httpx.BaseTransport:
-        data = Path(self.data_file)
-        if not data.is_file():
+        url = make_url(self.store_url)
+        if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
             raise SandboxNotGenerated(
-                f"the sandbox's Odoo data {data} does not exist; generate the sandbox first "
+                f"the sandbox's Odoo store {url.database} does not exist; generate the sandbox first "
                 "(python -m fusion_billing_assets.sandbox generate, or the README's main command)."
             )
-        # Loading the records costs seconds at large scales: keep one test double per file version.
-        return httpx.WSGITransport(app=_load_standin(str(data), data.stat().st_mtime_ns))
+        return httpx.WSGITransport(app=_standin(self.store_url))
 
 
-def sandbox_odoo(data_file: Path | str, protocol: str = OdooProtocol.JSON2.value) -> SandboxOdooAPI:
-    """The Odoo resource for a generated sandbox's ``odoo.json``, over either protocol."""
+def sandbox_odoo(store_url: str, protocol: str = OdooProtocol.JSON2.value) -> SandboxOdooAPI:
+    """The Odoo resource for a generated sandbox's store, over either protocol."""
     return SandboxOdooAPI(
         url=SANDBOX_ODOO_URL,
         database=SANDBOX_DATABASE,
         api_key=SANDBOX_API_KEY,
         login=SANDBOX_LOGIN,
         protocol=protocol,
-        data_file=str(data_file),
+        store_url=store_url,
     )
 
 
@@ -100,14 +105,15 @@ def sandbox_resources(settings: Settings) -> dict[str, ConfigurableResource]:
             settings, default_tolerance_cents=TOLERANCE_CENTS, default_waivers_file=paths.waivers
         ),
         "nexacloud": NexaCloudDatabase(url=paths.nexacloud_url),
-        "odoo": sandbox_odoo(paths.odoo),
+        "odoo": sandbox_odoo(paths.odoo_url),
         "warehouse": warehouse_for(settings),
         "alert_channel": alert_channel_for(settings),
     }
 
 
-@functools.lru_cache(maxsize=2)
-def _load_standin(path: str, modified_ns: int):
+@functools.lru_cache(maxsize=4)
+def _standin(store_url: str):
+    # One test double (and its connection pool) per store for the life of the process.
     from fusion_billing_assets.sandbox.odoo_standin import OdooStandIn
 
-    return OdooStandIn.from_file(path)
+    return OdooStandIn.from_store(store_url)

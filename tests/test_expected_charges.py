@@ -11,7 +11,6 @@ billed no credit or adjustment, and Odoo's globally rounded invoice where Odoo r
 from __future__ import annotations
 
 import functools
-import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -736,7 +735,7 @@ def test_odoos_globally_rounded_invoice_equals_the_expected_invoice_rounded_glob
     sandbox, sandbox_periods
 ):
     (case,) = [row for row in sandbox.manifest["differences"] if row["status"] == "rounding_difference"]
-    models = json.loads(sandbox.odoo_json.read_text())["models"]
+    models = sandbox.odoo_models()
     # Odoo's invoice of the period: its lines carry the period as their deferred start.
     moves_of_period = {
         line["move_id"]

@@ -9,14 +9,13 @@ broken as a whole (a required column missing) stops its asset, naming the source
 The domain tests break one record of the hand-worked ``World`` of ``tests/test_reconcile`` as a
 source would hand it over (rows typed leniently, then validated), and push the frames through the
 assets' wiring: ``screen_period`` → ``account_mapping`` → expected charges → ``reconcile``. The
-end-to-end tests break a copy of the small sandbox (its NexaCloud SQLite file, its ``odoo.json``,
+end-to-end tests break a copy of the small sandbox (its NexaCloud SQLite file, its Odoo store,
 its waiver file) and run the real job, comparing with a clean run of the same copy.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import closing
@@ -42,6 +41,7 @@ from fusion_billing_assets.billing.reconcile import (
 from fusion_billing_assets.billing.waivers import Waiver, read_waivers
 from fusion_billing_assets.defs import nexacloud as nexacloud_assets
 from fusion_billing_assets.defs.resources import NexaCloudDatabase
+from fusion_billing_assets.sandbox.odoo_store import replace_records
 from fusion_billing_assets.sources import nexacloud, odoo_frames
 from fusion_billing_assets.sources.frames import typed_frame
 from fusion_billing_assets.sources.screening import (
@@ -642,10 +642,10 @@ def test_odoo_records_broken_in_odoo_set_aside_only_their_customers(
     named: dict[int, list[str]] = {}
 
     def break_odoo(sandbox: GeneratedSandbox) -> None:
-        data = json.loads(sandbox.odoo_json.read_text())
-        models = data["models"]
+        models = sandbox.odoo_models()
         orders = {order["id"]: order for order in models["sale.order"]}
-        orders[subscription_of[without_partner]]["partner_id"] = None  # reads as false
+        broken_order = orders[subscription_of[without_partner]]
+        broken_order["partner_id"] = None  # reads as false
 
         def line_in_period(customer_id: int) -> dict:
             return min(
@@ -664,7 +664,9 @@ def test_odoo_records_broken_in_odoo_set_aside_only_their_customers(
         move = next(move for move in models["account.move"] if move["id"] == header_move)
         move["amount_untaxed"] = round(move["amount_untaxed"] + 1.0, 2)
         move["amount_total"] = round(move["amount_total"] + 1.0, 2)
-        sandbox.odoo_json.write_text(json.dumps(data))
+        replace_records(sandbox.odoo_url, "sale.order", [broken_order])
+        replace_records(sandbox.odoo_url, "account.move.line", [no_product])
+        replace_records(sandbox.odoo_url, "account.move", [move])
         named[without_partner] = [
             f"odoo/subscriptions subscription_id={subscription_of[without_partner]}: partner_id: missing"
         ]

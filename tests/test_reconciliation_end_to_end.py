@@ -37,8 +37,9 @@ from dagster import (
     DagsterInstance,
     ExecuteInProcessResult,
 )
-from sqlalchemy import Connection, Delete, Insert, create_engine
+from sqlalchemy import Connection, Delete, create_engine
 
+from fusion_billing_assets import warehouse as warehouse_module
 from fusion_billing_assets.billing.money import format_cents
 from fusion_billing_assets.billing.statuses import STATUSES
 from fusion_billing_assets.definitions import (
@@ -637,23 +638,31 @@ class WarehouseWriteFailed(RuntimeError):
 
 
 class FailingAtTheSecondInsert:
-    """A warehouse connection that fails the second insert of a write, after the deletes and the
-    first insert went through: the period is half-written when the error leaves ``replace_period``."""
+    """A warehouse connection whose write fails at its second bulk insert, after the deletes and the
+    first insert went through: the period is half-written when the error leaves ``replace_period``.
 
-    def __init__(self, connection):
+    Deletes are statements on the connection; the rows go in through ``warehouse._insert`` (COPY
+    on PostgreSQL), which ``insert`` stands in for.
+    """
+
+    def __init__(self, connection, real_insert):
         self._connection = connection
+        self._real_insert = real_insert
         self.executed: list[tuple[str, str]] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._connection, name)
 
     def execute(self, statement, *args, **kwargs):
-        if isinstance(statement, Insert | Delete):
-            kind = "insert" if isinstance(statement, Insert) else "delete"
-            if kind == "insert" and [done for done, _ in self.executed].count("insert") == 1:
-                raise WarehouseWriteFailed(f"injected failure before inserting into {statement.table.name}")
-            self.executed.append((kind, statement.table.name))
+        if isinstance(statement, Delete):
+            self.executed.append(("delete", statement.table.name))
         return self._connection.execute(statement, *args, **kwargs)
+
+    def insert(self, connection, table, columns) -> None:
+        if [done for done, _ in self.executed].count("insert") == 1:
+            raise WarehouseWriteFailed(f"injected failure before inserting into {table.name}")
+        self.executed.append(("insert", table.name))
+        self._real_insert(connection, table, columns)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -670,9 +679,11 @@ def test_a_failure_in_the_middle_of_the_write_leaves_the_periods_previous_rows_i
     assert not before.empty and not before_lines.empty
 
     connections: list[FailingAtTheSecondInsert] = []
+    real_insert = warehouse_module._insert
 
     def replace_period_failing_midway(connection, *args, **kwargs):
-        connections.append(FailingAtTheSecondInsert(connection))
+        connections.append(FailingAtTheSecondInsert(connection, real_insert))
+        monkeypatch.setattr(warehouse_module, "_insert", connections[-1].insert)
         replace_period(connections[-1], *args, **kwargs)
 
     # The asset looks replace_period up in its own module.

@@ -12,7 +12,6 @@ reads cost and never holds a secret.
 
 from __future__ import annotations
 
-import json
 import shutil
 import sqlite3
 from collections import defaultdict
@@ -62,7 +61,7 @@ USAGE_STEP = "nexacloud__usage"
 
 
 def odoo_api(sandbox: GeneratedSandbox, protocol: str) -> OdooAPI:
-    return sandbox_odoo(sandbox.odoo_json, protocol)
+    return sandbox_odoo(sandbox.odoo_url, protocol)
 
 
 def materialized(result: ExecuteInProcessResult) -> dict[AssetKey, dict]:
@@ -265,7 +264,7 @@ def test_nexacloud_invoice_totals_equal_the_period_non_void_invoices_read_direct
 
 
 def odoo_records(sandbox: GeneratedSandbox) -> dict[str, list[dict]]:
-    return json.loads(sandbox.odoo_json.read_text())["models"]
+    return sandbox.odoo_models()
 
 
 def cents(amount: float) -> int:
@@ -602,7 +601,7 @@ def test_a_refused_odoo_key_fails_in_the_clients_own_words_not_dagsters(small_sa
         database=SANDBOX_DATABASE,
         api_key="not-the-key",
         login=SANDBOX_LOGIN,
-        data_file=str(small_sandbox.odoo_json),
+        store_url=small_sandbox.odoo_url,
     )
     result = materialize(
         odoo.assets,

@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import date, timedelta
-from functools import partial
+from functools import lru_cache, partial
 from http import HTTPStatus
 from os import PathLike
 from pathlib import Path
@@ -460,14 +460,7 @@ class _GroupBy:
         return bool(value) if self.field.type == "boolean" else value
 
     def bucket(self, start: date) -> _Bucket:
-        end = _next_bucket(start, self.granularity)
-        if self.field.type == "datetime":
-            return _Bucket(
-                _utc_start(start, self.timezone),
-                _utc_start(end, self.timezone),
-                _label(start, self.granularity),
-            )
-        return _Bucket(start.isoformat(), end.isoformat(), _label(start, self.granularity))
+        return _bucket(start, self.granularity, self.timezone if self.field.type == "datetime" else None)
 
     def value(self, key: Any, render: Callable[[Any], Any]) -> Any:
         """The group's value in ``formatted_read_group``: ``[start, label]`` for a date bucket."""
@@ -524,6 +517,16 @@ class _Aggregate:
 class _Group:
     key: tuple[Any, ...]
     values: dict[str, Any]
+
+
+@lru_cache(maxsize=4096)
+def _bucket(start: date, granularity: str, timezone: ZoneInfo | None) -> _Bucket:
+    """A bucket of dates, or of UTC datetimes cut in ``timezone``. Groups share their few dozen
+    buckets (one a day for every subscription), so each is worked out once."""
+    end = _next_bucket(start, granularity)
+    if timezone is None:
+        return _Bucket(start.isoformat(), end.isoformat(), _label(start, granularity))
+    return _Bucket(_utc_start(start, timezone), _utc_start(end, timezone), _label(start, granularity))
 
 
 def _next_bucket(start: date, granularity: str | None) -> date:
@@ -910,7 +913,7 @@ class _ModelMethods:
                 tuple(groupby.key(value) for groupby, value in zip(groupbys, row[: len(keys)], strict=True)),
                 dict(zip(values, row[len(keys) :], strict=True)),
             )
-            for row in self._connection.execute(query)
+            for row in self._connection.execute(query).all()
         ]
 
     def _group_renderers(

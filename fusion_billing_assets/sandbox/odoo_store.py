@@ -91,9 +91,10 @@ class _Number(TypeDecorator[float]):
 
     impl = Float
     cache_ok = True
+    postgresql_output = "CAST({} AS float8)"
 
     def load_dialect_impl(self, dialect: Dialect) -> Any:
-        return dialect.type_descriptor(Numeric() if dialect.name == "postgresql" else Float())
+        return dialect.type_descriptor(Numeric(asdecimal=False) if dialect.name == "postgresql" else Float())
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         # The decimal the float was written from (0.1, not 0.1000000000000000055...).
@@ -101,8 +102,8 @@ class _Number(TypeDecorator[float]):
             return Decimal(repr(value))
         return value
 
-    def process_result_value(self, value: Any, dialect: Dialect) -> float | None:
-        return None if value is None else float(value)
+    def column_expression(self, column: Any) -> Any:
+        return _AsStored(column)
 
 
 class _Day(TypeDecorator[str]):
@@ -110,6 +111,7 @@ class _Day(TypeDecorator[str]):
 
     impl = Text
     cache_ok = True
+    postgresql_output = "to_char({}, 'YYYY-MM-DD')"
 
     def load_dialect_impl(self, dialect: Dialect) -> Any:
         return dialect.type_descriptor(Date() if dialect.name == "postgresql" else Text())
@@ -119,8 +121,8 @@ class _Day(TypeDecorator[str]):
             return date.fromisoformat(value)
         return value
 
-    def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
-        return value.isoformat() if isinstance(value, date) else value
+    def column_expression(self, column: Any) -> Any:
+        return _AsStored(column)
 
 
 class _Moment(TypeDecorator[str]):
@@ -128,6 +130,7 @@ class _Moment(TypeDecorator[str]):
 
     impl = Text
     cache_ok = True
+    postgresql_output = "to_char({}, 'YYYY-MM-DD HH24:MI:SS')"
 
     def load_dialect_impl(self, dialect: Dialect) -> Any:
         return dialect.type_descriptor(DateTime() if dialect.name == "postgresql" else Text())
@@ -137,8 +140,30 @@ class _Moment(TypeDecorator[str]):
             return datetime.fromisoformat(value)
         return value
 
-    def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
-        return value.strftime("%Y-%m-%d %H:%M:%S") if isinstance(value, datetime) else value
+    def column_expression(self, column: Any) -> Any:
+        return _AsStored(column)
+
+
+class _AsStored(FunctionElement[Any]):
+    """A selected value in the storage format. SQLite holds it so; PostgreSQL writes it so (the
+    type's ``postgresql_output``), which spares Python a datetime or a Decimal per value: a float8
+    is exact for a value written from a float."""
+
+    inherit_cache = True
+
+    def __init__(self, column: Any) -> None:
+        super().__init__(column)
+        self.type = column.type
+
+
+@compiles(_AsStored)
+def _as_stored(element: _AsStored, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(_AsStored, "postgresql")
+def _as_stored_on_postgresql(element: _AsStored, compiler: SQLCompiler, **kw: Any) -> str:
+    return element.type.postgresql_output.format(compiler.process(element.clauses, **kw))
 
 
 def _column_type(field: Field) -> Any:

@@ -122,6 +122,86 @@ def test_both_protocols_answer_the_same_reads_and_groups(odoo_app, transport):
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_read_of_known_ids_filling_one_page_is_one_request(odoo_app, protocol):
+    ids = list(range(11, 21))  # exactly one page of 10
+    login = 1 if protocol == "jsonrpc" else 0
+    with odoo_client(odoo_app, "in-process", protocol) as client:
+        unbounded = client.search_read_all("res.partner", [["id", "in", ids]], ["name"])
+        after_unbounded = client.stats.requests
+        bounded = client.search_read_all("res.partner", [["id", "in", ids]], ["name"], at_most=len(ids))
+        after_bounded = client.stats.requests
+    assert [p["id"] for p in bounded] == [p["id"] for p in unbounded] == ids
+    # Without the bound a full page asks once more to learn that nothing is left.
+    assert after_unbounded == 2 + login
+    assert after_bounded - after_unbounded == 1
+
+
+# Eleven subscriptions with 1..11 records each, plus two records pushed to no subscription.
+LEDGER = {
+    "sale.order": [{"id": n, "name": f"SUB-{n}"} for n in range(1, 12)],
+    "fusion.billing.usage": [
+        {
+            "id": 100 * subscription + k,
+            "subscription_id": subscription,
+            "metric": "cpu_seconds",
+            "quantity": float(subscription),
+            "idempotency_key": f"k-{subscription}-{k}",
+            "timestamp": f"2026-10-{1 + k:02d} 12:00:00",
+        }
+        for subscription in range(1, 12)
+        for k in range(subscription)
+    ]
+    + [
+        {
+            "id": 9_000 + k,
+            "subscription_id": None,
+            "metric": "cpu_seconds",
+            "quantity": 7.0,
+            "idempotency_key": f"orphan-{k}",
+            "timestamp": "2026-10-05 12:00:00",
+        }
+        for k in range(2)
+    ],
+}
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize(
+    ("groupby", "groups"),
+    [
+        # 11 subscriptions and the group of records without one.
+        (["subscription_id"], 12),
+        # Subscription n has records on n days: 66 day groups, plus the empty subscription's one day.
+        (["subscription_id", "timestamp:day"], 67),
+    ],
+)
+def test_groups_are_paged_by_keyset_and_add_up_to_one_unpaged_answer(protocol, groupby, groups, monkeypatch):
+    app = OdooStandIn(LEDGER)
+    with odoo_client(app, "in-process", protocol) as client:
+        whole = client.read_group(
+            "fusion.billing.usage", [], groupby=groupby, aggregates=["quantity:sum", "__count"]
+        )
+    monkeypatch.setattr("fusion_billing_assets.sources.odoo.GROUP_PAGE_SIZE", 5)
+    with odoo_client(app, "in-process", protocol) as client:
+        paged = client.read_group(
+            "fusion.billing.usage", [], groupby=groupby, aggregates=["quantity:sum", "__count"]
+        )
+        pages = client.stats.pages
+
+    def key(group):
+        return tuple(str(group[name]) for name in groupby)
+
+    assert len(whole) == groups
+    assert sorted(paged, key=key) == sorted(whole, key=key)
+    # Every group once, the empty subscription's included; the records add up.
+    assert len({key(group) for group in paged}) == groups
+    assert sum(group["__count"] for group in paged) == 66 + 2
+    assert sum(group["quantity:sum"] for group in paged) == sum(n * n for n in range(1, 12)) + 14
+    # About one page per five groups: a full page gives back only its last subscription's groups.
+    assert pages <= -(-groups // 3) + 1
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_wrong_key_is_refused_without_naming_it(odoo_app, protocol):
     with (
         odoo_client(odoo_app, "in-process", protocol, api_key="wrong-key-123") as client,

@@ -290,7 +290,10 @@ class _Ledger:
         assert request.url.path == "/json/2/fusion.billing.usage/formatted_read_group"
         body = json.loads(request.content)
         self.requests.append(body)
-        (wanted,) = [value for field, operator, value in body["domain"] if field == "subscription_id"]
+        conditions = [term for term in body["domain"] if isinstance(term, list)]
+        (wanted,) = [value for field, operator, value in conditions if operator == "in"]
+        # The client's keyset on the subscription: ["|", [..., "=", False], [..., ">", last]].
+        after = max((value for field, operator, value in conditions if operator == ">"), default=0)
         groups = [
             {
                 "subscription_id": [subscription, f"SUB/{subscription}"],
@@ -300,7 +303,7 @@ class _Ledger:
                 "__count": 2,
             }
             for subscription in self.subscriptions
-            if subscription in wanted
+            if subscription in wanted and subscription > after
             for day in (1, 2)
         ]
         limit = min(body["limit"], self.page_size or body["limit"])
@@ -346,8 +349,16 @@ def test_odoo_day_groups_are_paged_and_no_subscription_asked_means_no_call(monke
 
     days = odoo_frames.fetch_usage_days(client, OdooModels(), OCTOBER, [1, 2, 3, 4, 5])
     assert len(days) == 10
-    assert [body["offset"] for body in ledger.requests] == [0, 4, 8]
-    assert client.stats.pages == 3
+    assert sorted(zip(days["subscription_id"], days["usage_date"], strict=True)) == [
+        (subscription, date(2026, 10, day)) for subscription in range(1, 6) for day in (1, 2)
+    ]
+    # Keyset pages: a full page keeps only its subscriptions whose days are all in it, and the next
+    # page starts after the last of them, so Odoo never groups the same rows twice.
+    assert [body["offset"] for body in ledger.requests] == [0] * 5
+    assert [body["domain"][-1] for body in ledger.requests[1:]] == [
+        ["subscription_id", ">", last] for last in (1, 2, 3, 4)
+    ]
+    assert client.stats.pages == 5
 
     ledger.requests.clear()
     assert odoo_frames.fetch_usage_days(client, OdooModels(), OCTOBER, []).empty

@@ -59,6 +59,7 @@ def request_cost(client: OdooClient) -> dict:
         "odoo_pages": client.stats.pages,
         "odoo_retries": client.stats.retries,
         "odoo_calls": MetadataValue.json(client.stats.calls_by_method),
+        "odoo_rows": MetadataValue.json(client.stats.rows_by_method),
     }
 
 

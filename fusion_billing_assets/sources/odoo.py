@@ -137,11 +137,27 @@ class OdooCallStats:
     pages: int = 0
     retries: int = 0
     calls_by_method: dict[str, int] = field(default_factory=dict)
+    # Records (or groups) received per "model.method", to set the requests against: a read costs
+    # about one request per page of what it received.
+    rows_by_method: dict[str, int] = field(default_factory=dict)
 
     def count(self, model: str, method: str) -> None:
         self.requests += 1
         key = f"{model}.{method}"
         self.calls_by_method[key] = self.calls_by_method.get(key, 0) + 1
+
+    def received(self, model: str, method: str, rows: int) -> None:
+        key = f"{model}.{method}"
+        self.rows_by_method[key] = self.rows_by_method.get(key, 0) + rows
+
+
+def _group_key(value: Any) -> Any:
+    """A group's value as a domain compares it: a many2one's id, a date bucket's start, or None."""
+    if value is False or value is None:
+        return None
+    if isinstance(value, list | tuple):
+        return value[0]
+    return value
 
 
 def _is_id(value: Any) -> bool:
@@ -233,9 +249,15 @@ class OdooClient:
         fields: Sequence[str],
         *,
         context: Mapping[str, Any] | None = None,
+        at_most: int | None = None,
     ) -> Iterator[list[dict[str, Any]]]:
-        """Every record matching ``domain``, one keyset page at a time, in id order."""
+        """Every record matching ``domain``, one keyset page at a time, in id order.
+
+        ``at_most``: how many records can match at most (a domain on a list of ids), so a full
+        last page needs no empty one after it to tell that nothing is left.
+        """
         last_id = 0
+        received = 0
         while True:
             page_domain = [*domain, ["id", ">", last_id]] if last_id else list(domain)
             page = self.call(
@@ -248,9 +270,11 @@ class OdooClient:
                 context=dict(self.context if context is None else context),
             )
             self.stats.pages += 1
+            self.stats.received(model, "search_read", len(page))
+            received += len(page)
             if page:
                 yield page
-            if len(page) < self.page_size:
+            if len(page) < self.page_size or (at_most is not None and received >= at_most):
                 return
             last_id = page[-1]["id"]
 
@@ -261,10 +285,11 @@ class OdooClient:
         fields: Sequence[str],
         *,
         context: Mapping[str, Any] | None = None,
+        at_most: int | None = None,
     ) -> list[dict[str, Any]]:
         return [
             record
-            for page in self.search_read_pages(model, domain, fields, context=context)
+            for page in self.search_read_pages(model, domain, fields, context=context, at_most=at_most)
             for record in page
         ]
 
@@ -283,6 +308,38 @@ class OdooClient:
         bucket as ``[start, label]``) and each aggregate under its own name (``"quantity:sum"``,
         ``"__count"``). Pages through the groups so no single answer grows without bound.
         """
+        if ":" in groupby[0]:
+            # A date bucket is no key to compare a field with: page by offset.
+            return self._read_group_by_offset(model, domain, groupby, aggregates, context)
+        groups: list[dict[str, Any]] = []
+        lower = None  # the last first-groupby value whose groups are all in ``groups``
+        while True:
+            # Keyset on the first groupby: each page's GROUP BY covers only the rows after the last
+            # page's, where an offset would have Odoo group the whole domain again for every page.
+            # No order is sent, so Odoo orders groups by the group-by columns themselves (a many2one
+            # by its id, not by the related model's order: _read_group_orderby), and empty values
+            # sort last, inside the keyset's range until their turn.
+            page_domain = list(domain)
+            if lower is not None:
+                page_domain += ["|", [groupby[0], "=", False], [groupby[0], ">", lower]]
+            page = self._read_group_page(model, page_domain, groupby, aggregates, context, None, offset=0)
+            self.stats.pages += 1
+            self.stats.received(model, self._group_method, len(page))
+            if len(page) < GROUP_PAGE_SIZE:
+                return groups + page
+            last = _group_key(page[-1][groupby[0]])
+            complete = [group for group in page if _group_key(group[groupby[0]]) != last]
+            if not complete or last is None:
+                # One value fills a page (or the empty values are reached): page by offset from here.
+                return groups + self._read_group_by_offset(model, page_domain, groupby, aggregates, context)
+            groups += complete
+            lower = _group_key(complete[-1][groupby[0]])
+
+    @property
+    def _group_method(self) -> str:
+        return "formatted_read_group" if self.protocol == OdooProtocol.JSON2 else "read_group"
+
+    def _read_group_by_offset(self, model, domain, groupby, aggregates, context) -> list[dict[str, Any]]:
         groups: list[dict[str, Any]] = []
         order = ", ".join(groupby)
         while True:
@@ -290,6 +347,7 @@ class OdooClient:
                 model, domain, groupby, aggregates, context, order, offset=len(groups)
             )
             self.stats.pages += 1
+            self.stats.received(model, self._group_method, len(page))
             groups += page
             if len(page) < GROUP_PAGE_SIZE:
                 return groups

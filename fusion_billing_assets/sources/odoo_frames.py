@@ -404,7 +404,7 @@ def _read_by_ids(
     wanted = sorted({int(i) for i in ids if i})
     records = []
     for batch in _batches(wanted):
-        records += client.search_read_all(model, [["id", "in", batch]], fields)
+        records += client.search_read_all(model, [["id", "in", batch]], fields, at_most=len(batch))
     return records
 
 

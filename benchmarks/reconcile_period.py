@@ -468,7 +468,9 @@ def _references(work: Path, urls: dict[str, str], period: str, figures: dict) ->
             df1_name="nexacloud",
             df2_name="odoo",
         )
+        # What a person reads of it, as our rows' causes are: the differing rows and the report.
         comparison.all_mismatch()
+        comparison.report()
     references["datacompy_seconds"] = round(time.perf_counter() - started, 3)
     reconcile_seconds = figures["direct"]["functions"]["reconcile"]
     references["reconcile_seconds"] = reconcile_seconds

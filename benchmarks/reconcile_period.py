@@ -62,6 +62,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="S")
     parser.add_argument("--customers", type=int, help="override the preset's customer count")
+    parser.add_argument(
+        "--usage-window-minutes",
+        type=int,
+        default=60,
+        help="metering window (default 60): 15 meters four times the records for the same deployments",
+    )
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--work", type=Path, help="work folder (default /tmp/fusion-benchmark-<preset>)")
     parser.add_argument("--reuse", action="store_true", help="keep a world generated before with this preset")
@@ -74,10 +80,11 @@ def main() -> int:
     preset = dict(PRESETS[args.preset])
     if args.customers:
         preset["customers"] = args.customers
-    tag = f"{args.preset.lower()}_{preset['customers']}_{args.seed}"
+    preset["usage_window_minutes"] = args.usage_window_minutes
+    tag = f"{args.preset.lower()}_{preset['customers']}_{args.usage_window_minutes}_{args.seed}"
     work = args.work or Path(f"/tmp/fusion-benchmark-{tag}")
     urls = {name: _database_url(f"fusion_bench_{tag}_{name}") for name in ("nexacloud", "odoo", "warehouse")}
-    figures: dict[str, Any] = {"preset": args.preset, "machine": _machine(), "started_at": _now()}
+    figures: dict[str, Any] = {"preset": args.preset, "scale": preset, "machine": _machine(), "started_at": _now()}
     started = time.monotonic()
 
     generated = work / "sandbox" / "manifest.json"
@@ -161,6 +168,8 @@ def _generate(work: Path, urls: dict[str, str], preset: dict, seed: int) -> dict
         str(preset["customers"]),
         "--periods",
         str(preset["periods"]),
+        "--usage-window-minutes",
+        str(preset["usage_window_minutes"]),
         "--end-period",
         end_period,
         "--timezone",

@@ -59,6 +59,7 @@ STORED_ASSETS = [
     ),
     ("billing", "account_mapping"),
     ("billing", "expected_charges"),
+    ("billing", "usage_days_that_differ"),
 ]
 
 

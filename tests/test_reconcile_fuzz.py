@@ -74,7 +74,13 @@ def _invoice_total_off(records: Records, draw, injected: Injected) -> None:
 
 
 def _unreadable_line_amount(records: Records, draw, injected: Injected) -> None:
-    line = draw(st.sampled_from(records["nexacloud/invoice_lines"]))
+    invoice_ids = {row["invoice_id"] for row in records["nexacloud/invoices"]}
+    # Not a line another breakage left without its invoice.
+    line = draw(
+        st.sampled_from(
+            [row for row in records["nexacloud/invoice_lines"] if row["invoice_id"] in invoice_ids]
+        )
+    )
     amount_cents, line["amount_cents"] = line["amount_cents"], "forty-nine"
     (invoice,) = [row for row in records["nexacloud/invoices"] if row["invoice_id"] == line["invoice_id"]]
     injected.customers.add(invoice["customer_id"])

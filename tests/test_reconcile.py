@@ -11,7 +11,9 @@ follow the precedence documented in ``billing.reconcile``. Properties over rando
 that every customer (and every invoiced partner no customer maps to) gets exactly one row whose
 status is one of docs/design.md §6 and holds the facts that define it, that each leg's totals are those
 of its system's invoices, that ``delta_cents`` is Odoo minus NexaCloud, and that two systems
-billing alike always match.
+billing alike always match. A world of three hundred customers, a third of them perturbed, gets
+the statuses and totals that a straightforward customer-by-customer reading of the precedence,
+written here from the world's own records, gives.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from fusion_billing_assets.billing.expected import (
@@ -1357,3 +1359,169 @@ def test_a_different_tax_rounding_alone_is_never_worse_than_a_rounding_differenc
         world.odoo_tax_rounding[customer.customer_id] = rounding
     results, _ = reconciled(world)
     assert set(results["status"]) <= {"match", "rounding_difference"}, results[["status", "cause"]]
+
+
+# --- A larger world against a straightforward reference, customer by customer ---------------------
+
+
+@st.composite
+def larger_worlds(draw) -> World:
+    """Three hundred customers with one or two deployments each; a hundred of them perturbed by the
+    perturbations of ``worlds``, each perturbation on several customers, some customers twice."""
+    plan = Plan(
+        monthly_price_cents=draw(st.integers(1_000, 20_000)),
+        included_cpu_seconds=draw(st.sampled_from([0, 3_600, 36_000])),
+        overage_cents_per_cpu_hour=draw(st.sampled_from(RATES[1:])),
+    )
+    customers = [
+        Customer(
+            customer_id,
+            f"Customer {customer_id}",
+            draw(st.sampled_from(PROVINCES)),
+            tuple(
+                Deployment(
+                    customer_id * 10 + number,
+                    draw(usage_by_day),
+                    created_day=draw(st.none() | st.integers(1, 31)),
+                )
+                for number in range(1, draw(st.integers(1, 2)) + 1)
+            ),
+        )
+        for customer_id in range(1, 301)
+    ]
+    world = World(customers, plan=plan, provisional=draw(st.booleans()))
+    chosen = draw(st.lists(st.integers(0, len(customers) - 1), min_size=100, max_size=100, unique=True))
+    for number, position in enumerate(chosen):
+        PERTURBATIONS[number % len(PERTURBATIONS)](world, customers[position], draw)
+        if number % 5 == 0:
+            draw(st.sampled_from(PERTURBATIONS))(world, customers[position], draw)
+    return world
+
+
+def reference_statuses(world: World, inputs: PeriodInputs, tolerance_cents: int) -> dict[tuple, tuple]:
+    """The status and totals of every row, decided customer by customer in the order of
+    docs/design.md §6.5 from the world's own records: an independent reading of the precedence."""
+    nexacloud_invoices = inputs.nexacloud_invoices.to_dict("records")
+    nexacloud_lines = inputs.nexacloud_invoice_lines.to_dict("records")
+    company = dict(zip(inputs.partners["partner_id"], inputs.partners["commercial_partner_id"], strict=True))
+    odoo_moves = [
+        move | {"company": company.get(move["partner_id"], move["partner_id"])}
+        for move in inputs.odoo_invoices.to_dict("records")
+    ]
+    expected = {row["customer_id"]: row["total_cents"] for row in inputs.expected_invoices.to_dict("records")}
+    linked = {c.partner_id for c in world.customers if c.customer_id not in world.unlinked_customers}
+
+    def mapped(deployment: Deployment) -> bool:
+        return deployment.deployment_id not in world.unlinked_deployments
+
+    def usage_differs(deployment: Deployment) -> bool:
+        return sum(world.odoo_cpu_seconds[deployment.deployment_id].values()) != sum(
+            deployment.cpu_seconds.values()
+        )
+
+    def roundings(amounts: list[int], customer: Customer) -> set[int]:
+        """The taxes each rounding rule gives on these lines at the customer's province's rate."""
+        rate = world.tax_rate(customer)
+        return {
+            sum(_taxes(amounts, rate, rule))
+            for rule in (PER_LINE_HALF_UP, GLOBAL_HALF_UP, PER_LINE_HALF_EVEN)
+        }
+
+    def price_differs(deployment: Deployment) -> bool:
+        fee = world.odoo_plan_fee_cents.get(deployment.deployment_id, world.plan.monthly_price_cents)
+        rate = world.odoo_overage_rate.get(deployment.deployment_id, world.plan.overage_cents_per_cpu_hour)
+        return fee != world.plan.monthly_price_cents or rate != world.plan.overage_cents_per_cpu_hour
+
+    rows = {}
+    for customer in world.customers:
+        ours = [invoice for invoice in nexacloud_invoices if invoice["customer_id"] == customer.customer_id]
+        partner = customer.partner_id if customer.customer_id not in world.unlinked_customers else None
+        theirs = [move for move in odoo_moves if partner is not None and move["company"] == partner]
+        nexacloud_total = sum(invoice["total_cents"] for invoice in ours)
+        odoo_total = sum(move["total_cents"] for move in theirs)
+        nexacloud_subtotal = sum(invoice["subtotal_cents"] for invoice in ours)
+        odoo_subtotal = sum(move["untaxed_cents"] for move in theirs)
+        nexacloud_tax, odoo_tax = nexacloud_total - nexacloud_subtotal, odoo_total - odoo_subtotal
+        delta = odoo_total - nexacloud_total
+        deployments = [d for d in customer.deployments if mapped(d)]
+        usage = any(usage_differs(d) for d in deployments)
+        prices = any(price_differs(d) for d in deployments)
+        out_invoices = sum(move["move_type"] == "out_invoice" for move in theirs)
+        invoice_ids = {invoice["invoice_id"] for invoice in ours}
+        amounts = [line["amount_cents"] for line in nexacloud_lines if line["invoice_id"] in invoice_ids]
+        if partner is None or len(deployments) < len(customer.deployments):
+            status = "unmapped"
+        elif len(ours) > 1 or out_invoices > 1:
+            status = "duplicate"
+        elif ours and theirs and {i["currency"] for i in ours} != {m["currency"] for m in theirs}:
+            status = "currency_mismatch"
+        elif ours and not theirs:
+            status = "missing_in_odoo"
+        elif theirs and not ours:
+            status = "missing_in_nexacloud"
+        elif not ours and not theirs:
+            if usage:
+                status = "usage_mismatch"
+            elif prices:
+                status = "rate_mismatch"
+            elif not world.provisional and expected.get(customer.customer_id, 0) > 0:
+                status = "amount_mismatch"
+            else:
+                status = "match"
+        elif delta == 0:
+            status = "match"
+        elif (
+            odoo_subtotal == nexacloud_subtotal
+            and odoo_tax != nexacloud_tax
+            and amounts
+            and {odoo_tax, nexacloud_tax} <= roundings(amounts, customer)
+        ):
+            status = "rounding_difference"
+        elif usage:
+            status = "usage_mismatch"
+        elif prices:
+            status = "rate_mismatch"
+        elif odoo_subtotal == nexacloud_subtotal:
+            status = "tax_mismatch"
+        elif abs(delta) <= tolerance_cents:
+            status = "within_tolerance"
+        else:
+            status = "amount_mismatch"
+        rows[("customer", customer.customer_id)] = (status, nexacloud_total, odoo_total, delta)
+    for move in odoo_moves:
+        if move["company"] not in linked:
+            orphans = [m for m in odoo_moves if m["company"] == move["company"]]
+            rows[("partner", move["company"])] = ("unmapped", 0, sum(m["total_cents"] for m in orphans), 0)
+    for key, (status, nexacloud_total, odoo_total, _) in list(rows.items()):
+        rows[key] = (status, nexacloud_total, odoo_total, odoo_total - nexacloud_total)
+    return rows
+
+
+# A few large examples; shrinking a world of hundreds of customers would take minutes.
+@settings(PROPERTY_SETTINGS, max_examples=4, phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@given(larger_worlds(), st.sampled_from([0, 1, 5, 100]))
+def test_a_larger_world_gets_the_statuses_and_totals_a_customer_by_customer_reference_gives(
+    world, tolerance_cents
+):
+    inputs = world.inputs()
+    results, lines = reconcile(
+        inputs, mapping_of(world, inputs), (), Policy(tolerance_cents=tolerance_cents), RECONCILED_AT
+    )
+
+    got = {
+        ("customer", int(row.customer_id))
+        if pd.notna(row.customer_id)
+        else ("partner", int(row.partner_id)): (
+            row.status,
+            int(row.nexacloud_total_cents),
+            int(row.odoo_total_cents),
+            int(row.delta_cents),
+        )
+        for row in results.itertuples(index=False)
+    }
+    expected = reference_statuses(world, inputs, tolerance_cents)
+    assert len(got) == len(results), "one row per customer and per orphan partner"
+    wrong = {key: (got.get(key), want) for key, want in expected.items() if got.get(key) != want}
+    assert not wrong and set(got) == set(expected), wrong
+    assert len(lines) == len(world.deployments)
+    assert len({status for status, *_ in got.values()}) >= 5, "the world mixes statuses"

@@ -30,7 +30,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -276,110 +275,137 @@ def reconcile(
     policy: Policy,
     reconciled_at: datetime,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The period's results (one row per customer or orphan partner) and per-deployment detail."""
+    """The period's results (one row per customer or orphan partner) and per-deployment detail.
+
+    Computed over whole frames: the legs are grouped sums and joins, each row's reason (hence its
+    status) is the first rule of the precedence that holds, evaluated for all rows at once, and a
+    plain match's cause is assembled from columns. Only the rows that are no plain match, a few
+    dozen in a period, have their cause written one by one.
+    """
     ledger = _Ledger(inputs, mapping, policy)
-    rows, lines = [], []
-    for customer in inputs.customers.itertuples(index=False):
-        row, customer_lines = ledger.customer_row(int(customer.customer_id), customer.name)
-        rows.append(row)
-        lines.extend(customer_lines)
-    for partner_id in ledger.orphan_partners():
-        rows.append(ledger.orphan_partner_row(partner_id))
-    # A set-aside record that concerns an Odoo partner with no row yet (a contact whose company
-    # cannot be read, say) gets a row of its own: no set-aside record goes unnamed.
-    shown = {
-        int(row["partner_id"])
-        for row in rows
-        if row["partner_id"] is not None and not pd.isna(row["partner_id"])
-    }
-    unnamed = inputs.set_aside[
-        inputs.set_aside["customer_id"].isna() & inputs.set_aside["partner_id"].notna()
-    ]
-    for partner_id in sorted({int(partner_id) for partner_id in unnamed["partner_id"]} - shown):
-        rows.append(ledger.orphan_partner_row(partner_id))
-    results = _set_aside_rows(_note_expected_gaps(pd.DataFrame(rows), inputs.expected_gaps), inputs.set_aside)
-    for row_index, row in results.iterrows():
-        waiver = (
-            find_waiver(
-                waivers, inputs.period, int(row["customer_id"]), int(row["delta_cents"]), reconciled_at.date()
-            )
-            if row["status"] not in (Status.MATCH, Status.SOURCE_DATA_ERROR) and pd.notna(row["customer_id"])
-            else None
-        )
-        if waiver is not None:
-            results.at[row_index, "status"] = Status.WAIVED
-            results.at[row_index, "cause"] = (
-                f"{row['cause']} Accepted by {waiver.approver}: {waiver.reason} (waiver line {waiver.line})."
-            )
-            results.at[row_index, "waiver_reason"] = waiver.reason
-            results.at[row_index, "waiver_approver"] = waiver.approver
+    lines = ledger.deployment_lines()
+    rows = ledger.rows(lines)
+    cpu = [frame[f"{side}_cpu_milliseconds"] for frame in (rows, lines) for side in ("nexacloud", "odoo")]
+    (
+        rows["nexacloud_cpu_seconds"],
+        rows["odoo_cpu_seconds"],
+        lines["nexacloud_cpu_seconds"],
+        lines["odoo_cpu_seconds"],
+    ) = _seconds_of(*cpu)
+    reasons, rounding = ledger.reasons(rows, lines)
+    rows["status"] = reasons.map(_STATUS_OF_REASON).astype(object)
+    rows["cause"] = ledger.causes(rows, reasons, rounding, lines)
+    results = _set_aside_rows(_note_expected_gaps(rows, inputs.expected_gaps), inputs.set_aside)
+    results = _waived(results, waivers, inputs.period, reconciled_at.date())
     results["billing_period"] = inputs.period
     results["provisional"] = inputs.provisional
     results["reconciled_at"] = reconciled_at
-    return _result_frame(results), _line_frame(pd.DataFrame(lines), inputs.period)
+    return _result_frame(results), _line_frame(lines, inputs.period)
+
+
+# Why a row has its status, in the order they are tried (docs/design.md §6.5): the first that holds
+# wins. A plain match's cause is built from columns; every other reason's row by row.
+_STATUS_OF_REASON = {
+    "orphan_partner": Status.UNMAPPED,
+    "no_partner": Status.UNMAPPED,
+    "unmapped_deployments": Status.UNMAPPED,
+    "nexacloud_duplicate": Status.DUPLICATE,
+    "odoo_duplicate": Status.DUPLICATE,
+    "currency": Status.CURRENCY_MISMATCH,
+    "missing_in_odoo": Status.MISSING_IN_ODOO,
+    "missing_in_nexacloud": Status.MISSING_IN_NEXACLOUD,
+    "unbilled_usage": Status.USAGE_MISMATCH,
+    "unbilled_rate": Status.RATE_MISMATCH,
+    "unbilled_amount": Status.AMOUNT_MISMATCH,
+    "unbilled_match": Status.MATCH,
+    "match_despite_usage": Status.MATCH,
+    "match": Status.MATCH,
+    "rounding": Status.ROUNDING_DIFFERENCE,
+    "usage": Status.USAGE_MISMATCH,
+    "rate": Status.RATE_MISMATCH,
+    "tax": Status.TAX_MISMATCH,
+    "tolerance": Status.WITHIN_TOLERANCE,
+    "amount": Status.AMOUNT_MISMATCH,
+}
 
 
 class _Ledger:
-    """One period's frames indexed for the questions a customer row asks."""
+    """One period's frames summed once per customer, partner, deployment and subscription."""
 
     def __init__(self, inputs: PeriodInputs, mapping: pd.DataFrame, policy: Policy):
         self.inputs = inputs
         self.policy = policy
-        customers = mapping[mapping["link_kind"] == "customer"]
-        self.partner_of = {
-            int(row.nexacloud_id): int(row.odoo_id)
-            for row in customers.itertuples()
-            if pd.notna(row.nexacloud_id) and pd.notna(row.odoo_id)
+        customer_links = mapping[mapping["link_kind"] == "customer"]
+        linked = customer_links[customer_links["nexacloud_id"].notna() & customer_links["odoo_id"].notna()]
+        self.partner_of = _last_by(linked["nexacloud_id"], linked["odoo_id"])
+        self.orphans = sorted(
+            int(odoo_id) for odoo_id in customer_links.loc[customer_links["nexacloud_id"].isna(), "odoo_id"]
+        )
+        deployment_links = mapping[(mapping["link_kind"] == "deployment") & mapping["odoo_id"].notna()]
+        self.subscription_of = _last_by(deployment_links["nexacloud_id"], deployment_links["odoo_id"])
+        self.partner_names = _indexed(inputs.partners, "partner_id", "name", keep="last")
+        # Invoices addressed to a contact belong to its company, as the ledger folds them.
+        self.odoo_partner = _commercial_partner(inputs.odoo_invoices["partner_id"], inputs.partners)
+        invoices, lines = inputs.nexacloud_invoices, inputs.nexacloud_invoice_lines
+        odoo_invoices, odoo_lines = inputs.odoo_invoices, inputs.odoo_invoice_lines
+        customer_of_line = lines["invoice_id"].map(_indexed(invoices, "invoice_id", "customer_id"))
+        partner_of_line = odoo_lines["move_id"].map(
+            pd.Series(self.odoo_partner.to_numpy(), index=odoo_invoices["move_id"].to_numpy())
+        )
+        category = _odoo_category(odoo_lines["product_code"], policy.products)
+        kind = lines["kind"].astype("category")
+        # Each line's amount under its kind (NexaCloud) or product (Odoo), 0 under the others.
+        nexacloud_amounts = {
+            "base_cents": lines["amount_cents"].where(kind == ChargeKind.BASE, 0),
+            "overage_cents": lines["amount_cents"].where(kind == ChargeKind.OVERAGE, 0),
         }
-        self.orphans = sorted(int(row.odoo_id) for row in customers.itertuples() if pd.isna(row.nexacloud_id))
-        deployments = mapping[mapping["link_kind"] == "deployment"]
-        self.subscription_of = {
-            int(row.nexacloud_id): int(row.odoo_id)
-            for row in deployments.itertuples()
-            if pd.notna(row.odoo_id)
+        odoo_amounts = {
+            "plan_fee_cents": odoo_lines["subtotal_cents"].where(category == _PLAN_FEE, 0),
+            "overage_cents": odoo_lines["subtotal_cents"].where(category == _OVERAGE, 0),
         }
-        self.partner_names = dict(zip(inputs.partners["partner_id"], inputs.partners["name"], strict=True))
-        odoo_invoices = inputs.odoo_invoices.assign(
-            commercial_partner_id=_commercial_partner(inputs.odoo_invoices["partner_id"], inputs.partners)
+        expected, subscriptions = inputs.expected_lines, inputs.subscriptions
+        # Each owner's figures in one table, looked up once per row.
+        self.by_customer = _keyed(
+            _invoice_summaries(invoices, invoices["customer_id"], "subtotal_cents"),
+            _sums(customer_of_line, **nexacloud_amounts),
+            **{
+                f"expected_{column}": _indexed(inputs.expected_invoices, "customer_id", column)
+                for column in ("subtotal_cents", "tax_cents", "total_cents")
+            },
         )
-        self.odoo_invoices_by_partner = dict(tuple(odoo_invoices.groupby("commercial_partner_id")))
-        self.nexacloud_invoices_by_customer = dict(tuple(inputs.nexacloud_invoices.groupby("customer_id")))
-        # Every per-customer and per-deployment figure is summed here in one pass over each frame:
-        # looking rows up customer by customer in whole frames would grow with the square of them.
-        nexacloud_lines = inputs.nexacloud_invoice_lines.merge(
-            inputs.nexacloud_invoices[["invoice_id", "customer_id"]], on="invoice_id", how="left"
+        self.by_partner = _keyed(
+            _invoice_summaries(odoo_invoices, self.odoo_partner, "untaxed_cents"),
+            _sums(partner_of_line, **odoo_amounts),
         )
-        odoo_lines = inputs.odoo_invoice_lines.assign(
-            category=_odoo_category(inputs.odoo_invoice_lines["product_code"], policy.products)
-        ).merge(odoo_invoices[["move_id", "commercial_partner_id"]], on="move_id", how="left")
-        self.nexacloud_lines_by_invoice = _groups(nexacloud_lines, "invoice_id")
-        self.nexacloud_by_customer = _invoice_summaries(
-            inputs.nexacloud_invoices, "customer_id", "subtotal_cents"
+        self.by_deployment = _keyed(
+            _sums(lines["deployment_id"], **nexacloud_amounts, tax_cents=lines["tax_cents"]),
+            _sums(
+                inputs.nexacloud_usage["deployment_id"],
+                cpu_milliseconds=inputs.nexacloud_usage["cpu_milliseconds"],
+            ),
+            plan_id=_indexed(inputs.deployments, "deployment_id", "plan_id", keep="last"),
+            **{
+                name: _indexed(expected, "deployment_id", column, keep="last")
+                for name, column in (
+                    ("expected_plan_id", "plan_id"),
+                    ("active_days", "active_days"),
+                    ("expected_base_cents", "base_cents"),
+                    ("expected_overage_cents", "overage_cents"),
+                    ("expected_tax_cents", "tax_cents"),
+                )
+            },
         )
-        self.odoo_by_partner = _invoice_summaries(odoo_invoices, "commercial_partner_id", "untaxed_cents")
-        self.nexacloud_kind_by_customer = _sums(nexacloud_lines, ["customer_id", "kind"], "amount_cents")
-        self.odoo_category_by_partner = _sums(
-            odoo_lines, ["commercial_partner_id", "category"], "subtotal_cents"
+        self.by_subscription = _keyed(
+            _sums(odoo_lines["subscription_id"], **odoo_amounts, tax_cents=odoo_lines["tax_cents"]),
+            _sums(
+                inputs.odoo_usage["subscription_id"], cpu_milliseconds=inputs.odoo_usage["cpu_milliseconds"]
+            ),
+            price_cents=_indexed(subscriptions, "subscription_id", "plan_fee_cents"),
+            overage_rate=_indexed(subscriptions, "subscription_id", "overage_cents_per_cpu_hour"),
         )
-        self.nexacloud_kind_by_deployment = _sums(nexacloud_lines, ["deployment_id", "kind"], "amount_cents")
-        self.nexacloud_tax_by_deployment = _sums(nexacloud_lines, ["deployment_id"], "tax_cents")
-        self.odoo_category_by_subscription = _sums(
-            odoo_lines, ["subscription_id", "category"], "subtotal_cents"
-        )
-        self.odoo_tax_by_subscription = _sums(odoo_lines, ["subscription_id"], "tax_cents")
-        self.nexacloud_cpu = _sums(inputs.nexacloud_usage, ["deployment_id"], "cpu_milliseconds")
-        self.odoo_cpu = _sums(inputs.odoo_usage, ["subscription_id"], "cpu_milliseconds")
-        self.deployments_by_customer = {
-            int(customer): [int(d) for d in ids]
-            for customer, ids in inputs.deployments.groupby("customer_id")["deployment_id"]
-        }
-        self.expected_by_customer = inputs.expected_invoices.set_index("customer_id").to_dict("index")
-        self.expected_lines = inputs.expected_lines.set_index("deployment_id").to_dict("index")
-        self.plans = inputs.plans.set_index("plan_id").to_dict("index")
-        self.plan_of_deployment = dict(
-            zip(inputs.deployments["deployment_id"], inputs.deployments["plan_id"], strict=True)
-        )
-        self.subscriptions = inputs.subscriptions.set_index("subscription_id").to_dict("index")
+        plans = inputs.plans.set_index("plan_id")
+        # The plan's rate as the exact Decimal it prices with, converted once per plan.
+        self.plans = plans.assign(overage_rate=plans["overage_cents_per_cpu_hour"].dropna().map(Decimal))
         self.usage_days = {
             (int(deployment_id), int(subscription_id)): sorted(days)
             for (deployment_id, subscription_id), days in inputs.usage_days.groupby(
@@ -390,178 +416,180 @@ class _Ledger:
             zip(inputs.customers["customer_id"], inputs.customers["province"], strict=True)
         )
 
-    def orphan_partners(self) -> list[int]:
-        return self.orphans
+    # --- per deployment -------------------------------------------------------------------------
 
-    # --- one customer ---------------------------------------------------------------------------
-
-    def customer_row(self, customer_id: int, name: str) -> tuple[dict, list[dict]]:
-        partner_id = self.partner_of.get(customer_id)
-        nexacloud = self.nexacloud_invoices_by_customer.get(customer_id, _EMPTY_NEXACLOUD)
-        odoo = self.odoo_invoices_by_partner.get(partner_id, _EMPTY_ODOO) if partner_id else _EMPTY_ODOO
-        deployment_ids = self.deployments_by_customer.get(customer_id, [])
-        lines = [
-            self._deployment_line(customer_id, partner_id, deployment_id) for deployment_id in deployment_ids
-        ]
-        row = self._legs(customer_id, partner_id, name, nexacloud, odoo, lines)
-        row["status"], row["cause"] = self._judge(
-            customer_id, partner_id, nexacloud, odoo, deployment_ids, lines, row
+    def deployment_lines(self) -> pd.DataFrame:
+        """One line per deployment of each customer, customers in their frame's order and each
+        customer's deployments in theirs; ``customer_position`` is the customer's row."""
+        customers = pd.DataFrame({"customer_id": self.inputs.customers["customer_id"].to_numpy()})
+        deployments = self.inputs.deployments[["deployment_id", "customer_id"]].reset_index(drop=True)
+        lines = (
+            customers.reset_index(names="customer_position")
+            .merge(deployments.reset_index(names="deployment_position"), on="customer_id")
+            .sort_values(["customer_position", "deployment_position"], kind="stable", ignore_index=True)
         )
-        return row, lines
-
-    def orphan_partner_row(self, partner_id: int) -> dict:
-        odoo = self.odoo_invoices_by_partner.get(partner_id, _EMPTY_ODOO)
-        name = self.partner_names.get(partner_id)
-        row = self._legs(None, partner_id, name, _EMPTY_NEXACLOUD, odoo, [])
-        row["status"] = Status.UNMAPPED
-        row["cause"] = (
-            f"Odoo partner {partner_id} ({name}) was invoiced {format_cents(row['odoo_total_cents'])} "
-            f"on {_names(odoo)} but maps to no NexaCloud customer."
+        subscription = lines["deployment_id"].map(self.subscription_of)
+        deployment = _aligned(self.by_deployment, lines["deployment_id"])
+        ledger = _aligned(self.by_subscription, subscription)
+        has_expected = deployment["expected_plan_id"].notna()
+        plan = _aligned(self.plans, deployment["expected_plan_id"].where(has_expected, deployment["plan_id"]))
+        return lines.assign(
+            partner_id=lines["customer_id"].map(self.partner_of),
+            subscription_id=subscription,
+            plan_code=_objects(plan["plan_code"]),
+            active_days=_like_records(deployment["active_days"]),
+            nexacloud_cpu_milliseconds=_whole(deployment["cpu_milliseconds"]),
+            odoo_cpu_milliseconds=_whole(ledger["cpu_milliseconds"]),
+            nexacloud_plan_price_cents=_like_records(plan["monthly_price_cents"]),
+            odoo_plan_price_cents=_like_records(ledger["price_cents"]),
+            nexacloud_overage_rate=_objects(plan["overage_rate"]),
+            odoo_overage_rate=_objects(ledger["overage_rate"]),
+            nexacloud_base_cents=_whole(deployment["base_cents"]),
+            nexacloud_overage_cents=_whole(deployment["overage_cents"]),
+            nexacloud_tax_cents=_whole(deployment["tax_cents"]),
+            odoo_plan_fee_cents=_whole(ledger["plan_fee_cents"]),
+            odoo_overage_cents=_whole(ledger["overage_cents"]),
+            odoo_tax_cents=_whole(ledger["tax_cents"]),
+            expected_base_cents=_whole(deployment["expected_base_cents"]),
+            expected_overage_cents=_whole(deployment["expected_overage_cents"]),
+            expected_tax_cents=_whole(deployment["expected_tax_cents"]),
+            note=np.where(subscription.isna(), "no Odoo subscription mapped", None),
         )
-        return row
 
-    def _legs(self, customer_id, partner_id, name, nexacloud, odoo, lines) -> dict:
-        gap = self.inputs.expected_gaps.get(customer_id)
-        expected = self.expected_by_customer.get(customer_id, {})
-        nexacloud_sums = self.nexacloud_by_customer.get(customer_id, _NO_INVOICES)
-        odoo_sums = self.odoo_by_partner.get(partner_id, _NO_INVOICES)
-        nexacloud_kind = partial(_lookup, self.nexacloud_kind_by_customer, customer_id)
-        odoo_category = partial(_lookup, self.odoo_category_by_partner, partner_id)
-        row = {
-            "customer_id": customer_id,
-            "partner_id": partner_id,
-            "customer_name": name,
-            "nexacloud_invoice_count": nexacloud_sums["invoices"],
-            "odoo_invoice_count": odoo_sums["out_invoices"],
-            "nexacloud_currency": nexacloud_sums["currency"],
-            "odoo_currency": odoo_sums["currency"],
-            "nexacloud_subtotal_cents": nexacloud_sums["subtotal_cents"],
-            "nexacloud_tax_cents": nexacloud_sums["tax_cents"],
-            "nexacloud_total_cents": nexacloud_sums["total_cents"],
-            "odoo_subtotal_cents": odoo_sums["subtotal_cents"],
-            "odoo_tax_cents": odoo_sums["tax_cents"],
-            "odoo_total_cents": odoo_sums["total_cents"],
-            "expected_subtotal_cents": None if gap else int(expected.get("subtotal_cents", 0)),
-            "expected_tax_cents": None if gap else int(expected.get("tax_cents", 0)),
-            "expected_total_cents": None if gap else int(expected.get("total_cents", 0)),
-            "plan_fee_delta_cents": odoo_category(_PLAN_FEE) - nexacloud_kind(ChargeKind.BASE),
-            "overage_delta_cents": odoo_category(_OVERAGE) - nexacloud_kind(ChargeKind.OVERAGE),
-            "nexacloud_cpu_seconds": _seconds(sum(line["nexacloud_cpu_milliseconds"] for line in lines)),
-            "odoo_cpu_seconds": _seconds(sum(line["odoo_cpu_milliseconds"] for line in lines)),
-            "waiver_reason": None,
-            "waiver_approver": None,
-        }
+    # --- per customer and orphan partner ----------------------------------------------------------
+
+    def rows(self, lines: pd.DataFrame) -> pd.DataFrame:
+        """The three legs of every customer (in the customers frame's order), then of every invoiced
+        partner no customer maps to, then of every partner a set-aside record concerns that has no
+        row yet (a contact whose company cannot be read, say): no set-aside record goes unnamed."""
+        customers = self.inputs.customers
+        partner_ids = pd.Series(customers["customer_id"].to_numpy()).map(self.partner_of)
+        shown = {int(partner_id) for partner_id in partner_ids.dropna()} | set(self.orphans)
+        unnamed = self.inputs.set_aside
+        unnamed = unnamed[unnamed["customer_id"].isna() & unnamed["partner_id"].notna()]
+        orphans = self.orphans + sorted({int(partner_id) for partner_id in unnamed["partner_id"]} - shown)
+        cpu = lines.groupby("customer_position")[
+            ["nexacloud_cpu_milliseconds", "odoo_cpu_milliseconds"]
+        ].sum()
+        cpu = cpu.reindex(range(len(customers) + len(orphans)), fill_value=0)
+        customer_ids = pd.Series(
+            np.concatenate(
+                [customers["customer_id"].to_numpy(dtype="float64"), np.full(len(orphans), np.nan)]
+            )
+        ).astype("Int64")
+        partner_ids = pd.Series(
+            np.concatenate([partner_ids.to_numpy(dtype="float64"), np.array(orphans, dtype="float64")])
+        ).astype("Int64")
+        orphan_names = _objects(pd.Series(orphans, dtype="int64").map(self.partner_names))
+        names = pd.Series(
+            np.concatenate([customers["name"].to_numpy(dtype=object), orphan_names.to_numpy(dtype=object)])
+        )
+        nexacloud = _aligned(self.by_customer, customer_ids)
+        odoo = _aligned(self.by_partner, partner_ids)
+        gaps = customer_ids.isin(list(self.inputs.expected_gaps))
+        row = pd.DataFrame(
+            {
+                "customer_id": customer_ids,
+                "partner_id": partner_ids,
+                "customer_name": names,
+                "nexacloud_invoice_count": _whole(nexacloud["invoices"]),
+                "odoo_invoice_count": _whole(odoo["out_invoices"]),
+                "odoo_moves": _whole(odoo["invoices"]),
+                "nexacloud_currency": _objects(nexacloud["currency"]),
+                "odoo_currency": _objects(odoo["currency"]),
+                "nexacloud_subtotal_cents": _whole(nexacloud["subtotal_cents"]),
+                "nexacloud_tax_cents": _whole(nexacloud["tax_cents"]),
+                "nexacloud_total_cents": _whole(nexacloud["total_cents"]),
+                "odoo_subtotal_cents": _whole(odoo["subtotal_cents"]),
+                "odoo_tax_cents": _whole(odoo["tax_cents"]),
+                "odoo_total_cents": _whole(odoo["total_cents"]),
+                # None where our third opinion cannot be formed (``expected_gaps``).
+                **{
+                    f"expected_{leg}_cents": _whole(nexacloud[f"expected_{leg}_cents"])
+                    .astype("Int64")
+                    .mask(gaps)
+                    for leg in ("subtotal", "tax", "total")
+                },
+                "plan_fee_delta_cents": _whole(odoo["plan_fee_cents"]) - _whole(nexacloud["base_cents"]),
+                "overage_delta_cents": _whole(odoo["overage_cents"]) - _whole(nexacloud["overage_cents"]),
+                "nexacloud_cpu_milliseconds": cpu["nexacloud_cpu_milliseconds"],
+                "odoo_cpu_milliseconds": cpu["odoo_cpu_milliseconds"],
+                "waiver_reason": None,
+                "waiver_approver": None,
+            }
+        )
         row["delta_cents"] = row["odoo_total_cents"] - row["nexacloud_total_cents"]
         row["tax_delta_cents"] = row["odoo_tax_cents"] - row["nexacloud_tax_cents"]
         return row
 
-    def _judge(self, customer_id, partner_id, nexacloud, odoo, deployment_ids, lines, row) -> tuple[str, str]:
-        nexacloud_total, odoo_total = row["nexacloud_total_cents"], row["odoo_total_cents"]
-        if partner_id is None:
-            return Status.UNMAPPED, (
-                f"NexaCloud customer {customer_id} maps to no Odoo partner (no ir.model.data "
-                f"customer_{customer_id}); NexaCloud billed {format_cents(nexacloud_total)}."
-            )
-        unmapped = [
-            deployment_id for deployment_id in deployment_ids if deployment_id not in self.subscription_of
-        ]
-        if unmapped:
-            return Status.UNMAPPED, (
-                f"Deployment{'s' if len(unmapped) > 1 else ''} {_listing(unmapped)} of customer {customer_id} "
-                f"map{'' if len(unmapped) > 1 else 's'} to no Odoo subscription; NexaCloud billed "
-                f"{format_cents(nexacloud_total)}, Odoo {format_cents(odoo_total)}."
-            )
-        if row["nexacloud_invoice_count"] > 1:
-            return Status.DUPLICATE, (
-                f"NexaCloud has {row['nexacloud_invoice_count']} invoices for the period "
-                f"({_listing(nexacloud['invoice_id'])}) totalling {format_cents(nexacloud_total)}; "
-                f"Odoo invoiced {format_cents(odoo_total)}."
-            )
-        if row["odoo_invoice_count"] > 1:
-            return Status.DUPLICATE, (
-                f"Odoo has {row['odoo_invoice_count']} invoices for the period ({_names(odoo, 'out_invoice')}) "
-                f"totalling {format_cents(odoo_total)} where NexaCloud billed {format_cents(nexacloud_total)} once."
-            )
-        has_nexacloud, has_odoo = len(nexacloud) > 0, len(odoo) > 0
-        if has_nexacloud and has_odoo and row["nexacloud_currency"] != row["odoo_currency"]:
-            return Status.CURRENCY_MISMATCH, (
-                f"NexaCloud bills this customer in {row['nexacloud_currency']} "
-                f"({format_cents(nexacloud_total)}) but Odoo invoiced in {row['odoo_currency']} "
-                f"({format_cents(odoo_total)} on {_names(odoo)})."
-            )
-        if has_nexacloud and not has_odoo:
-            return Status.MISSING_IN_ODOO, (
-                f"NexaCloud billed {format_cents(nexacloud_total)} (invoice {_listing(nexacloud['invoice_id'])}); "
-                f"Odoo has no invoice for partner {partner_id} in the period."
-            )
-        if has_odoo and not has_nexacloud:
-            return Status.MISSING_IN_NEXACLOUD, (
-                f"Odoo invoiced {format_cents(odoo_total)} ({_names(odoo)}) but NexaCloud has no "
-                f"non-void invoice for the period."
-            )
-        usage_gaps = self._usage_gaps(lines)
-        rate_gaps = self._rate_gaps(lines)
-        delta = row["delta_cents"]
-        if delta == 0:
-            if not has_nexacloud and not has_odoo:
-                return self._without_invoices(usage_gaps, rate_gaps, row)
-            note = f" Odoo's usage ledger differs nonetheless: {usage_gaps}" if usage_gaps else ""
-            return Status.MATCH, (
-                f"NexaCloud and Odoo both billed {format_cents(nexacloud_total)} "
-                f"(subtotal {format_cents(row['nexacloud_subtotal_cents'])} + tax "
-                f"{format_cents(row['nexacloud_tax_cents'])}).{note}"
-            )
-        difference = f"Odoo − NexaCloud = {format_cents(delta)}"
-        rounding = self._rounding_explanation(customer_id, nexacloud, row)
-        if rounding:
-            return Status.ROUNDING_DIFFERENCE, f"{difference}: {rounding}"
-        if usage_gaps:
-            return Status.USAGE_MISMATCH, f"{usage_gaps} {difference} ({self._components(row)})."
-        if rate_gaps:
-            return Status.RATE_MISMATCH, f"{rate_gaps} {difference} ({self._components(row)})."
-        if row["odoo_subtotal_cents"] == row["nexacloud_subtotal_cents"]:
-            return Status.TAX_MISMATCH, (
-                f"Subtotals agree at {format_cents(row['nexacloud_subtotal_cents'])} but Odoo charged "
-                f"{format_cents(row['odoo_tax_cents'])} tax where NexaCloud charged "
-                f"{format_cents(row['nexacloud_tax_cents'])} ({self._tax_label(customer_id)} for "
-                f"{self.province_of.get(customer_id)}): {difference}, beyond any rounding."
-            )
-        if abs(delta) <= self.policy.tolerance_cents:
-            return Status.WITHIN_TOLERANCE, (
-                f"{difference}, within the tolerance of {format_cents(self.policy.tolerance_cents)}; "
-                "usage, prices and tax rule agree."
-            )
-        return Status.AMOUNT_MISMATCH, (
-            f"{difference} that usage, prices and the tax rule do not explain ({self._components(row)})."
+    # --- statuses -------------------------------------------------------------------------------
+
+    def reasons(self, rows: pd.DataFrame, lines: pd.DataFrame) -> tuple[pd.Series, dict[int, str]]:
+        """Each row's reason (``_STATUS_OF_REASON``), the first rule of docs/design.md §6.5 that
+        holds; and the rounding explanation of every row whose reason is ``rounding``."""
+        by_customer = lines["customer_position"]
+        mapped = lines["subscription_id"].notna()
+        unmapped = _any_of(by_customer, ~mapped, len(rows))
+        usage_gap = _any_of(
+            by_customer,
+            mapped & (lines["odoo_cpu_milliseconds"] != lines["nexacloud_cpu_milliseconds"]),
+            len(rows),
         )
-
-    def _without_invoices(self, usage_gaps: str, rate_gaps: str, row: dict) -> tuple[str, str]:
-        when = "so far this month" if self.inputs.provisional else "for the period"
-        if usage_gaps:
-            return Status.USAGE_MISMATCH, f"No invoice on either side {when}, but: {usage_gaps}"
-        if rate_gaps:
-            return Status.RATE_MISMATCH, f"No invoice on either side {when}, but: {rate_gaps}"
-        if not self.inputs.provisional and (row["expected_total_cents"] or 0) > 0:
-            # Both systems failing to bill is no agreement: the usage and plans call for a bill.
-            return Status.AMOUNT_MISMATCH, (
-                f"Neither NexaCloud nor Odoo billed the period, although its usage and plans call for "
-                f"{format_cents(row['expected_total_cents'])}."
-            )
-        expected = row["expected_total_cents"]
-        return Status.MATCH, (
-            f"No invoice on either side {when}; usage ledgers and prices agree"
-            + (f" (expected so far {format_cents(expected)})." if expected is not None else ".")
+        rate_gap = _any_of(by_customer, mapped & _rates_differ(lines), len(rows))
+        has_nexacloud, has_odoo = rows["nexacloud_invoice_count"] > 0, rows["odoo_moves"] > 0
+        neither = ~has_nexacloud & ~has_odoo
+        delta = rows["delta_cents"]
+        subtotals_agree = rows["odoo_subtotal_cents"] == rows["nexacloud_subtotal_cents"]
+        rules = {
+            "orphan_partner": rows["customer_id"].isna(),
+            "no_partner": rows["partner_id"].isna(),
+            "unmapped_deployments": unmapped,
+            "nexacloud_duplicate": rows["nexacloud_invoice_count"] > 1,
+            "odoo_duplicate": rows["odoo_invoice_count"] > 1,
+            # Compared as Python compares them: no currency on both sides is no difference.
+            "currency": has_nexacloud
+            & has_odoo
+            & (rows["nexacloud_currency"].fillna("") != rows["odoo_currency"].fillna("")),
+            "missing_in_odoo": has_nexacloud & ~has_odoo,
+            "missing_in_nexacloud": has_odoo & ~has_nexacloud,
+            "unbilled_usage": neither & usage_gap,
+            "unbilled_rate": neither & rate_gap,
+            "unbilled_amount": neither
+            & (not self.inputs.provisional)
+            & (rows["expected_total_cents"].fillna(0) > 0),
+            "unbilled_match": neither,
+            "match_despite_usage": (delta == 0) & usage_gap,
+            "match": delta == 0,
+        }
+        decided = pd.Series(False, index=rows.index)
+        for holds in rules.values():
+            decided |= holds
+        candidates = rows.index[~decided & subtotals_agree & (rows["tax_delta_cents"] != 0)]
+        rounding = {index: text for index in candidates if (text := self._rounding(rows.loc[index]))}
+        rules |= {
+            "rounding": rows.index.isin(list(rounding)),
+            "usage": usage_gap,
+            "rate": rate_gap,
+            "tax": subtotals_agree,
+            "tolerance": delta.abs() <= self.policy.tolerance_cents,
+        }
+        first = np.select(
+            [np.asarray(holds, dtype=bool) for holds in rules.values()], range(len(rules)), len(rules)
         )
+        reasons = pd.Categorical.from_codes(first, categories=[*rules, "amount"])
+        return pd.Series(reasons, index=rows.index), rounding
 
-    # --- explanations ---------------------------------------------------------------------------
-
-    def _rounding_explanation(self, customer_id: int, nexacloud: pd.DataFrame, row: dict) -> str | None:
-        if row["odoo_subtotal_cents"] != row["nexacloud_subtotal_cents"] or row["tax_delta_cents"] == 0:
-            return None
+    def _rounding(self, row: pd.Series) -> str | None:
+        """Why the tax differs when each side's tax is what one rounding rule gives on NexaCloud's
+        line amounts of the customer's invoices at the province's rate; None when it is not."""
+        customer_id = int(row["customer_id"])
+        invoices = self.inputs.nexacloud_invoices
+        invoice_ids = invoices.loc[invoices["customer_id"] == customer_id, "invoice_id"]
+        lines = self.inputs.nexacloud_invoice_lines
         amounts = [
             int(amount)
-            for invoice_id in nexacloud["invoice_id"]
-            for amount in self.nexacloud_lines_by_invoice.get(int(invoice_id), _NO_LINES)["amount_cents"]
+            for invoice_id in invoice_ids
+            for amount in lines.loc[lines["invoice_id"] == invoice_id, "amount_cents"]
         ]
         rule = self._tax_rule(customer_id)
         if not amounts or rule is None:
@@ -579,25 +607,189 @@ class _Ledger:
             f"{format_cents(row['nexacloud_tax_cents'])} rounded {nexacloud_rule} (NexaCloud)."
         )
 
+    # --- causes ---------------------------------------------------------------------------------
+
+    def causes(
+        self, rows: pd.DataFrame, reasons: pd.Series, rounding: dict[int, str], lines: pd.DataFrame
+    ) -> pd.Series:
+        """Each row's cause sentence, with the figures that explain its status."""
+        causes = pd.Series([None] * len(rows), index=rows.index, dtype=object)
+        match = (reasons == "match").to_numpy(dtype=bool)
+        causes[match] = (
+            "NexaCloud and Odoo both billed "
+            + _cents_text(rows.loc[match, "nexacloud_total_cents"])
+            + " (subtotal "
+            + _cents_text(rows.loc[match, "nexacloud_subtotal_cents"])
+            + " + tax "
+            + _cents_text(rows.loc[match, "nexacloud_tax_cents"])
+            + ")."
+        )
+        unbilled = (reasons == "unbilled_match").to_numpy(dtype=bool)
+        expected = rows.loc[unbilled, "expected_total_cents"]
+        causes[unbilled] = (
+            f"No invoice on either side {self._when()}; usage ledgers and prices agree"
+            + np.where(expected.isna(), ".", " (expected so far " + _cents_text(expected.fillna(0)) + ").")
+        )
+        others = rows[~match & ~unbilled]
+        if len(others):
+            explain = _Explanations(self, others, lines)
+            for index, values in zip(others.index, others.to_numpy(dtype=object), strict=True):
+                row = dict(zip(others.columns, values, strict=True))
+                causes[index] = explain.cause(reasons[index], index, row, rounding.get(index))
+        return causes
+
+    def _when(self) -> str:
+        return "so far this month" if self.inputs.provisional else "for the period"
+
+    def _tax_rule(self, customer_id: int):
+        province = self.province_of.get(customer_id)
+        try:
+            return tax_rule(province, self.inputs.period) if province else None
+        except ValueError:
+            return None
+
+
+class _Explanations:
+    """The figures behind the causes of the rows that are no plain match: their invoices, their
+    deployments' lines, written out one row at a time."""
+
+    def __init__(self, ledger: _Ledger, rows: pd.DataFrame, lines: pd.DataFrame):
+        self.ledger = ledger
+        customers = {int(customer_id) for customer_id in rows["customer_id"].dropna()}
+        partners = {int(partner_id) for partner_id in rows["partner_id"].dropna()}
+        invoices = ledger.inputs.nexacloud_invoices
+        invoices = invoices[invoices["customer_id"].isin(customers)]
+        self.invoice_ids = {
+            int(customer): list(group) for customer, group in invoices.groupby("customer_id")["invoice_id"]
+        }
+        chosen = ledger.odoo_partner.isin(partners)
+        moves = ledger.inputs.odoo_invoices[chosen]
+        self.moves: dict[int, list[tuple]] = {}
+        for partner, *move in zip(
+            ledger.odoo_partner[chosen], moves["move_id"], moves["name"], moves["move_type"], strict=True
+        ):
+            self.moves.setdefault(int(partner), []).append(tuple(move))
+        lines = lines[lines["customer_position"].isin(rows.index)]
+        self.lines: dict[int, list[dict]] = {}
+        for values in lines.to_numpy(dtype=object):
+            line = dict(zip(lines.columns, values, strict=True))
+            self.lines.setdefault(int(line["customer_position"]), []).append(
+                {
+                    **line,
+                    "deployment_id": int(line["deployment_id"]),
+                    "subscription_id": _integer(line["subscription_id"]),
+                    "nexacloud_plan_price_cents": _integer(line["nexacloud_plan_price_cents"]),
+                    "odoo_plan_price_cents": _integer(line["odoo_plan_price_cents"]),
+                }
+            )
+
+    def cause(self, reason: str, position: int, row: dict, rounding: str | None) -> str:
+        customer_id, partner_id = _integer(row["customer_id"]), _integer(row["partner_id"])
+        nexacloud_total, odoo_total = (
+            format_cents(row["nexacloud_total_cents"]),
+            format_cents(row["odoo_total_cents"]),
+        )
+        invoice_ids = self.invoice_ids.get(customer_id, [])
+        odoo = self.moves.get(partner_id, [])
+        lines = self.lines.get(position, [])
+        when = self.ledger._when()
+        difference = f"Odoo − NexaCloud = {format_cents(row['delta_cents'])}"
+        if reason == "orphan_partner":
+            return (
+                f"Odoo partner {partner_id} ({row['customer_name']}) was invoiced {odoo_total} "
+                f"on {_names(odoo)} but maps to no NexaCloud customer."
+            )
+        if reason == "no_partner":
+            return (
+                f"NexaCloud customer {customer_id} maps to no Odoo partner (no ir.model.data "
+                f"customer_{customer_id}); NexaCloud billed {nexacloud_total}."
+            )
+        if reason == "unmapped_deployments":
+            unmapped = [line["deployment_id"] for line in lines if line["subscription_id"] is None]
+            return (
+                f"Deployment{'s' if len(unmapped) > 1 else ''} {_listing(unmapped)} of customer {customer_id} "
+                f"map{'' if len(unmapped) > 1 else 's'} to no Odoo subscription; NexaCloud billed "
+                f"{nexacloud_total}, Odoo {odoo_total}."
+            )
+        if reason == "nexacloud_duplicate":
+            return (
+                f"NexaCloud has {row['nexacloud_invoice_count']} invoices for the period "
+                f"({_listing(invoice_ids)}) totalling {nexacloud_total}; Odoo invoiced {odoo_total}."
+            )
+        if reason == "odoo_duplicate":
+            return (
+                f"Odoo has {row['odoo_invoice_count']} invoices for the period ({_names(odoo, 'out_invoice')}) "
+                f"totalling {odoo_total} where NexaCloud billed {nexacloud_total} once."
+            )
+        if reason == "currency":
+            return (
+                f"NexaCloud bills this customer in {row['nexacloud_currency']} ({nexacloud_total}) but Odoo "
+                f"invoiced in {row['odoo_currency']} ({odoo_total} on {_names(odoo)})."
+            )
+        if reason == "missing_in_odoo":
+            return (
+                f"NexaCloud billed {nexacloud_total} (invoice {_listing(invoice_ids)}); "
+                f"Odoo has no invoice for partner {partner_id} in the period."
+            )
+        if reason == "missing_in_nexacloud":
+            return (
+                f"Odoo invoiced {odoo_total} ({_names(odoo)}) but NexaCloud has no "
+                f"non-void invoice for the period."
+            )
+        if reason == "unbilled_usage":
+            return f"No invoice on either side {when}, but: {self._usage_gaps(lines)}"
+        if reason == "unbilled_rate":
+            return f"No invoice on either side {when}, but: {self._rate_gaps(lines)}"
+        if reason == "unbilled_amount":
+            # Both systems failing to bill is no agreement: the usage and plans call for a bill.
+            return (
+                f"Neither NexaCloud nor Odoo billed the period, although its usage and plans call for "
+                f"{format_cents(row['expected_total_cents'])}."
+            )
+        if reason == "match_despite_usage":
+            return (
+                f"NexaCloud and Odoo both billed {nexacloud_total} "
+                f"(subtotal {format_cents(row['nexacloud_subtotal_cents'])} + tax "
+                f"{format_cents(row['nexacloud_tax_cents'])}). "
+                f"Odoo's usage ledger differs nonetheless: {self._usage_gaps(lines)}"
+            )
+        if reason == "rounding":
+            return f"{difference}: {rounding}"
+        if reason == "usage":
+            return f"{self._usage_gaps(lines)} {difference} ({_components(row)})."
+        if reason == "rate":
+            return f"{self._rate_gaps(lines)} {difference} ({_components(row)})."
+        if reason == "tax":
+            rule = self.ledger._tax_rule(customer_id)
+            return (
+                f"Subtotals agree at {format_cents(row['nexacloud_subtotal_cents'])} but Odoo charged "
+                f"{format_cents(row['odoo_tax_cents'])} tax where NexaCloud charged "
+                f"{format_cents(row['nexacloud_tax_cents'])} ({rule.label if rule else 'no known tax rule'} for "
+                f"{self.ledger.province_of.get(customer_id)}): {difference}, beyond any rounding."
+            )
+        if reason == "tolerance":
+            return (
+                f"{difference}, within the tolerance of {format_cents(self.ledger.policy.tolerance_cents)}; "
+                "usage, prices and tax rule agree."
+            )
+        return f"{difference} that usage, prices and the tax rule do not explain ({_components(row)})."
+
     def _usage_gaps(self, lines: list[dict]) -> str:
         sentences = []
         for line in lines:
             difference = line["odoo_cpu_milliseconds"] - line["nexacloud_cpu_milliseconds"]
             if line["subscription_id"] is None or difference == 0:
                 continue
-            days = self._days_that_differ(line["deployment_id"], line["subscription_id"])
+            days = self.ledger.usage_days.get((line["deployment_id"], line["subscription_id"]), [])
             more_or_less = "more" if difference > 0 else "less"
             sentences.append(
                 f"Odoo's usage ledger for subscription {line['subscription_id']} has "
                 f"{_seconds_text(abs(difference))} CPU-seconds {more_or_less} than NexaCloud metered for "
                 f"deployment {line['deployment_id']}"
-                + (f", differing on {_listing(days)}" if days else "")
+                + (f", differing on {_listing(day.isoformat() for day in days)}" if days else "")
                 + "."
             )
         return " ".join(sentences)
-
-    def _days_that_differ(self, deployment_id: int, subscription_id: int) -> list[str]:
-        return [day.isoformat() for day in self.usage_days.get((deployment_id, subscription_id), [])]
 
     def _rate_gaps(self, lines: list[dict]) -> str:
         sentences = []
@@ -620,70 +812,35 @@ class _Ledger:
                 )
         return " ".join(sentences)
 
-    def _components(self, row: dict) -> str:
-        other = (
-            row["delta_cents"]
-            - row["plan_fee_delta_cents"]
-            - row["overage_delta_cents"]
-            - row["tax_delta_cents"]
-        )
-        parts = [
-            f"plan fee {format_cents(row['plan_fee_delta_cents'])}",
-            f"overage {format_cents(row['overage_delta_cents'])}",
-            f"tax {format_cents(row['tax_delta_cents'])}",
-        ]
-        if other:
-            parts.append(f"other lines {format_cents(other)}")
-        return "; ".join(parts)
 
-    def _tax_rule(self, customer_id: int):
-        province = self.province_of.get(customer_id)
-        try:
-            return tax_rule(province, self.inputs.period) if province else None
-        except ValueError:
-            return None
+def _components(row: dict) -> str:
+    other = (
+        row["delta_cents"] - row["plan_fee_delta_cents"] - row["overage_delta_cents"] - row["tax_delta_cents"]
+    )
+    parts = [
+        f"plan fee {format_cents(row['plan_fee_delta_cents'])}",
+        f"overage {format_cents(row['overage_delta_cents'])}",
+        f"tax {format_cents(row['tax_delta_cents'])}",
+    ]
+    if other:
+        parts.append(f"other lines {format_cents(other)}")
+    return "; ".join(parts)
 
-    def _tax_label(self, customer_id: int) -> str:
-        rule = self._tax_rule(customer_id)
-        return rule.label if rule else "no known tax rule"
 
-    # --- per deployment -------------------------------------------------------------------------
+def _rates_differ(lines: pd.DataFrame) -> pd.Series:
+    """Lines whose subscription's plan fee or overage rate differs from the plan's, both known."""
+    fees = lines[["nexacloud_plan_price_cents", "odoo_plan_price_cents"]]
+    rates = lines[["nexacloud_overage_rate", "odoo_overage_rate"]]
+    fee_differs = fees.notna().all(axis=1) & (fees.iloc[:, 0] != fees.iloc[:, 1])
+    rate_differs = rates.notna().all(axis=1) & (rates.iloc[:, 0] != rates.iloc[:, 1])
+    return fee_differs | rate_differs
 
-    def _deployment_line(self, customer_id: int, partner_id: int | None, deployment_id: int) -> dict:
-        subscription_id = self.subscription_of.get(deployment_id)
-        expected = self.expected_lines.get(deployment_id)
-        plan_id = expected["plan_id"] if expected is not None else self.plan_of_deployment.get(deployment_id)
-        plan = self.plans.get(int(plan_id)) if plan_id is not None else None
-        subscription = self.subscriptions.get(subscription_id) if subscription_id is not None else None
-        nexacloud_kind = partial(_lookup, self.nexacloud_kind_by_deployment, deployment_id)
-        odoo_category = partial(_lookup, self.odoo_category_by_subscription, subscription_id)
-        odoo_fee = None if subscription is None else subscription["plan_fee_cents"]
-        return {
-            "customer_id": customer_id,
-            "partner_id": partner_id,
-            "deployment_id": deployment_id,
-            "subscription_id": subscription_id,
-            "plan_code": None if plan is None else plan["plan_code"],
-            "active_days": None if expected is None else int(expected["active_days"]),
-            "nexacloud_cpu_milliseconds": self.nexacloud_cpu.get((deployment_id,), 0),
-            "odoo_cpu_milliseconds": self.odoo_cpu.get((subscription_id,), 0)
-            if subscription_id is not None
-            else 0,
-            "nexacloud_plan_price_cents": None if plan is None else int(plan["monthly_price_cents"]),
-            "odoo_plan_price_cents": None if odoo_fee is None or pd.isna(odoo_fee) else int(odoo_fee),
-            "nexacloud_overage_rate": None if plan is None else Decimal(plan["overage_cents_per_cpu_hour"]),
-            "odoo_overage_rate": None if subscription is None else subscription["overage_cents_per_cpu_hour"],
-            "nexacloud_base_cents": nexacloud_kind(ChargeKind.BASE),
-            "nexacloud_overage_cents": nexacloud_kind(ChargeKind.OVERAGE),
-            "nexacloud_tax_cents": self.nexacloud_tax_by_deployment.get((deployment_id,), 0),
-            "odoo_plan_fee_cents": odoo_category(_PLAN_FEE),
-            "odoo_overage_cents": odoo_category(_OVERAGE),
-            "odoo_tax_cents": self.odoo_tax_by_subscription.get((subscription_id,), 0),
-            "expected_base_cents": 0 if expected is None else int(expected["base_cents"]),
-            "expected_overage_cents": 0 if expected is None else int(expected["overage_cents"]),
-            "expected_tax_cents": 0 if expected is None else int(expected["tax_cents"]),
-            "note": None if subscription_id is not None else "no Odoo subscription mapped",
-        }
+
+def _any_of(positions: pd.Series, holds: pd.Series, length: int) -> pd.Series:
+    """Per row position, whether ``holds`` for any of its lines."""
+    found = np.zeros(length, dtype=bool)
+    found[positions[holds].to_numpy()] = True
+    return pd.Series(found)
 
 
 _ROUNDING_NAMES = {
@@ -698,105 +855,122 @@ def _rounding_giving(alternatives: dict[str, int], tax_cents: int) -> str | None
     return next((_ROUNDING_NAMES[name] for name, tax in alternatives.items() if tax == tax_cents), None)
 
 
-_EMPTY_NEXACLOUD = pd.DataFrame(
-    {"invoice_id": pd.Series(dtype="int64"), "currency": pd.Series(dtype=object)}
-    | {column: pd.Series(dtype="int64") for column in ("subtotal_cents", "tax_cents", "total_cents")}
-)
-_EMPTY_ODOO = pd.DataFrame(
-    {
-        "move_id": pd.Series(dtype="int64"),
-        "name": pd.Series(dtype=object),
-        "move_type": pd.Series(dtype=object),
-        "currency": pd.Series(dtype=object),
-    }
-    | {column: pd.Series(dtype="int64") for column in ("untaxed_cents", "tax_cents", "total_cents")}
-)
-
-
 _PLAN_FEE, _OVERAGE, _OTHER = "plan_fee", "overage", "other"
-_NO_INVOICES = {
-    "invoices": 0,
-    "out_invoices": 0,
-    "currency": None,
-    "subtotal_cents": 0,
-    "tax_cents": 0,
-    "total_cents": 0,
-}
-_NO_LINES = pd.DataFrame({"amount_cents": pd.Series(dtype="int64")})
 
 
-def _groups(frame: pd.DataFrame, column: str) -> dict:
-    return {int(key): group for key, group in frame.groupby(column)}
+def _sums(keys: pd.Series, **values: pd.Series) -> pd.DataFrame:
+    """The sum of each of ``values`` per key (values without a key left out), by whole-number key."""
+    sums = pd.DataFrame(values).groupby(keys).sum()
+    return sums.set_axis(sums.index.astype("int64"))
 
 
-def _sums(frame: pd.DataFrame, keys: list[str], column: str) -> dict[tuple, int]:
-    """``{(key, …): sum}`` of ``column``; keys as plain ints and strings for dict lookups."""
-    sums = frame.dropna(subset=keys).groupby(keys)[column].sum()
-    return {
-        tuple(_plain(part) for part in (key if isinstance(key, tuple) else (key,))): int(total)
-        for key, total in sums.items()
-    }
+def _keyed(*tables: pd.DataFrame, **columns: pd.Series) -> pd.DataFrame:
+    """Figures of the same owners side by side, one row per owner any of them knows."""
+    return pd.concat([*tables, pd.DataFrame(columns)], axis=1)
 
 
-def _lookup(sums: dict[tuple, int], *key) -> int:
-    return sums.get(tuple(_plain(part) for part in key), 0)
+def _aligned(table: pd.DataFrame, keys: pd.Series) -> pd.DataFrame:
+    """The rows of ``table`` for ``keys`` (missing for a missing key), in their order and index."""
+    found = table.reindex(keys.to_numpy(dtype="float64", na_value=np.nan))
+    return found.set_axis(keys.index)
 
 
-def _plain(value):
-    return int(value) if isinstance(value, (int, np.integer)) else value
+def _whole(values: pd.Series) -> pd.Series:
+    """Whole numbers, 0 where there is none."""
+    return values.fillna(0).astype("int64")
 
 
-def _invoice_summaries(invoices: pd.DataFrame, key: str, subtotal_column: str) -> dict[int, dict]:
-    """Per customer (or partner): invoice counts, currencies and summed amounts."""
-    if invoices.empty:
-        return {}
-    grouped = invoices.groupby(key)
-    sums = grouped[[subtotal_column, "tax_cents", "total_cents"]].sum()
-    counts = grouped.size()
-    is_invoice = (
-        invoices["move_type"] == "out_invoice" if "move_type" in invoices else pd.Series(True, invoices.index)
+def _like_records(values: pd.Series) -> pd.Series:
+    """Whole numbers typed as a frame built from records types them: ``int64`` when none is
+    missing, ``float64`` with NaN when some are, objects (None) when all are."""
+    missing = values.isna()
+    if not missing.any():
+        return values.astype("int64")
+    if missing.all():
+        return pd.Series([None] * len(values), index=values.index, dtype=object)
+    return pd.Series(values.to_numpy(dtype="float64", na_value=np.nan), index=values.index)
+
+
+def _objects(values: pd.Series) -> pd.Series:
+    """Values as objects, None where missing."""
+    return values.astype(object).where(values.notna(), None)
+
+
+def _integer(value) -> int | None:
+    return None if value is None or pd.isna(value) else int(value)
+
+
+def _last_by(keys: pd.Series, values: pd.Series) -> pd.Series:
+    """``values`` indexed by ``keys`` (both whole numbers, pairs with a missing one left out), the
+    last pair winning for a repeated key."""
+    pairs = pd.DataFrame({"key": keys.to_numpy(), "value": values.to_numpy()}).dropna()
+    pairs = pairs.drop_duplicates("key", keep="last")
+    return pd.Series(pairs["value"].astype("int64").to_numpy(), index=pairs["key"].astype("int64").to_numpy())
+
+
+def _indexed(frame: pd.DataFrame, key: str, column: str, *, keep: str | None = None) -> pd.Series:
+    """``frame[column]`` indexed by ``frame[key]``; with ``keep="last"`` a repeated key keeps its
+    last value (as a dict built from the rows would), else a repeated key is an error on lookup."""
+    values = pd.Series(frame[column].to_numpy(), index=frame[key].to_numpy())
+    return values[~values.index.duplicated(keep=keep)] if keep else values
+
+
+def _invoice_summaries(invoices: pd.DataFrame, owners: pd.Series, subtotal_column: str) -> pd.DataFrame:
+    """Per customer (or partner) ``owners`` names: invoice counts (``out_invoices`` leaves Odoo's
+    refunds out), currencies joined by "/" in alphabetical order, and summed amounts."""
+    grouped = invoices.groupby(owners)
+    summary = grouped[[subtotal_column, "tax_cents", "total_cents"]].sum()
+    summary = summary.rename(columns={subtotal_column: "subtotal_cents"})
+    summary["invoices"] = grouped.size()
+    summary["out_invoices"] = (
+        (invoices["move_type"] == "out_invoice").groupby(owners).sum()
+        if "move_type" in invoices
+        else summary["invoices"]
     )
-    out_invoices = is_invoice.groupby(invoices[key]).sum()
-    currencies = (
-        invoices[[key, "currency"]]
-        .dropna()
-        .drop_duplicates()
-        .sort_values("currency")
-        .groupby(key)["currency"]
-        .agg("/".join)
-    )
-    return {
-        int(owner): {
-            "invoices": int(counts[owner]),
-            "out_invoices": int(out_invoices[owner]),
-            "currency": currencies.get(owner),
-            "subtotal_cents": int(sums.at[owner, subtotal_column]),
-            "tax_cents": int(sums.at[owner, "tax_cents"]),
-            "total_cents": int(sums.at[owner, "total_cents"]),
-        }
-        for owner in counts.index
-    }
+    summary["currency"] = grouped["currency"].first()
+    summary["currencies"] = grouped["currency"].nunique()
+    # Several currencies for one owner are rare: join them only where there are.
+    several = summary.index[summary["currencies"] > 1]
+    if len(several):
+        chosen = owners.isin(several)
+        joined = (
+            pd.DataFrame({"owner": owners[chosen], "currency": invoices.loc[chosen, "currency"]})
+            .dropna()
+            .drop_duplicates()
+            .sort_values("currency")
+            .groupby("owner")["currency"]
+            .agg("/".join)
+        )
+        summary.loc[joined.index, "currency"] = joined
+    return summary
 
 
 def _odoo_category(product_codes: pd.Series, products: OdooProducts) -> pd.Series:
-    codes = product_codes.fillna("")
-    category = pd.Series(_OTHER, index=codes.index, dtype=object)
-    category[codes.str.startswith(products.plan_prefix)] = _PLAN_FEE
-    category[codes == products.overage_code] = _OVERAGE
-    return category
+    # A period has a handful of product codes: categorise each once.
+    codes, uniques = pd.factorize(product_codes.fillna(""))
+    uniques = pd.Series(uniques, dtype=object)
+    categories = np.where(
+        uniques == products.overage_code,
+        _OVERAGE,
+        np.where(uniques.str.startswith(products.plan_prefix), _PLAN_FEE, _OTHER),
+    ).astype(object)
+    return pd.Series(categories[codes], index=product_codes.index, dtype=object)
 
 
 def _commercial_partner(partner_ids: pd.Series, partners: pd.DataFrame) -> pd.Series:
-    commercial = dict(zip(partners["partner_id"], partners["commercial_partner_id"], strict=True))
-    return partner_ids.map(lambda pid: int(commercial[pid]) if pd.notna(commercial.get(pid)) else int(pid))
+    """Each partner's commercial partner (its company), or itself when it has none."""
+    commercial = partners.drop_duplicates("partner_id", keep="last").set_index("partner_id")
+    companies = partner_ids.map(commercial["commercial_partner_id"])
+    return companies.where(companies.notna(), partner_ids).astype("int64")
 
 
-def _names(odoo: pd.DataFrame, move_type: str | None = None) -> str:
-    moves = odoo if move_type is None else odoo[odoo["move_type"] == move_type]
+def _names(moves: Sequence[tuple], move_type: str | None = None) -> str:
+    """The Odoo invoices, (move_id, name, move_type) each, by name."""
     # Odoo names a draft "/" until it is posted.
     return ", ".join(
         str(name) if name and name != "/" else f"draft move {move_id}"
-        for move_id, name in zip(moves["move_id"], moves["name"], strict=True)
+        for move_id, name, kind in moves
+        if move_type is None or kind == move_type
     )
 
 
@@ -809,9 +983,45 @@ def _seconds(milliseconds: int) -> Decimal:
     return Decimal(int(milliseconds)) / 1000
 
 
+def _seconds_of(*milliseconds: pd.Series) -> list[pd.Series]:
+    """Columns of CPU milliseconds as ``_seconds``, each distinct value converted once (the two
+    sides mostly agree, and a customer with one deployment has its deployment's figures)."""
+    values = np.concatenate([column.to_numpy(dtype="int64") for column in milliseconds])
+    codes, distinct = pd.factorize(values)
+    seconds = np.array([_seconds(value) for value in distinct.tolist()], dtype=object)[codes]
+    ends = np.cumsum([len(column) for column in milliseconds])
+    return [
+        pd.Series(part, index=column.index, dtype=object)
+        for column, part in zip(milliseconds, np.split(seconds, ends[:-1]), strict=True)
+    ]
+
+
 def _seconds_text(milliseconds: int) -> str:
     seconds = _seconds(milliseconds)
     return f"{seconds:,.3f}".rstrip("0").rstrip(".")
+
+
+# ``format_cents`` over a column: "$1,234.56", "-$1.00", assembled from groups of three digits.
+_DIGITS = np.array([str(number) for number in range(1000)], dtype=object)
+_THREE_DIGITS = np.array([f"{number:03d}" for number in range(1000)], dtype=object)
+_CENTS = np.array([f".{number:02d}" for number in range(100)], dtype=object)
+_SIGNS = np.array(["$", "-$"], dtype=object)
+
+
+def _cents_text(cents: pd.Series) -> np.ndarray:
+    """``format_cents`` of every value of the column, computed for the column at once."""
+    values = cents.to_numpy(dtype="int64")
+    dollars, remainder = np.divmod(np.abs(values), 100)
+    return _SIGNS[(values < 0).astype("int64")] + _dollars_text(dollars) + _CENTS[remainder]
+
+
+def _dollars_text(dollars: np.ndarray) -> np.ndarray:
+    """Whole dollars with a comma between thousands: ``1234567 → "1,234,567"``."""
+    text = _DIGITS[dollars % 1000]
+    large = dollars >= 1000
+    if large.any():
+        text[large] = _dollars_text(dollars[large] // 1000) + "," + _THREE_DIGITS[dollars[large] % 1000]
+    return text
 
 
 def _set_aside_rows(results: pd.DataFrame, set_aside: pd.DataFrame) -> pd.DataFrame:
@@ -820,33 +1030,39 @@ def _set_aside_rows(results: pd.DataFrame, set_aside: pd.DataFrame) -> pd.DataFr
     if set_aside.empty or results.empty:
         return results
     results = results.copy()
-    by_customer = set_aside[set_aside["customer_id"].notna()].groupby("customer_id")
-    by_partner = set_aside[set_aside["customer_id"].isna() & set_aside["partner_id"].notna()].groupby(
-        "partner_id"
+    customer_rows = results["customer_id"].notna()
+    concerned = (
+        ("customer", "customer_id", customer_rows, set_aside["customer_id"].notna()),
+        (
+            "partner",
+            "partner_id",
+            ~customer_rows,
+            set_aside["customer_id"].isna() & set_aside["partner_id"].notna(),
+        ),
     )
-    for index, row in results.iterrows():
-        if pd.notna(row["customer_id"]):
-            key, groups = int(row["customer_id"]), by_customer
-        elif pd.notna(row["partner_id"]):
-            key, groups = int(row["partner_id"]), by_partner
-        else:
-            continue
-        if key not in groups.groups:
-            continue
-        records = groups.get_group(key)
-        named = "; ".join(
-            f"{record.source} {record.record}: {record.problem}"
-            for record in records.head(_SET_ASIDE_NAMED).itertuples(index=False)
-        )
-        more = len(records) - min(len(records), _SET_ASIDE_NAMED)
-        results.at[index, "status"] = Status.SOURCE_DATA_ERROR
-        results.at[index, "cause"] = (
-            f"Set aside: {len(records)} record(s) break their source's contract, so this "
-            f"{'customer' if pd.notna(row['customer_id']) else 'partner'} cannot be judged: {named}"
-            + (f"; and {more} more" if more else "")
-            + ". Fix them in their source and re-run the period."
-        )
+    for kind, column, rows, records in concerned:
+        causes = {
+            int(key): _set_aside_cause(group, kind) for key, group in set_aside[records].groupby(column)
+        }
+        keys = results.loc[rows, column].dropna()
+        hit = keys.index[keys.isin(list(causes))]
+        results.loc[hit, "status"] = Status.SOURCE_DATA_ERROR
+        results.loc[hit, "cause"] = keys[hit].astype("int64").map(causes)
     return results
+
+
+def _set_aside_cause(records: pd.DataFrame, kind: str) -> str:
+    named = "; ".join(
+        f"{record.source} {record.record}: {record.problem}"
+        for record in records.head(_SET_ASIDE_NAMED).itertuples(index=False)
+    )
+    more = len(records) - min(len(records), _SET_ASIDE_NAMED)
+    return (
+        f"Set aside: {len(records)} record(s) break their source's contract, so this "
+        f"{kind} cannot be judged: {named}"
+        + (f"; and {more} more" if more else "")
+        + ". Fix them in their source and re-run the period."
+    )
 
 
 def _note_expected_gaps(results: pd.DataFrame, gaps: Mapping[int, str]) -> pd.DataFrame:
@@ -854,11 +1070,35 @@ def _note_expected_gaps(results: pd.DataFrame, gaps: Mapping[int, str]) -> pd.Da
     if not gaps or results.empty:
         return results
     results = results.copy()
-    for index, customer_id in results["customer_id"].items():
-        if pd.notna(customer_id) and int(customer_id) in gaps:
+    customers = results["customer_id"].dropna()
+    noted = customers.index[customers.isin(list(gaps))]
+    results.loc[noted, "cause"] = (
+        results.loc[noted, "cause"]
+        + " Our expected leg is left empty: "
+        + customers[noted].astype("int64").map(gaps)
+        + "."
+    )
+    return results
+
+
+def _waived(results: pd.DataFrame, waivers: Sequence[Waiver], period: date, on_date: date) -> pd.DataFrame:
+    """Customer rows whose exact difference a waiver accepts: ``waived``, the cause keeping the
+    underlying one with the reason and approver. A match and a source data error are never waived."""
+    if not waivers:
+        return results
+    candidates = results.index[
+        ~results["status"].isin([Status.MATCH, Status.SOURCE_DATA_ERROR]) & results["customer_id"].notna()
+    ]
+    for index in candidates:
+        row = results.loc[index]
+        waiver = find_waiver(waivers, period, int(row["customer_id"]), int(row["delta_cents"]), on_date)
+        if waiver is not None:
+            results.at[index, "status"] = Status.WAIVED
             results.at[index, "cause"] = (
-                f"{results.at[index, 'cause']} Our expected leg is left empty: {gaps[int(customer_id)]}."
+                f"{row['cause']} Accepted by {waiver.approver}: {waiver.reason} (waiver line {waiver.line})."
             )
+            results.at[index, "waiver_reason"] = waiver.reason
+            results.at[index, "waiver_approver"] = waiver.approver
     return results
 
 
@@ -884,12 +1124,8 @@ def _result_frame(results: pd.DataFrame) -> pd.DataFrame:
 def _line_frame(lines: pd.DataFrame, period: date) -> pd.DataFrame:
     if lines.empty:
         return pd.DataFrame(columns=LINE_COLUMNS)
-    lines = lines.assign(
-        billing_period=period,
-        nexacloud_cpu_seconds=lines["nexacloud_cpu_milliseconds"].map(_seconds),
-        odoo_cpu_seconds=lines["odoo_cpu_milliseconds"].map(_seconds),
-    )
     frame = lines.reindex(columns=LINE_COLUMNS)
+    frame["billing_period"] = period
     for column in ("customer_id", "partner_id", "deployment_id", "subscription_id"):
         frame[column] = frame[column].astype("Int64")
     return frame

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine
 from sqlalchemy.pool import StaticPool
 
-from fusion_billing_assets.billing.charges import TaxRounding
+from fusion_billing_assets.billing.charges import TaxRounding, active_days, line_taxes_cents
 from fusion_billing_assets.billing.expected import (
     EXPECTED_CHARGE_COLUMNS,
     EXPECTED_INVOICE_COLUMNS,
@@ -41,6 +41,7 @@ from fusion_billing_assets.billing.money import dollars_to_cents
 from fusion_billing_assets.billing.periods import (
     PeriodWindow,
     local_day,
+    local_midnight_utc,
     period_of,
     period_window,
     periods_between,
@@ -412,6 +413,66 @@ def test_every_line_follows_the_formulas_of_design_section_6_exactly(frames):
         assert line.overage_cents == half_up(overage)
         assert line.base_tax_cents == half_up(line.base_cents * rate)
         assert line.overage_tax_cents == half_up(line.overage_cents * rate)
+
+
+@given(billing_periods())
+def test_globally_rounded_line_taxes_are_each_invoices_tax_spread_as_charges_spreads_it(frames):
+    lines = expected_charges(*frames, rounding=TaxRounding.GLOBALLY)
+    for _, invoice in lines.groupby("customer_id", sort=False):
+        amounts = [
+            amount for line in invoice.itertuples() for amount in (line.base_cents, line.overage_cents)
+        ]
+        (rate,) = set(invoice["tax_rate"])
+        taxes = [
+            tax for line in invoice.itertuples() for tax in (line.base_tax_cents, line.overage_tax_cents)
+        ]
+        assert taxes == list(line_taxes_cents(amounts, rate, TaxRounding.GLOBALLY))
+
+
+@given(
+    PERIODS,
+    st.lists(
+        st.tuples(
+            st.integers(-40 * 86_400, 40 * 86_400),
+            st.none() | st.integers(1, 45 * 86_400),
+            st.booleans(),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=20,
+    ),
+)
+def test_active_days_of_every_deployment_are_the_local_days_charges_counts(period, lives):
+    """Lives around the period, by the second, some starting or ending exactly at a local midnight."""
+    window = period_window(period, TORONTO)
+
+    def midnight(seconds: int) -> datetime:
+        return local_midnight_utc(window.local_days()[seconds % window.days], TORONTO)
+
+    created = [
+        midnight(offset) if created_at_midnight else window.start_utc + timedelta(seconds=offset)
+        for offset, _, created_at_midnight, _ in lives
+    ]
+    terminated = [
+        None
+        if seconds is None
+        else midnight(seconds)
+        if ended_at_midnight
+        else start + timedelta(seconds=seconds)
+        for start, (_, seconds, _, ended_at_midnight) in zip(created, lives, strict=True)
+    ]
+    terminated = [
+        end if end is None or end > start else None for start, end in zip(created, terminated, strict=True)
+    ]
+    frame = pd.DataFrame(
+        {
+            "created_at": pd.to_datetime(created, utc=True),
+            "terminated_at": pd.to_datetime(terminated, utc=True),
+        }
+    )
+    assert list(active_days_per_deployment(frame, window)) == [
+        active_days(start, end, window) for start, end in zip(created, terminated, strict=True)
+    ]
 
 
 @given(billing_periods(), ROUNDINGS)

@@ -84,7 +84,12 @@ def main() -> int:
     tag = f"{args.preset.lower()}_{preset['customers']}_{args.usage_window_minutes}_{args.seed}"
     work = args.work or Path(f"/tmp/fusion-benchmark-{tag}")
     urls = {name: _database_url(f"fusion_bench_{tag}_{name}") for name in ("nexacloud", "odoo", "warehouse")}
-    figures: dict[str, Any] = {"preset": args.preset, "scale": preset, "machine": _machine(), "started_at": _now()}
+    figures: dict[str, Any] = {
+        "preset": args.preset,
+        "scale": preset,
+        "machine": _machine(),
+        "started_at": _now(),
+    }
     started = time.monotonic()
 
     generated = work / "sandbox" / "manifest.json"

@@ -23,7 +23,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from fusion_billing_assets.sandbox.odoo_store import dump_models
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.dialects.sqlite import DATETIME as SQLITE_DATETIME
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
@@ -45,6 +44,7 @@ from fusion_billing_assets.sandbox.__main__ import main as sandbox_cli
 from fusion_billing_assets.sandbox.generator import SandboxScale, Summary, default_odoo_url, generate
 from fusion_billing_assets.sandbox.nexacloud_billing import overage_cents
 from fusion_billing_assets.sandbox.odoo_models import MODELS
+from fusion_billing_assets.sandbox.odoo_store import dump_models
 from fusion_billing_assets.sandbox.scenarios import MINIMUM_CUSTOMERS
 from fusion_billing_assets.sandbox.world import STANDARD
 from fusion_billing_assets.sources import nexacloud_schema as schema
@@ -760,7 +760,9 @@ def test_one_usage_record_without_an_idempotency_key_is_the_source_data_error_ca
     finally:
         engine.dispose()
     keyless = usage[usage["keyless_records"] > 0]
-    assert [(row.deployment_id, row.keyless_records) for row in keyless.itertuples()] == [(deployment["id"], 1)]
+    assert [(row.deployment_id, row.keyless_records) for row in keyless.itertuples()] == [
+        (deployment["id"], 1)
+    ]
 
     subscription = sandbox.mapped_subscription()[deployment["id"]]
     window_start = as_utc(record["window_start"]).strftime("%Y-%m-%d %H:%M:%S")
@@ -801,7 +803,9 @@ def test_odoo_records_follow_the_storage_format(sandbox):
     partners = {p["id"]: p for p in sandbox.odoo["res.partner"]}
     for customer_id, partner_id in sandbox.mapped_partner().items():
         assert partners[partner_id]["ref"] == f"NC-{customer_id}"
-    assert sandbox.summary.odoo_records == {model: len(records) for model, records in sorted(sandbox.odoo.items())}
+    assert sandbox.summary.odoo_records == {
+        model: len(records) for model, records in sorted(sandbox.odoo.items())
+    }
 
 
 def test_each_expected_status_can_be_read_off_the_data(sandbox):

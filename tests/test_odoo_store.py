@@ -21,7 +21,6 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from fusion_billing_assets.sandbox.odoo_domain import sql_like
 from fusion_billing_assets.sandbox.odoo_models import SANDBOX_API_KEY, SANDBOX_DATABASE, SANDBOX_LOGIN
 from fusion_billing_assets.sandbox.odoo_standin import OdooStandIn, serving
 from fusion_billing_assets.sandbox.odoo_store import (
@@ -312,15 +311,6 @@ def test_local_day_buckets_across_the_end_of_dst_with_exact_sums(store_url):
     ]
     # ISO weeks start on Monday: October 26, then November 2
     assert [tuple(row) for row in weeks] == [("2026-10-26", 5), ("2026-11-02", 1)]
-
-
-def test_sql_like_patterns():
-    assert sql_like("nc-_", case_insensitive=False)("nc-1")
-    assert not sql_like("nc-_", case_insensitive=False)("nc-12")
-    assert sql_like("%cloud%", case_insensitive=True)("Acme Cloud Inc")
-    assert not sql_like("%cloud%", case_insensitive=False)("Acme Cloud Inc")
-    assert sql_like("100\\%", case_insensitive=False)("100%")
-    assert not sql_like("100\\%", case_insensitive=False)("1000")
 
 
 LEDGER_ROWS = 100_000

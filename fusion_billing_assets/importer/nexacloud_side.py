@@ -1,0 +1,42 @@
+"""What the import reads of NexaCloud: a period's customers, plans and deployments, validated.
+
+The same queries and contracts as the source assets (``sources.nexacloud``, ``sources.validation``),
+so a record the reconciliation sets aside is set aside by the import too (action ``invalid``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from sqlalchemy import Connection
+
+from fusion_billing_assets.billing.expected import active_days_per_deployment
+from fusion_billing_assets.billing.periods import PeriodWindow
+from fusion_billing_assets.importer.records import WRITE_ORDER, Wanted, wanted_records
+from fusion_billing_assets.sources import nexacloud as queries
+from fusion_billing_assets.sources import validation as contracts
+
+
+def wanted_for_periods(
+    connection: Connection, windows: Sequence[PeriodWindow], *, exclusions: Mapping[int, str] | None = None
+) -> list[Wanted]:
+    """The Odoo records the periods' NexaCloud records need, each once, in write order.
+
+    Of several periods, a record comes from the first that holds it: customers, plans and a
+    deployment read the same in every period they are alive in.
+    """
+    by_xid: dict[str, Wanted] = {}
+    for window in windows:
+        customers = contracts.validate(
+            queries.fetch_customers(connection, window), contracts.nexacloud_customers(window)
+        )
+        plans = contracts.validate(queries.fetch_plans(connection), contracts.nexacloud_plans())
+        deployments = queries.fetch_deployments(connection, window)
+        deployments["active_days"] = active_days_per_deployment(deployments, window)
+        deployments = contracts.validate(deployments, contracts.nexacloud_deployments(window))
+        for record in wanted_records(
+            customers, plans, deployments, timezone=window.timezone, exclusions=exclusions
+        ):
+            by_xid.setdefault(record.external_id, record)
+    # Stable: within a model, records keep the order of the periods and of the frames.
+    return sorted(by_xid.values(), key=lambda record: WRITE_ORDER.index(record.model))

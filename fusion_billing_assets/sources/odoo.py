@@ -18,7 +18,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -294,6 +294,32 @@ class OdooClient:
             for page in self.search_read_pages(model, domain, fields, context=context, at_most=at_most)
             for record in page
         ]
+
+    def search_read_in(
+        self,
+        model: str,
+        name: str,
+        values: Iterable[Any],
+        fields: Sequence[str],
+        *,
+        domain: Sequence[Any] = (),
+        context: Mapping[str, Any] | None = None,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Every record whose field ``name`` is one of ``values``, ``page_size`` values per domain.
+
+        Never one call per value: each list of values is one ``in`` condition, its records keyset
+        paged. On ``id`` a list matches at most its own length, so a full page ends the list.
+        """
+        distinct = sorted(set(values))
+        for start in range(0, len(distinct), self.page_size):
+            chunk = distinct[start : start + self.page_size]
+            yield from self.search_read_pages(
+                model,
+                [*domain, [name, "in", chunk]],
+                fields,
+                context=context,
+                at_most=len(chunk) if name == "id" else None,
+            )
 
     def read_group(
         self,

@@ -411,11 +411,8 @@ def _product_codes(
 def _read_by_ids(
     client: OdooClient, model: str, ids: Iterable[int | None], fields: Sequence[str]
 ) -> list[dict]:
-    wanted = sorted({int(i) for i in ids if i})
-    records = []
-    for batch in _batches(wanted):
-        records += client.search_read_all(model, [["id", "in", batch]], fields, at_most=len(batch))
-    return records
+    wanted = {int(i) for i in ids if i}
+    return [record for page in client.search_read_in(model, "id", wanted, fields) for record in page]
 
 
 def _batches(ids: Sequence[int], size: int = BATCH_SIZE) -> Iterable[list[int]]:

@@ -180,6 +180,43 @@ billing_reconciliation_lines = Table(
     Index("billing_reconciliation_lines_period", "billing_period", "customer_id"),
 )
 
+# The importer's plan of a period (docs/design.md §9): one row per Odoo record the period's
+# NexaCloud records need, with its action; replaced whole by every planning of the period.
+odoo_import_plan = Table(
+    "odoo_import_plan",
+    metadata,
+    Column("billing_period", Date, nullable=False),
+    Column("nexacloud_kind", Text, nullable=False),  # customer, plan, deployment
+    Column("nexacloud_id", Text, nullable=False),  # a customer or deployment id, a plan code
+    Column("odoo_model", Text, nullable=False),
+    Column("external_id", Text, nullable=False),  # nexacloud.<name>
+    Column("action", Text, nullable=False),  # create, update, unchanged, conflict, excluded, invalid
+    Column("changes", Text, nullable=True),  # "field: Odoo's value → NexaCloud's; …"
+    Column("odoo_id", BigInteger, nullable=True),
+    Column("message", Text, nullable=True),
+    Column("planned_at", DateTime(timezone=True), nullable=False),
+    Index("odoo_import_plan_period_action", "billing_period", "action"),
+)
+
+# What every apply (and dry run) sent and what Odoo answered, kept: a batch's row has no
+# external id; each record's row, and each of Odoo's messages, names its record.
+odoo_import_log = Table(
+    "odoo_import_log",
+    metadata,
+    Column("run_id", Text, nullable=False),
+    Column("billing_period", Date, nullable=False),
+    Column("dry_run", Boolean, nullable=False),
+    Column("batch", Integer, nullable=False),
+    Column("odoo_model", Text, nullable=False),
+    Column("external_id", Text, nullable=True),
+    Column("outcome", Text, nullable=False),  # loaded, refused, failed, skipped, dry_run
+    Column("records", Integer, nullable=False),
+    Column("odoo_id", BigInteger, nullable=True),
+    Column("message", Text, nullable=True),
+    Column("logged_at", DateTime(timezone=True), nullable=False),
+    Index("odoo_import_log_period_run", "billing_period", "run_id"),
+)
+
 RESULT_COLUMNS = [column.name for column in billing_reconciliation.columns]
 LINE_COLUMNS = [column.name for column in billing_reconciliation_lines.columns]
 
@@ -400,6 +437,49 @@ def read_period(connection: Connection, period: date) -> tuple[pd.DataFrame, pd.
     )
 
 
+def replace_import_plan(connection: Connection, period: date, plan: pd.DataFrame) -> None:
+    """Replace the period's import plan, in the caller's transaction (the previous plan stays on failure)."""
+    period = parse_period(period)
+    columns = _bound_columns(odoo_import_plan, plan, period)
+    lock_period(connection, period)
+    connection.execute(odoo_import_plan.delete().where(odoo_import_plan.c.billing_period == period))
+    _insert(connection, odoo_import_plan, columns)
+
+
+def append_import_log(connection: Connection, period: date, log: pd.DataFrame) -> None:
+    """Keep an apply's log rows (a run logged again, a retried step, replaces its rows)."""
+    period = parse_period(period)
+    columns = _bound_columns(odoo_import_log, log, period)
+    for run_id in set(log["run_id"]):
+        connection.execute(odoo_import_log.delete().where(odoo_import_log.c.run_id == run_id))
+    _insert(connection, odoo_import_log, columns)
+
+
+def read_import_plan(connection: Connection, period: date) -> pd.DataFrame:
+    table = odoo_import_plan
+    statement = (
+        select(table)
+        .where(table.c.billing_period == parse_period(period))
+        .order_by(table.c.odoo_model, table.c.external_id)
+    )
+    return _typed(connection, table, statement)
+
+
+def read_import_log(connection: Connection, run_id: str | None = None) -> pd.DataFrame:
+    """Every apply's log, or one run's, in the order it was written."""
+    table = odoo_import_log
+    statement = select(table).order_by(table.c.logged_at, table.c.batch)
+    if run_id is not None:
+        statement = statement.where(table.c.run_id == run_id)
+    return _typed(connection, table, statement)
+
+
+def _typed(connection: Connection, table: Table, statement: Any) -> pd.DataFrame:
+    return typed_frame(
+        connection.execute(statement), {column.name: _handling(column)[0] for column in table.columns}
+    )
+
+
 def read_results(connection: Connection, periods: Iterable[date] | None = None) -> pd.DataFrame:
     """The results of the given periods, or of every period when ``periods`` is None."""
     return _read(connection, billing_reconciliation, None if periods is None else list(periods))
@@ -415,9 +495,7 @@ def _read(connection: Connection, table: Table, periods: list[date] | None) -> p
         )
     if periods is not None:
         statement = statement.where(table.c.billing_period.in_(periods))
-    return typed_frame(
-        connection.execute(statement), {column.name: _handling(column)[0] for column in table.columns}
-    )
+    return _typed(connection, table, statement)
 
 
 def _handling(column: Column) -> tuple[str, Callable[[Any], Any]]:
@@ -435,6 +513,10 @@ def _handling(column: Column) -> tuple[str, Callable[[Any], Any]]:
     if isinstance(column.type, Text):
         return TEXT, str
     raise TypeError(f"no frame kind for column {column.name} of type {column.type}")
+
+
+# The columns that name a row in a message, in the tables that have them.
+_ROW_NAMES = ("customer_id", "partner_id", "external_id")
 
 
 def _bound_columns(table: Table, frame: pd.DataFrame, period: date) -> list[list[Any]]:
@@ -475,13 +557,13 @@ def _bound_columns(table: Table, frame: pd.DataFrame, period: date) -> list[list
     elsewhere = np.flatnonzero(periods != period)
     if len(elsewhere):
         row = int(elsewhere[0])
+        named = ", ".join(f"{name}={bound[name][row]}" for name in _ROW_NAMES if name in bound)
         problems.append(
             (
                 row,
                 len(expected),
-                f"{table.name} row {frame.index.tolist()[row]!r} (customer_id={bound['customer_id'][row]}, "
-                f"partner_id={bound['partner_id'][row]}) is for billing period {periods[row]}, "
-                f"not {period.isoformat()}",
+                f"{table.name} row {frame.index.tolist()[row]!r} ({named}) is for billing period "
+                f"{periods[row]}, not {period.isoformat()}",
             )
         )
     if problems:

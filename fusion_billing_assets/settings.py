@@ -53,6 +53,17 @@ class OdooSettings:
     database: str
     protocol: str
     login: str | None
+    # ODOO_IMPORT_API_KEY: the importer's own Odoo user, the only one that writes (only whether set).
+    import_key_configured: bool = False
+    import_login: str | None = None
+
+
+@dataclass(frozen=True)
+class ImportSettings:
+    # BILLING_IMPORT_EXCLUSIONS_FILE: customers left out of the import, with a reason; None: the
+    # default of the systems imported (none in production, the sandbox's own otherwise).
+    exclusions_file: Path | None
+    batch_size: int
 
 
 @dataclass(frozen=True)
@@ -102,6 +113,7 @@ class Settings:
     reconciliation: ReconciliationSettings
     alerts: AlertSettings
     io_store: IOStoreSettings
+    importer: ImportSettings = ImportSettings(exclusions_file=None, batch_size=200)
 
     @property
     def uses_sandbox(self) -> bool:
@@ -142,6 +154,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         reconciliation=_reconciliation(env, instance_home),
         alerts=_alerts(env),
         io_store=_io_store(env),
+        importer=_importer(env),
+    )
+
+
+def _importer(env: Mapping[str, str]) -> ImportSettings:
+    exclusions = _get(env, "BILLING_IMPORT_EXCLUSIONS_FILE")
+    return ImportSettings(
+        exclusions_file=Path(exclusions) if exclusions else None,
+        batch_size=_positive_int(_get(env, "BILLING_IMPORT_BATCH_SIZE") or "200", "BILLING_IMPORT_BATCH_SIZE"),
     )
 
 
@@ -440,4 +461,18 @@ def _odoo(env: Mapping[str, str], url: str) -> OdooSettings:
     login = _get(env, "ODOO_LOGIN")
     if protocol == OdooProtocol.JSONRPC and not login:
         raise ConfigurationError("ODOO_PROTOCOL=jsonrpc needs ODOO_LOGIN (the login of the API key's user).")
-    return OdooSettings(url=str(parsed).rstrip("/"), database=database, protocol=protocol, login=login)
+    import_login = _get(env, "ODOO_IMPORT_LOGIN")
+    import_key = _get(env, "ODOO_IMPORT_API_KEY")
+    if import_key and protocol == OdooProtocol.JSONRPC and not import_login:
+        raise ConfigurationError(
+            "ODOO_PROTOCOL=jsonrpc needs ODOO_IMPORT_LOGIN (the login of the importer's Odoo user) "
+            "with ODOO_IMPORT_API_KEY."
+        )
+    return OdooSettings(
+        url=str(parsed).rstrip("/"),
+        database=database,
+        protocol=protocol,
+        login=login,
+        import_key_configured=bool(import_key),
+        import_login=import_login,
+    )

@@ -89,6 +89,28 @@ class OdooAPI(ConfigurableResource):
         return None
 
 
+class OdooImporterNotConfigured(OdooAPI):
+    """The importer's Odoo user where none is configured: planning works, writing says what is missing."""
+
+    @contextmanager
+    def get_client(self) -> Iterator[OdooClient]:
+        raise RuntimeError(
+            "the importer has no Odoo user: set ODOO_IMPORT_API_KEY (and ODOO_IMPORT_LOGIN for jsonrpc) "
+            "to the API key of the Odoo user that may create partners, products and subscriptions"
+        )
+        yield
+
+
+class ImportPolicy(ConfigurableResource):
+    """How the importer writes: who is left out of it, and how many records go in one ``load``."""
+
+    exclusions_file: str | None = Field(
+        default=None,
+        description="CSV of the customers left out of the import (customer_id,reason,decided_by).",
+    )
+    batch_size: int = Field(default=200, description="Records per Odoo load call (one transaction each).")
+
+
 class WarehouseError(RuntimeError):
     """The warehouse refused a statement; the message names the statement, never a row's values."""
 
@@ -249,9 +271,37 @@ def production_resources(settings: Settings) -> dict[str, ConfigurableResource]:
             protocol=odoo.protocol,
             login=odoo.login,
         ),
+        "odoo_importer": odoo_importer_for(settings),
+        "import_policy": import_policy_for(settings, default_exclusions_file=None),
         "warehouse": warehouse_for(settings),
         "alert_channel": alert_channel_for(settings),
     }
+
+
+def odoo_importer_for(settings: Settings) -> OdooAPI:
+    """The importer's own Odoo user (the only writer), or a stand-in that says it is not configured."""
+    odoo = settings.odoo
+    if odoo is None:
+        raise ValueError("the importer's Odoo user needs ODOO_URL")
+    if not odoo.import_key_configured:
+        return OdooImporterNotConfigured(
+            url=odoo.url, database=odoo.database, api_key="", protocol=odoo.protocol
+        )
+    return OdooAPI(
+        url=odoo.url,
+        database=odoo.database,
+        api_key=EnvVar("ODOO_IMPORT_API_KEY"),
+        protocol=odoo.protocol,
+        login=odoo.import_login,
+    )
+
+
+def import_policy_for(settings: Settings, *, default_exclusions_file: Path | None) -> ImportPolicy:
+    configured = settings.importer
+    exclusions = configured.exclusions_file or default_exclusions_file
+    return ImportPolicy(
+        exclusions_file=str(exclusions) if exclusions else None, batch_size=configured.batch_size
+    )
 
 
 def policy_for(

@@ -67,49 +67,78 @@ def main(argv: list[str] | None = None) -> int:
     )
     signoff.add_argument("--revoke", action="store_true", help="revoke the period's active sign-off")
     signoff.add_argument("--reason", help="why the sign-off is revoked (required with --revoke)")
+    importing = commands.add_parser(
+        "import",
+        help="plan the import of a period's NexaCloud records into Odoo, and apply it with --apply",
+    )
+    importing.add_argument("--period", required=True, metavar="YYYY-MM-01", help="the billing period")
+    importing.add_argument(
+        "--apply", action="store_true", help="write the plan to Odoo (without it: a dry run, nothing written)"
+    )
     args = parser.parse_args(argv)
     if args.command == "signoff":
         return _signoff(args)
+    if args.command == "import":
+        return _import(args)
     return _reconcile(args)
 
 
-def _signoff(args: argparse.Namespace) -> int:
-    """Run the sign-off job in this process, on the instance the reconciliations ran on."""
+def _import(args: argparse.Namespace) -> int:
+    """Run the import job in this process: plan, print its counts, then (``--apply``) write it."""
     _prepare_instance_home()
     from dagster import DagsterInstance
 
-    from fusion_billing_assets.defs.signoff import SIGNOFF_JOB
-    from fusion_billing_assets.settings import ConfigurationError
+    from fusion_billing_assets.settings import ConfigurationError, load_settings
 
     try:
-        from fusion_billing_assets.definitions import defs
+        settings = load_settings()
+        from fusion_billing_assets.definitions import apply_import_job_name, defs
     except ConfigurationError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
-    accepted = [
-        name.strip() for value in args.accept_unexplained for name in value.split(",") if name.strip()
-    ]
-    config = {
-        "period": args.period,
-        "signed_by": args.by,
-        "note": args.note,
-        "accept_unexplained": accepted,
-        "revoke": args.revoke,
-        "reason": args.reason,
-    }
-    result = defs.resolve_job_def(SIGNOFF_JOB).execute_in_process(
-        run_config={"ops": {"sign_off_period": {"config": config}}, **QUIET},
+    if settings.uses_sandbox:
+        _ensure_sandbox(settings, regenerate=False, seed=DEFAULT_SEED)
+    mode = "applying it to Odoo" if args.apply else "dry run: nothing is written to Odoo"
+    print(f"Planning the import of {args.period} ({mode}) …", flush=True)
+    started = time.monotonic()
+    result = defs.resolve_job_def(apply_import_job_name).execute_in_process(
+        run_config={
+            "ops": {"apply_period_import": {"config": {"period": args.period, "dry_run": not args.apply}}},
+            **QUIET,
+        },
         instance=DagsterInstance.get(),
         raise_on_error=False,
         tags=RUN_TAGS,
     )
-    if not result.success:
-        for failure in result.get_step_failure_events():
-            print(_failure_sentence(failure), file=sys.stderr)
-        return 1
-    action = "revoked the sign-off of" if args.revoke else "signed off"
-    print(f"{args.by} {action} {args.period} (run {result.run_id}).")
-    return 0
+    summary = _import_summary(result)
+    if summary:
+        plan = ", ".join(f"{count} {action}" for action, count in summary["plan"].items() if count)
+        print(f"Plan: {plan or 'nothing'} (table odoo_import_plan in {_warehouse_location(settings)})")
+        sent = ", ".join(f"{count} {outcome}" for outcome, count in summary["sent"].items() if count)
+        print(f"{'Applied' if args.apply else 'Would send'}: {sent or 'nothing to write'}")
+        for model, written in summary["written"].items():
+            print(f"  {model}: {written['create']} created, {written['update']} updated")
+    for failure in result.get_step_failure_events():
+        print(_failure_sentence(failure), file=sys.stderr)
+    seconds = time.monotonic() - started
+    outcome = "succeeded" if result.success else "FAILED"
+    print(
+        f"Import {args.period} {outcome} in {seconds:.1f} s (run {result.run_id}; log: table odoo_import_log)"
+    )
+    if not args.apply and result.success:
+        print("Nothing was written. Read the plan, resolve any conflict, then run again with --apply.")
+    return 0 if result.success else 1
+
+
+def _import_summary(result) -> dict | None:
+    """The job's summary: its output on success, the failure's metadata otherwise."""
+    if result.success:
+        return result.output_for_node("apply_period_import")
+    for failure in result.get_step_failure_events():
+        data = failure.event_specific_data.user_failure_data
+        if data is not None and "summary" in data.metadata:
+            return data.metadata["summary"].value
+    return None
 
 
 def _failure_sentence(failure) -> str:

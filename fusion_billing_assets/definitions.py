@@ -2,7 +2,7 @@
 
 from dagster import Definitions, in_process_executor
 
-from fusion_billing_assets.defs import nexacloud, odoo, reconciliation
+from fusion_billing_assets.defs import importer, nexacloud, odoo, reconciliation
 from fusion_billing_assets.defs.io_managers import io_manager_for
 from fusion_billing_assets.defs.jobs import (
     BILLING_PERIOD_JOB,
@@ -37,10 +37,16 @@ settings = load_settings()
 # Names the command line and the tests refer to.
 billing_period_job_name = BILLING_PERIOD_JOB
 flip_readiness_job_name = FLIP_READINESS_JOB
+apply_import_job_name = importer.APPLY_JOB
 
 defs = Definitions(
-    assets=[*nexacloud.assets, *odoo.assets, *reconciliation.assets],
-    jobs=[reconcile_billing_period, assess_flip_readiness, sign_off_billing_period],
+    assets=[*nexacloud.assets, *odoo.assets, *reconciliation.assets, importer.odoo_import_plan],
+    jobs=[
+        reconcile_billing_period,
+        assess_flip_readiness,
+        sign_off_billing_period,
+        importer.apply_odoo_import,
+    ],
     schedules=[period_close_schedule(settings.alerts.close_day), provisional_daily_schedule],
     sensors=sensors,
     resources=build_resources(settings),

@@ -11,9 +11,12 @@ REASON_TAG = "fusion/reason"
 
 flip_readiness_selection = AssetSelection.assets(flip_readiness)
 
+# The import plan is the importer's, materialized when a person previews an import.
+importer_selection = AssetSelection.groups("importer")
+
 reconcile_billing_period = define_asset_job(
     BILLING_PERIOD_JOB,
-    selection=AssetSelection.all() - flip_readiness_selection,
+    selection=AssetSelection.all() - flip_readiness_selection - importer_selection,
     description="Everything one billing period needs: both systems' sources, then their reconciliation.",
 )
 

@@ -77,7 +77,7 @@ class ApplyResult:
 
 
 def apply_plan(
-    client: OdooClient,
+    client: OdooClient | None,
     planned: Sequence[Planned],
     *,
     dry_run: bool = True,
@@ -87,6 +87,8 @@ def apply_plan(
     """Send the plan's ``create`` and ``update`` records to Odoo (or, ``dry_run``, only say so)."""
     if batch_size < 1:
         raise ValueError(f"batch size must be positive, got {batch_size}")
+    if client is None and not dry_run:
+        raise ValueError("writing to Odoo needs a client of the importer's Odoo user")
     report = progress or (lambda line: None)
     result = ApplyResult(dry_run=dry_run)
     refused: set[str] = set()
@@ -128,7 +130,7 @@ def _verb(result: ApplyResult, batch_number: int) -> str:
 
 
 def _send(
-    client: OdooClient,
+    client: OdooClient | None,
     model: str,
     batch_number: int,
     batch: list[Planned],
@@ -137,7 +139,7 @@ def _send(
     dry_run: bool,
 ) -> None:
     fields, rows = load_rows(batch)
-    if dry_run:
+    if dry_run or client is None:
         _each(result, batch_number, model, batch, Outcome.DRY_RUN, None)
         return
     try:

@@ -22,10 +22,17 @@ from fusion_billing_assets.defs.resources import (
     NexaCloudDatabase,
     OdooAPI,
     alert_channel_for,
+    import_policy_for,
     policy_for,
     warehouse_for,
 )
-from fusion_billing_assets.sandbox.odoo_models import SANDBOX_API_KEY, SANDBOX_DATABASE, SANDBOX_LOGIN
+from fusion_billing_assets.sandbox.odoo_models import (
+    SANDBOX_API_KEY,
+    SANDBOX_DATABASE,
+    SANDBOX_IMPORTER_API_KEY,
+    SANDBOX_IMPORTER_LOGIN,
+    SANDBOX_LOGIN,
+)
 from fusion_billing_assets.sandbox.scenarios import TOLERANCE_CENTS
 from fusion_billing_assets.settings import Settings
 from fusion_billing_assets.sources.odoo import OdooProtocol
@@ -65,6 +72,10 @@ class SandboxPaths:
         return self.root / "waivers.csv"
 
     @property
+    def import_exclusions(self) -> Path:
+        return self.root / "import_exclusions.csv"
+
+    @property
     def nexacloud_url(self) -> str:
         return f"sqlite:///{self.nexacloud}"
 
@@ -73,6 +84,9 @@ class SandboxOdooAPI(OdooAPI):
     """``OdooAPI`` answered in-process by the Odoo test double serving a generated store."""
 
     store_url: str = Field(description="SQLAlchemy URL of the store whose records the test double serves.")
+    writable: bool = Field(
+        default=False, description="Open the store for writing (the importer's user); read-only otherwise."
+    )
 
     def transport(self) -> httpx.BaseTransport:
         url = make_url(self.store_url)
@@ -81,7 +95,7 @@ class SandboxOdooAPI(OdooAPI):
                 f"the sandbox's Odoo store {url.database} does not exist; generate the sandbox first "
                 "(python -m fusion_billing_assets.sandbox generate, or the README's main command)."
             )
-        return httpx.WSGITransport(app=_standin(self.store_url))
+        return httpx.WSGITransport(app=_standin(self.store_url, self.writable))
 
 
 def sandbox_odoo(store_url: str, protocol: str = OdooProtocol.JSON2.value) -> SandboxOdooAPI:
@@ -96,6 +110,19 @@ def sandbox_odoo(store_url: str, protocol: str = OdooProtocol.JSON2.value) -> Sa
     )
 
 
+def sandbox_odoo_importer(store_url: str, protocol: str = OdooProtocol.JSON2.value) -> SandboxOdooAPI:
+    """The importer's Odoo user on a generated sandbox's store: the one that may write."""
+    return SandboxOdooAPI(
+        url=SANDBOX_ODOO_URL,
+        database=SANDBOX_DATABASE,
+        api_key=SANDBOX_IMPORTER_API_KEY,
+        login=SANDBOX_IMPORTER_LOGIN,
+        protocol=protocol,
+        store_url=store_url,
+        writable=True,
+    )
+
+
 def sandbox_resources(settings: Settings) -> dict[str, ConfigurableResource]:
     """The resources of the embedded sandbox under ``settings.sandbox_dir``."""
     paths = SandboxPaths(settings.sandbox_dir)
@@ -106,14 +133,17 @@ def sandbox_resources(settings: Settings) -> dict[str, ConfigurableResource]:
         ),
         "nexacloud": NexaCloudDatabase(url=paths.nexacloud_url),
         "odoo": sandbox_odoo(paths.odoo_url),
+        "odoo_importer": sandbox_odoo_importer(paths.odoo_url),
+        # The sandbox leaves out, on purpose, the customers its ground truth says stay unmapped.
+        "import_policy": import_policy_for(settings, default_exclusions_file=paths.import_exclusions),
         "warehouse": warehouse_for(settings),
         "alert_channel": alert_channel_for(settings),
     }
 
 
-@functools.lru_cache(maxsize=4)
-def _standin(store_url: str):
-    # One test double (and its connection pool) per store for the life of the process.
+@functools.lru_cache(maxsize=8)
+def _standin(store_url: str, writable: bool = False):
+    # One test double (and its connection pool) per store and mode for the life of the process.
     from fusion_billing_assets.sandbox.odoo_standin import OdooStandIn
 
-    return OdooStandIn.from_store(store_url)
+    return OdooStandIn.from_store(store_url, writable=writable)

@@ -77,14 +77,14 @@ class Sandbox:
         return {
             int(row["name"].removeprefix("customer_")): row["res_id"]
             for row in self.odoo["ir.model.data"]
-            if row["module"] == "nexacloud" and row["name"].startswith("customer_")
+            if row["module"] == "nexacloud" and row["model"] == "res.partner"
         }
 
     def mapped_subscription(self) -> dict[int, int]:
         return {
             int(row["name"].removeprefix("deployment_")): row["res_id"]
             for row in self.odoo["ir.model.data"]
-            if row["module"] == "nexacloud" and row["name"].startswith("deployment_")
+            if row["module"] == "nexacloud" and row["model"] == "sale.order"
         }
 
 
@@ -802,7 +802,7 @@ def test_odoo_records_follow_the_storage_format(sandbox):
     assert codes >= {"NC-PLAN-starter", "NC-PLAN-standard", "NC-PLAN-pro", "NC-CPU-OVERAGE"}
     partners = {p["id"]: p for p in sandbox.odoo["res.partner"]}
     for customer_id, partner_id in sandbox.mapped_partner().items():
-        assert partners[partner_id]["ref"] == f"NC-{customer_id}"
+        assert partners[partner_id]["ref"] == f"NC{customer_id}"  # docs/design.md §9
     assert sandbox.summary.odoo_records == {
         model: len(records) for model, records in sorted(sandbox.odoo.items())
     }

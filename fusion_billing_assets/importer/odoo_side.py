@@ -61,9 +61,15 @@ class OdooSide:
     look_alikes: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
 
     def resolve(self, xid: str) -> int | None:
-        """The database id an external id names, if it names a record that exists."""
+        """The database id an external id names, if it names a record that exists.
+
+        Records of the models the import writes are read, so a deleted one is known; Odoo's own
+        records (a currency, a province, the monthly plan) are taken at their external id's word.
+        """
         target = self.external_ids.get(xid)
-        if target is None or target.res_id not in self.records.get(target.model, {}):
+        if target is None:
+            return None
+        if target.model in READ_FIELDS and target.res_id not in self.records.get(target.model, {}):
             return None
         return target.res_id
 

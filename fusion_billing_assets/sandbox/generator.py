@@ -38,11 +38,13 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from fusion_billing_assets.billing.periods import parse_period
 from fusion_billing_assets.sandbox.ground_truth import manifest, waivers_csv
+from fusion_billing_assets.sandbox.import_world import edit_plan_prices, exclusions_csv, import_world
 from fusion_billing_assets.sandbox.nexacloud_billing import (
     Progress,
     bill_nexacloud,
@@ -54,6 +56,7 @@ from fusion_billing_assets.sandbox.nexacloud_db import NexaCloudWriter
 from fusion_billing_assets.sandbox.odoo_billing import LEDGER_COLUMNS, OdooBilling, UsageLedger, UsagePushes
 from fusion_billing_assets.sandbox.odoo_store import (
     STORED_FIELDS,
+    TABLES,
     check_store,
     create_store,
     insert_rows,
@@ -115,40 +118,38 @@ def generate(
     targets = usage_targets(world)
 
     billing = OdooBilling(world)
-    billing.accounts()
-    # The two systems' usage streams are independent: Odoo's ledger is written by a second process
-    # while this one writes NexaCloud's database, one core each.
-    ledger_writer = _LedgerWriter(world, targets, billing, odoo_url, report)
-    try:
-        with NexaCloudWriter(nexacloud_url, report) as nexacloud:
-            nexacloud.accounts(world)
+    _write_odoo_records(create_store(odoo_url), billing.own_records())
+    with NexaCloudWriter(nexacloud_url, report) as nexacloud:
+        nexacloud.accounts(world)
+        # The importer reads NexaCloud's accounts as any reader would: once they are committed.
+        nexacloud.commit()
+        imported = import_world(world, nexacloud_url, odoo_url, report)
+        billing.adopt_import(imported.external_ids, imported.subscription_names)
+        edited = edit_plan_prices(odoo_url, billing.old_plan_prices(), billing.records.product_of)
+        report(f"odoo: {edited} plan fee line(s) left at an old price after the import")
+        # The two systems' usage streams are independent: Odoo's ledger is written by a second
+        # process while this one writes NexaCloud's database, one core each.
+        ledger_writer = _LedgerWriter(world, targets, billing, odoo_url, report)
+        try:
             metered = nexacloud.usage(metered_usage(world, targets))
             invoices = bill_nexacloud(world, metered)
             nexacloud.invoices(invoices)
-        ledger, ledger_rows = ledger_writer.result()
-    finally:
-        ledger_writer.stop()
+            ledger, _ = ledger_writer.result()
+        finally:
+            ledger_writer.stop()
     report(f"NexaCloud invoices: {len(invoices):,} with {sum(len(i.lines) for i in invoices):,} lines")
 
     odoo = billing.invoices(ledger)
-    odoo_rows = {"fusion.billing.usage": ledger_rows}
     engine = open_store(odoo_url)
-    try:
-        with engine.begin() as connection:
-            for model, records in odoo.models.items():
-                columns = [name for name in STORED_FIELDS[model] if name != "display_name"]
-                odoo_rows[model] = odoo_rows.get(model, 0) + insert_rows(
-                    connection, model, columns, ([record[name] for name in columns] for record in records)
-                )
-        check_store(engine)
-    finally:
-        engine.dispose()
+    _write_odoo_records(engine, odoo.take())
+    odoo_rows = _odoo_counts(odoo_url)
     report("odoo: " + ", ".join(f"{model} {count:,}" for model, count in sorted(odoo_rows.items())))
 
     ground_truth = manifest(world, invoices, ledger, odoo)
-    paths = {name: out_dir / name for name in ("manifest.json", "waivers.csv")}
+    paths = {name: out_dir / name for name in ("manifest.json", "waivers.csv", "import_exclusions.csv")}
     paths["manifest.json"].write_text(json.dumps(ground_truth, sort_keys=True, indent=1) + "\n")
     paths["waivers.csv"].write_text(waivers_csv(world))
+    paths["import_exclusions.csv"].write_text(exclusions_csv(world))
 
     return Summary(
         nexacloud_url=make_url(nexacloud_url).render_as_string(hide_password=True),
@@ -161,6 +162,32 @@ def generate(
         differences_by_status=dict(sorted(Counter(d["status"] for d in ground_truth["differences"]).items())),
         edge_cases=len(ground_truth["edge_cases"]),
     )
+
+
+def _write_odoo_records(engine, models: dict[str, list[dict]]) -> None:
+    """Insert records in the storage format of ``odoo_models`` and check the store's references."""
+    try:
+        with engine.begin() as connection:
+            for model, records in models.items():
+                columns = [name for name in STORED_FIELDS[model] if name != "display_name"]
+                insert_rows(
+                    connection, model, columns, ([record[name] for name in columns] for record in records)
+                )
+        check_store(engine)
+    finally:
+        engine.dispose()
+
+
+def _odoo_counts(odoo_url: str) -> dict[str, int]:
+    engine = open_store(odoo_url)
+    try:
+        with engine.connect() as connection:
+            return {
+                model: connection.execute(select(func.count()).select_from(TABLES[model])).scalar_one()
+                for model in STORED_FIELDS
+            }
+    finally:
+        engine.dispose()
 
 
 class GenerationError(RuntimeError):
@@ -212,7 +239,7 @@ def _write_ledger(
     world: World, targets: dict, billing: OdooBilling, odoo_url: str, report: Progress
 ) -> tuple[UsageLedger, int]:
     pushes = UsagePushes(world)
-    engine = create_store(odoo_url)
+    engine = open_store(odoo_url)
     try:
         with engine.begin() as connection:
             rows = insert_rows(

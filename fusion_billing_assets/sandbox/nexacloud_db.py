@@ -67,7 +67,7 @@ class NexaCloudWriter:
 
     Use as a context manager: the accounts, then the usage stream (whose totals the invoices are
     billed from), then the invoices; ``rows`` counts what each table received. Nothing is
-    committed unless the block ends without an error.
+    committed unless the block ends without an error, except what ``commit`` committed before.
     """
 
     def __init__(self, url: str, report: Progress):
@@ -96,6 +96,12 @@ class NexaCloudWriter:
                     connection.exec_driver_sql("ANALYZE")
         finally:
             self._engine.dispose()
+
+    def commit(self) -> None:
+        """Commit what is written so far, for other readers to see, and go on in a new transaction."""
+        self._transaction.__exit__(None, None, None)
+        self._transaction = self._engine.begin()
+        self._connection = self._transaction.__enter__()
 
     def accounts(self, world: World) -> None:
         stamp, value = self._value.timestamp, self._value

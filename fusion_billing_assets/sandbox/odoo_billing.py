@@ -2,9 +2,11 @@
 
 ``UsagePushes`` is what Odoo's ``fusion.billing.usage`` received (every metered window, except the
 injected lost and doubled pushes and the reading NexaCloud could not key), a stream written
-straight to the test double's store; ``OdooBilling`` builds, in the storage format of ``sandbox.odoo_models``, the imported partners and
-subscriptions, the importer's external ids and the invoices Odoo produced from its own data
-(subscription prices, its ledger, the partner's tax rule). Every injected difference is a change
+straight to the test double's store; ``OdooBilling`` builds, in the storage format of
+``sandbox.odoo_models``, Odoo's own records (currencies, provinces, the monthly plan, products sold
+only in Odoo, partners NexaCloud never had) and, once the importer has created the partners,
+products and subscriptions from NexaCloud (``adopt_import``), the invoices Odoo produced from its
+own data (subscription prices, its ledger, the partner's tax rule). Every injected difference is a change
 to that data or to the invoices, whose effect flows through the same arithmetic as a correct
 invoice: the sandbox's own (``independent_charges``), as NexaCloud's, and not ``billing.charges``,
 the code the reconciliation tests.
@@ -21,11 +23,10 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any, NamedTuple
 
-from fusion_billing_assets.billing.charges import OVERAGE_PRODUCT_CODE, PLAN_PRODUCT_PREFIX, TaxRounding
+from fusion_billing_assets.billing.charges import TaxRounding
 from fusion_billing_assets.billing.money import cents_to_dollars
 from fusion_billing_assets.billing.periods import PeriodWindow, local_day
 from fusion_billing_assets.sandbox.independent_charges import (
-    SECONDS_PER_HOUR,
     active_days,
     base_fee_cents,
     days_in_period,
@@ -51,16 +52,30 @@ from fusion_billing_assets.sandbox.world import (
     utc_text,
 )
 
-# Odoo ids: the database has its own partners and currencies first, so no Odoo id equals the
-# NexaCloud id of the same thing by accident.
+# Odoo's own records, there before the import: their ids come first, so an imported partner's id
+# is never its customer's NexaCloud id.
 CAD_CURRENCY_ID = 1
 USD_CURRENCY_ID = 2
 COMPANY_PARTNER_ID = 1
-FIRST_CUSTOMER_PARTNER_ID = 7
 MONTHLY_PLAN_ID = 1
-OVERAGE_PRODUCT_ID = len(PLANS) + 1
-SERVICE_CREDIT_PRODUCT_ID = len(PLANS) + 2
-ONBOARDING_PRODUCT_ID = len(PLANS) + 3
+SERVICE_CREDIT_PRODUCT_ID = 1
+ONBOARDING_PRODUCT_ID = 2
+# Canada's provinces and territories, as Odoo's base module ships them (external id base.state_ca_<code>).
+PROVINCES = {
+    "AB": "Alberta",
+    "BC": "British Columbia",
+    "MB": "Manitoba",
+    "NB": "New Brunswick",
+    "NL": "Newfoundland and Labrador",
+    "NS": "Nova Scotia",
+    "NT": "Northwest Territories",
+    "NU": "Nunavut",
+    "ON": "Ontario",
+    "PE": "Prince Edward Island",
+    "QC": "Quebec",
+    "SK": "Saskatchewan",
+    "YT": "Yukon",
+}
 
 # Amounts of the injected cases, in cents.
 OLD_PLAN_PRICE_DISCOUNT_CENTS = 400
@@ -131,6 +146,7 @@ class OdooRecords:
     customer that was never imported.
     """
 
+    # The records added since the last ``take``.
     models: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {model: [] for model in MODELS})
     # Per (partner, period): each move's type, state, subtotal and tax in cents.
     invoice_totals: dict[tuple[int, date], list[dict[str, Any]]] = field(
@@ -138,6 +154,10 @@ class OdooRecords:
     )
     partner_of: dict[int, int] = field(default_factory=dict)
     subscription_of: dict[int, int] = field(default_factory=dict)
+    subscription_name: dict[int, str] = field(default_factory=dict)
+    # Plan code → the imported plan product; and the imported overage product.
+    product_of: dict[str, int] = field(default_factory=dict)
+    overage_product_id: int = 0
     consulting_partner_id: int = 0
     hand_made_partner_id: int | None = None
     _next_ids: dict[str, int] = field(default_factory=lambda: defaultdict(lambda: 1))
@@ -167,8 +187,10 @@ class OdooRecords:
         self._invoice_numbers[(prefix, invoice_date.year)] += 1
         return f"{prefix}/{invoice_date.year}/{self._invoice_numbers[(prefix, invoice_date.year)]:05d}"
 
-    def counts(self) -> dict[str, int]:
-        return {model: len(records) for model, records in sorted(self.models.items())}
+    def take(self) -> dict[str, list[dict[str, Any]]]:
+        """The records added since the last call, to write; ids keep counting on."""
+        taken, self.models = self.models, {model: [] for model in MODELS}
+        return taken
 
 
 # --- the usage ledger ----------------------------------------------------------------------------
@@ -246,9 +268,9 @@ LEDGER_COLUMNS = ("id", "name", "subscription_id", "metric", "quantity", "idempo
 
 
 class OdooBilling:
-    """The Odoo records of one world: first the accounts (partners, subscriptions), then the usage
-    ledger as a stream of rows, then, from the ledger's totals, the invoices and the importer's
-    external ids. Each stage consumes the world's random stream in a fixed order."""
+    """The Odoo records of one world: first Odoo's own records, then (the importer having created
+    partners, products and subscriptions) the usage ledger as a stream of rows, then, from the
+    ledger's totals, the invoices."""
 
     def __init__(self, world: World):
         self._billing = _OdooBilling(world)
@@ -257,8 +279,18 @@ class OdooBilling:
     def records(self) -> OdooRecords:
         return self._billing.odoo
 
-    def accounts(self) -> None:
-        self._billing.accounts()
+    def own_records(self) -> dict[str, list[dict[str, Any]]]:
+        """What Odoo holds before the import, to write to the store."""
+        self._billing.own_records()
+        return self._billing.odoo.take()
+
+    def adopt_import(self, external_ids: dict[str, int], subscription_names: dict[int, str]) -> None:
+        """The importer's records, by external id (``nexacloud.customer_12`` → partner id …)."""
+        self._billing.adopt_import(external_ids, subscription_names)
+
+    def old_plan_prices(self) -> dict[int, Decimal]:
+        """The plan fee someone left at its old price in Odoo: subscription id → price in dollars."""
+        return self._billing.old_plan_prices()
 
     def ledger_rows(self, entries: Iterable[LedgerEntry]) -> Iterator[tuple[Any, ...]]:
         """``fusion.billing.usage`` rows (``LEDGER_COLUMNS``) for the pushes Odoo received."""
@@ -277,6 +309,7 @@ class OdooBilling:
             )
 
     def invoices(self, ledger: UsageLedger) -> OdooRecords:
+        """Odoo's invoices (``records.take()`` holds them to write), the ids the ground truth needs."""
         return self._billing.invoices(ledger)
 
 
@@ -294,9 +327,8 @@ class _OdooBilling:
     def __init__(self, world: World):
         self.world = world
         self.odoo = OdooRecords()
-        self.subscription_name: dict[int, str] = {}
 
-    def accounts(self) -> None:
+    def own_records(self) -> None:
         odoo = self.odoo
         odoo.add("res.currency", CAD_CURRENCY_ID, name="CAD")
         odoo.add("res.currency", USD_CURRENCY_ID, name="USD")
@@ -307,43 +339,77 @@ class _OdooBilling:
             email="accounting@nexa.example",
             commercial_partner_id=COMPANY_PARTNER_ID,
             active=True,
-        )
-        for plan in PLANS:
-            odoo.add(
-                "product.product",
-                plan.id,
-                name=f"NexaCloud {plan.name} plan",
-                default_code=f"{PLAN_PRODUCT_PREFIX}{plan.code}",
-            )
-        odoo.add(
-            "product.product",
-            OVERAGE_PRODUCT_ID,
-            name="NexaCloud CPU overage (CPU-hour)",
-            default_code=OVERAGE_PRODUCT_CODE,
+            is_company=True,
         )
         odoo.add(
             "product.product",
             SERVICE_CREDIT_PRODUCT_ID,
             name="NexaCloud service credit",
             default_code="NC-SERVICE-CREDIT",
+            active=True,
         )
         odoo.add(
             "product.product",
             ONBOARDING_PRODUCT_ID,
             name="Onboarding assistance",
             default_code="SRV-ONBOARDING",
+            active=True,
         )
         odoo.add("sale.subscription.plan", MONTHLY_PLAN_ID, name="Monthly")
-        odoo.add(
-            "ir.model.data",
-            module="base",
-            name="main_partner",
-            model="res.partner",
-            res_id=COMPANY_PARTNER_ID,
-        )
+        external_ids = [
+            ("base", "CAD", "res.currency", CAD_CURRENCY_ID),
+            ("base", "USD", "res.currency", USD_CURRENCY_ID),
+            ("base", "main_partner", "res.partner", COMPANY_PARTNER_ID),
+            ("sale_subscription", "subscription_plan_month", "sale.subscription.plan", MONTHLY_PLAN_ID),
+        ]
+        for code, name in PROVINCES.items():
+            state_id = odoo.add("res.country.state", name=name, code=code)
+            external_ids.append(("base", f"state_ca_{code.lower()}", "res.country.state", state_id))
+        for module, name, model, res_id in external_ids:
+            odoo.add("ir.model.data", module=module, name=name, model=model, res_id=res_id)
+        self._partners_odoo_only()
 
-        self._partners()
-        self._subscriptions()
+    def _partners_odoo_only(self) -> None:
+        """Partners NexaCloud never had: a consulting client, and the customer never imported."""
+        world, odoo = self.world, self.odoo
+        odoo.consulting_partner_id = odoo.add(
+            "res.partner",
+            name="Lakeshore Consulting Group",
+            email="ap@lakeshore-consulting.example",
+            active=True,
+            is_company=True,
+        )
+        for customer in world.customers:
+            if not world.imported(customer.id):
+                # Made by hand in Odoo, with no ref and no external id: the import leaves it out.
+                odoo.hand_made_partner_id = odoo.add(
+                    "res.partner", name=customer.name, email=customer.email, active=True, is_company=True
+                )
+        for partner in odoo.models["res.partner"]:
+            partner["commercial_partner_id"] = partner["id"]
+
+    def adopt_import(self, external_ids: dict[str, int], subscription_names: dict[int, str]) -> None:
+        world, odoo = self.world, self.odoo
+        for customer in world.customers:
+            partner_id = external_ids.get(f"nexacloud.customer_{customer.id}")
+            if partner_id is not None:
+                odoo.partner_of[customer.id] = partner_id
+        for deployment in world.deployments:
+            subscription_id = external_ids.get(f"nexacloud.deployment_{deployment.id}")
+            if subscription_id is not None:
+                odoo.subscription_of[deployment.id] = subscription_id
+        odoo.subscription_name.update(subscription_names)
+        odoo.product_of = {plan.code: external_ids[f"nexacloud.plan_{plan.code}"] for plan in PLANS}
+        odoo.overage_product_id = external_ids["nexacloud.product_cpu_overage"]
+
+    def old_plan_prices(self) -> dict[int, Decimal]:
+        world, odoo = self.world, self.odoo
+        return {
+            odoo.subscription_of[deployment.id]: cents_to_dollars(odoo_price_cents(world, deployment))
+            for deployment in world.deployments
+            if deployment.id in odoo.subscription_of
+            and odoo_price_cents(world, deployment) != deployment.plan.monthly_price_cents
+        }
 
     def invoices(self, ledger: UsageLedger) -> OdooRecords:
         world, odoo = self.world, self.odoo
@@ -359,86 +425,7 @@ class _OdooBilling:
             partner = world.casting_of_role[Role.PARTNER_NOT_FROM_NEXACLOUD]
             if partner.period == window.period:
                 self._consulting_invoice(window)
-        self._mapping()
         return odoo
-
-    def _partners(self) -> None:
-        """Partner ids per imported customer, in an import order unrelated to NexaCloud ids."""
-        world, odoo = self.world, self.odoo
-        order = [c.id for c in world.customers]
-        world.rng.shuffle(order)
-        next_id = FIRST_CUSTOMER_PARTNER_ID
-        for customer_id in order:
-            customer = world.customer_by_id[customer_id]
-            imported = world.imported(customer_id)
-            odoo.add(
-                "res.partner",
-                next_id,
-                name=customer.name,
-                # The customer that was never imported exists only as a hand-made partner: no ref.
-                ref=f"NC-{customer.id}" if imported else None,
-                email=customer.email,
-                commercial_partner_id=next_id,
-                active=True,
-            )
-            if imported:
-                odoo.partner_of[customer_id] = next_id
-            else:
-                odoo.hand_made_partner_id = next_id
-            next_id += 1
-        odoo.consulting_partner_id = next_id
-        odoo.add(
-            "res.partner",
-            next_id,
-            name="Lakeshore Consulting Group",
-            email="ap@lakeshore-consulting.example",
-            commercial_partner_id=next_id,
-            active=True,
-        )
-
-    def _subscriptions(self) -> None:
-        """One subscription per deployment of an imported customer, in the order they were created."""
-        world, odoo = self.world, self.odoo
-        for deployment in world.deployments:
-            if not world.imported(deployment.customer_id):
-                continue
-            name = f"S{len(odoo.subscription_of) + 1:05d}"
-            subscription_id = odoo.add(
-                "sale.order",
-                name=name,
-                partner_id=odoo.partner_of[deployment.customer_id],
-                is_subscription=True,
-                plan_id=MONTHLY_PLAN_ID,
-                subscription_state="6_churn" if deployment.terminated_at else "3_progress",
-                start_date=local_day(deployment.created_at, world.timezone).isoformat(),
-                end_date=(
-                    local_day(
-                        deployment.terminated_at - timedelta(microseconds=1), world.timezone
-                    ).isoformat()
-                    if deployment.terminated_at
-                    else None
-                ),
-                currency_id=CAD_CURRENCY_ID,
-            )
-            odoo.subscription_of[deployment.id] = subscription_id
-            self.subscription_name[subscription_id] = name
-            plan = deployment.plan
-            odoo.add(
-                "sale.order.line",
-                name=f"NexaCloud {plan.name} plan",
-                order_id=subscription_id,
-                product_id=plan.id,
-                price_unit=float(cents_to_dollars(odoo_price_cents(world, deployment))),
-                product_uom_qty=1.0,
-            )
-            odoo.add(
-                "sale.order.line",
-                name=f"CPU overage above {plan.included_cpu_seconds // SECONDS_PER_HOUR:,} CPU-hours",
-                order_id=subscription_id,
-                product_id=OVERAGE_PRODUCT_ID,
-                price_unit=float(plan.overage_cents_per_cpu_hour / 100),
-                product_uom_qty=0.0,
-            )
 
     def _invoices(
         self,
@@ -461,7 +448,7 @@ class _OdooBilling:
             millis = ledger_totals.get((deployment.id, window.period), 0)
             lines.append(
                 OdooLine(
-                    plan.id,
+                    odoo.product_of[plan.code],
                     f"NexaCloud {plan.name} plan — {deployment.name} ({days}/{period_days} days)",
                     (Decimal(days) / period_days).quantize(Decimal("0.000001")),
                     cents_to_dollars(price),
@@ -471,7 +458,7 @@ class _OdooBilling:
             )
             lines.append(
                 OdooLine(
-                    OVERAGE_PRODUCT_ID,
+                    odoo.overage_product_id,
                     f"CPU overage — {deployment.name}",
                     excess_cpu_hours(plan, millis).quantize(Decimal("0.000001")),
                     plan.overage_cents_per_cpu_hour / 100,
@@ -503,7 +490,7 @@ class _OdooBilling:
             invoice_date=window.last_day if undated else months_before(window.period, -1),
             invoice_origin=", ".join(
                 dict.fromkeys(
-                    self.subscription_name[line.subscription_id] for line in lines if line.subscription_id
+                    odoo.subscription_name[line.subscription_id] for line in lines if line.subscription_id
                 )
             ),
             window=window,
@@ -596,26 +583,6 @@ class _OdooBilling:
                 subscription_id=line.subscription_id,
                 deferred_start_date=window.period.isoformat() if dated else None,
                 deferred_end_date=window.last_day.isoformat() if dated else None,
-            )
-
-    def _mapping(self) -> None:
-        """The importer's external ids: nexacloud.customer_<id> and nexacloud.deployment_<id>."""
-        odoo = self.odoo
-        for customer_id, partner_id in sorted(odoo.partner_of.items()):
-            odoo.add(
-                "ir.model.data",
-                module="nexacloud",
-                name=f"customer_{customer_id}",
-                model="res.partner",
-                res_id=partner_id,
-            )
-        for deployment_id, subscription_id in sorted(odoo.subscription_of.items()):
-            odoo.add(
-                "ir.model.data",
-                module="nexacloud",
-                name=f"deployment_{deployment_id}",
-                model="sale.order",
-                res_id=subscription_id,
             )
 
 

@@ -114,6 +114,8 @@ def _import(args: argparse.Namespace) -> int:
     if summary:
         plan = ", ".join(f"{count} {action}" for action, count in summary["plan"].items() if count)
         print(f"Plan: {plan or 'nothing'} (table odoo_import_plan in {_warehouse_location(settings)})")
+        for action, external_id, detail in summary["notable"]:
+            print(f"  {action:9} {external_id}: {detail}")
         sent = ", ".join(f"{count} {outcome}" for outcome, count in summary["sent"].items() if count)
         print(f"{'Applied' if args.apply else 'Would send'}: {sent or 'nothing to write'}")
         for model, written in summary["written"].items():
@@ -139,6 +141,45 @@ def _import_summary(result) -> dict | None:
         if data is not None and "summary" in data.metadata:
             return data.metadata["summary"].value
     return None
+
+
+def _signoff(args: argparse.Namespace) -> int:
+    """Run the sign-off job in this process, on the instance the reconciliations ran on."""
+    _prepare_instance_home()
+    from dagster import DagsterInstance
+
+    from fusion_billing_assets.defs.signoff import SIGNOFF_JOB
+    from fusion_billing_assets.settings import ConfigurationError
+
+    try:
+        from fusion_billing_assets.definitions import defs
+    except ConfigurationError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    accepted = [
+        name.strip() for value in args.accept_unexplained for name in value.split(",") if name.strip()
+    ]
+    config = {
+        "period": args.period,
+        "signed_by": args.by,
+        "note": args.note,
+        "accept_unexplained": accepted,
+        "revoke": args.revoke,
+        "reason": args.reason,
+    }
+    result = defs.resolve_job_def(SIGNOFF_JOB).execute_in_process(
+        run_config={"ops": {"sign_off_period": {"config": config}}, **QUIET},
+        instance=DagsterInstance.get(),
+        raise_on_error=False,
+        tags=RUN_TAGS,
+    )
+    if not result.success:
+        for failure in result.get_step_failure_events():
+            print(_failure_sentence(failure), file=sys.stderr)
+        return 1
+    action = "revoked the sign-off of" if args.revoke else "signed off"
+    print(f"{args.by} {action} {args.period} (run {result.run_id}).")
+    return 0
 
 
 def _failure_sentence(failure) -> str:

@@ -79,7 +79,7 @@ def plan_metadata(window: PeriodWindow, planned: list[Planned], frame: pd.DataFr
         "to_write": counts["create"] + counts["update"],
         "needs_a_person": counts["conflict"] + counts["invalid"],
         "sample": MetadataValue.md(
-            sample.fillna("").to_markdown(index=False)
+            sample.astype(object).where(sample.notna(), "").to_markdown(index=False)
             if len(sample)
             else "Nothing to write: every record is unchanged."
         ),
@@ -186,10 +186,14 @@ def apply_period_import(
         append_import_log(
             connection, window.period, log_frame(result, context.run_id, window.period, datetime.now(UTC))
         )
+    notable = frame.loc[~frame["action"].isin(["unchanged", "excluded"])].head(SAMPLE_ROWS)
     summary = {
         "billing_period": window.key,
         "dry_run": config.dry_run,
         "plan": counts,
+        "notable": [
+            [row.action, row.external_id, row.changes or row.message or ""] for row in notable.itertuples()
+        ],
         "sent": result.counts_by_outcome(),
         "written": result.written,
     }

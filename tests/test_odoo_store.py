@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
 from fusion_billing_assets.sandbox.odoo_models import SANDBOX_API_KEY, SANDBOX_DATABASE, SANDBOX_LOGIN
@@ -35,6 +35,7 @@ from fusion_billing_assets.sandbox.odoo_store import (
     load_models,
     moment_bucket,
     open_store,
+    open_store_read_only,
     replace_records,
 )
 from fusion_billing_assets.sources.odoo import OdooClient
@@ -85,6 +86,8 @@ def test_records_round_trip_in_the_storage_format(store_url):
             "email": None,
             "commercial_partner_id": 1,
             "active": True,  # Odoo's default
+            "is_company": None,  # never set: NULL, which reads as false
+            "state_id": None,
             "display_name": "Acme Cloud",
         },
         {
@@ -94,6 +97,8 @@ def test_records_round_trip_in_the_storage_format(store_url):
             "email": None,
             "commercial_partner_id": None,
             "active": False,
+            "is_company": None,
+            "state_id": None,
             "display_name": "Globex",
         },
     ]
@@ -191,6 +196,30 @@ def test_open_store_refuses_a_database_without_the_tables(tmp_path):
     with pytest.raises(ValueError, match=r"No Odoo store at sqlite:///.*missing\.sqlite"):
         open_store(f"sqlite:///{tmp_path / 'missing.sqlite'}")
     assert not (tmp_path / "missing.sqlite").exists()  # looking did not create it
+
+
+def test_a_store_made_before_a_field_gains_its_column_when_opened_writable(store_url):
+    """As Odoo adds a column on a module update: NULL in the records already there. Opened
+    read-only, such a store is refused with the fields it lacks named."""
+    load_models(store_url, RECORDS).dispose()
+    engine = open_store(store_url)
+    try:
+        with engine.begin() as connection:
+            for table, column in (("res_partner", "is_company"), ("product_product", "list_price")):
+                connection.execute(text(f'ALTER TABLE "{table}" DROP COLUMN "{column}"'))
+    finally:
+        engine.dispose()
+    with pytest.raises(
+        ValueError, match=re.escape("['res_partner.is_company', 'product_product.list_price']")
+    ):
+        open_store_read_only(store_url)
+    open_store(store_url).dispose()
+    engine = open_store_read_only(store_url)
+    try:
+        partners = dump_models(engine)["res.partner"]
+    finally:
+        engine.dispose()
+    assert [(p["id"], p["is_company"], p["active"]) for p in partners] == [(1, None, True), (2, None, False)]
 
 
 @pytest.mark.postgres

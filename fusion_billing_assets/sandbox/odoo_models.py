@@ -5,6 +5,12 @@ Records are plain dicts keyed by field name, as the sandbox generator writes the
 many2many holds a list of ids (a one2many is derived from its inverse many2one when absent);
 dates are ``"YYYY-MM-DD"`` and datetimes ``"YYYY-MM-DD HH:MM:SS"`` in UTC; numbers are
 floats; empty values are ``None``. The test double renders them as Odoo does on the wire.
+
+A field added to the slice after a store was made holds NULL in that store's records, as a column
+Odoo adds on a module update does; a field with a ``default`` (``active``) reads as its default
+there. ``required`` and ``string`` matter to writes only (``load``, ``create``, ``write``): the
+double refuses a record without its required fields, and names a field by its ``string`` in
+messages, as Odoo does; records given to the double directly are not checked for them.
 """
 
 from __future__ import annotations
@@ -18,6 +24,15 @@ class Field:
     # many2one, one2many, many2many
     relation: str | None = None
     inverse: str | None = None
+    required: bool = False
+    string: str | None = None  # the label; derived from the name when None
+    default: object = None  # what a record that never set the field holds (``active``: True)
+
+    def label(self, name: str) -> str:
+        """The label of this field under ``name``, as ``fields_get`` gives it and ``load`` quotes it."""
+        if self.string is not None:
+            return self.string
+        return name.removesuffix("_ids").removesuffix("_id").replace("_", " ").title()
 
 
 CHAR = Field("char")
@@ -28,10 +43,11 @@ MONETARY = Field("monetary")
 BOOLEAN = Field("boolean")
 DATE = Field("date")
 DATETIME = Field("datetime")
+ACTIVE = Field("boolean", default=True)
 
 
-def many2one(relation: str) -> Field:
-    return Field("many2one", relation=relation)
+def many2one(relation: str, *, required: bool = False, string: str | None = None) -> Field:
+    return Field("many2one", relation=relation, required=required, string=string)
 
 
 def one2many(relation: str, inverse: str) -> Field:
@@ -49,23 +65,31 @@ MODELS: dict[str, dict[str, Field]] = {
     "res.currency": {
         "name": CHAR,
     },
+    "res.country.state": {
+        "name": CHAR,
+        "code": CHAR,
+    },
     "res.partner": {
         "name": CHAR,
         "ref": CHAR,
         "email": CHAR,
         "commercial_partner_id": many2one("res.partner"),
-        "active": BOOLEAN,
+        "active": ACTIVE,
+        "is_company": Field("boolean", string="Is a Company"),
+        "state_id": many2one("res.country.state", string="State"),
     },
     "product.product": {
         "name": CHAR,
         "default_code": CHAR,
+        "list_price": Field("float", string="Sales Price"),
+        "active": ACTIVE,
     },
     "sale.subscription.plan": {
         "name": CHAR,
     },
     "sale.order": {
         "name": CHAR,
-        "partner_id": many2one("res.partner"),
+        "partner_id": many2one("res.partner", required=True, string="Customer"),
         "is_subscription": BOOLEAN,
         "plan_id": many2one("sale.subscription.plan"),
         "subscription_state": SELECTION,
@@ -76,7 +100,7 @@ MODELS: dict[str, dict[str, Field]] = {
     },
     "sale.order.line": {
         "name": CHAR,
-        "order_id": many2one("sale.order"),
+        "order_id": many2one("sale.order", required=True, string="Order Reference"),
         "product_id": many2one("product.product"),
         "price_unit": FLOAT,
         "product_uom_qty": FLOAT,
@@ -123,3 +147,39 @@ SANDBOX_DATABASE = "nexa-sandbox"
 SANDBOX_LOGIN = "reconciliation-bot"
 SANDBOX_API_KEY = "sandbox-read-only-key"
 SANDBOX_UID = 2
+
+# Odoo's description of each model (``ir.model``'s name), as its API documentation shows it.
+MODEL_NAMES: dict[str, str] = {
+    "ir.model.data": "Model Data",
+    "res.currency": "Currency",
+    "res.country.state": "Country state",
+    "res.partner": "Contact",
+    "product.product": "Product Variant",
+    "sale.subscription.plan": "Subscription Plan",
+    "sale.order": "Sales Order",
+    "sale.order.line": "Sales Order Line",
+    "fusion.billing.usage": "Billing Usage",
+    "account.move": "Journal Entry",
+    "account.move.line": "Journal Item",
+}
+# The Odoo module that brings each model.
+MODEL_MODULES: dict[str, str] = {
+    "ir.model.data": "base",
+    "res.currency": "base",
+    "res.country.state": "base",
+    "res.partner": "base",
+    "product.product": "product",
+    "sale.subscription.plan": "sale_subscription",
+    "sale.order": "sale",
+    "sale.order.line": "sale",
+    "fusion.billing.usage": "fusion_billing",
+    "account.move": "account",
+    "account.move.line": "account",
+}
+
+# The importer's user (docs/design.md §9): reads everything, and writes (``load``, ``create``,
+# ``write``) these models only; nothing is ever deleted.
+SANDBOX_IMPORTER_LOGIN = "nexacloud-importer"
+SANDBOX_IMPORTER_API_KEY = "sandbox-importer-key"
+SANDBOX_IMPORTER_UID = 3
+SANDBOX_IMPORTER_MODELS = frozenset({"res.partner", "product.product", "sale.order", "sale.order.line"})

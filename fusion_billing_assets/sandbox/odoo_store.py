@@ -13,7 +13,12 @@ ISO text, REAL and TEXT, with functions registered on every connection for what 
 
 Nothing here holds a table in memory: ``insert_rows`` streams (COPY on PostgreSQL), the checks
 are anti-joins, and the double queries the tables with SQL. ``dump_models`` is the exception,
-for tests and small exports.
+for tests and small exports. The double's write methods go through ``next_id``,
+``insert_record``, ``update_record`` and ``delete_record``, in the connection's transaction.
+
+A store made before a field joined the slice lacks its column: ``open_store`` adds it (NULL in
+the existing records, as Odoo adds a column on a module update), ``open_store_read_only``
+refuses the store and says so.
 """
 
 from __future__ import annotations
@@ -48,10 +53,12 @@ from sqlalchemy import (
     delete,
     event,
     exists,
+    func,
     inspect,
     select,
     text,
     true,
+    update,
 )
 from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.ext.compiler import compiles
@@ -252,7 +259,42 @@ def _open(url: str, *, read_only: bool) -> Engine:
             f"No Odoo store at {_shown(parsed)}: tables {missing} are missing; create one with "
             "odoo_store.create_store or load_models"
         )
+    columns = _missing_columns(engine)
+    if columns and read_only:
+        engine.dispose()
+        raise ValueError(
+            f"The Odoo store at {_shown(parsed)} predates the fields {[f'{t}.{c}' for t, c in columns]}: "
+            "open it once writable (odoo_store.open_store) to add them, or generate it again"
+        )
+    if columns:
+        _add_columns(engine, columns)
     return engine
+
+
+def _missing_columns(engine: Engine) -> list[tuple[str, str]]:
+    """(table, column) of the slice's stored fields that the store's tables lack."""
+    inspector = inspect(engine)
+    missing = []
+    for table in TABLES.values():
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        missing += [(table.name, column.name) for column in table.columns if column.name not in present]
+    return missing
+
+
+def _add_columns(engine: Engine, columns: list[tuple[str, str]]) -> None:
+    # NULL in the records already there, as Odoo leaves a column it adds without a default.
+    preparer = engine.dialect.identifier_preparer
+    tables = {table.name: table for table in TABLES.values()}
+    with engine.begin() as connection:
+        for table_name, column_name in columns:
+            column = tables[table_name].c[column_name]
+            kind = column.type.compile(dialect=engine.dialect)
+            connection.execute(
+                text(
+                    f"ALTER TABLE {preparer.quote(table_name)} "
+                    f"ADD COLUMN {preparer.quote(column_name)} {kind}"
+                )
+            )
 
 
 def _engine(url: str, *, read_only: bool = False) -> Engine:
@@ -498,6 +540,41 @@ def replace_records(url_or_engine: str | Engine, model: str, records: list[Recor
     finally:
         if owned:
             engine.dispose()
+
+
+# --- writing one record at a time, for the double's write methods -------------------------------
+
+
+def next_id(connection: Connection, model: str) -> int:
+    """The id of the next new record of ``model``: one more than the highest, as a sequence would
+    give it in a store that only grows (the double serializes its writes)."""
+    table = TABLES[model]
+    return (connection.scalar(select(func.max(table.c.id))) or 0) + 1
+
+
+def insert_record(connection: Connection, model: str, record: Record) -> None:
+    """Insert one record (storage format, id included), defaults and display name filled in."""
+    connection.execute(TABLES[model].insert(), [stored_record(model, record)])
+
+
+def update_record(connection: Connection, model: str, record_id: int, values: Record) -> None:
+    """Write ``values`` (stored fields, storage format) on one record; its display name follows
+    its name (and module, for ``ir.model.data``)."""
+    table = TABLES[model]
+    values = dict(values)
+    naming = [name for name in ("name", "module") if name in table.c]
+    if values and set(naming) & values.keys():
+        current = connection.execute(
+            select(table.c.id, *(table.c[name] for name in naming)).where(table.c.id == record_id)
+        ).one()
+        values["display_name"] = _display_name(model, {**current._asdict(), **values})
+    if values:
+        connection.execute(update(table).where(table.c.id == record_id).values(values))
+
+
+def delete_record(connection: Connection, model: str, record_id: int) -> None:
+    table = TABLES[model]
+    connection.execute(delete(table).where(table.c.id == record_id))
 
 
 # --- SQL for grouping: local-time buckets and exact aggregates ---------------------------------

@@ -831,8 +831,16 @@ def test_fields_get_describes_the_model_slice(odoo):
         "relation_field": "order_id",
     }
     assert fields["end_date"] == {"type": "date"}
-    assert execute_kw(odoo, "sale.order", "fields_get", [["name"]]) == {
-        "name": {"type": "char", "string": "Name", "store": True}
+    assert execute_kw(odoo, "sale.order", "fields_get", [["name", "partner_id"]]) == {
+        "name": {"type": "char", "string": "Name", "required": False, "store": True},
+        # A sale order's customer is required, as in Odoo, and labelled as Odoo labels it.
+        "partner_id": {
+            "type": "many2one",
+            "string": "Customer",
+            "required": True,
+            "store": True,
+            "relation": "res.partner",
+        },
     }
 
 

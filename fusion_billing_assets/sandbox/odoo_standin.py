@@ -2,22 +2,36 @@
 
 This is not Odoo. It is a small WSGI application that serves, from records held in an SQL database
 (``odoo_store``: SQLite in memory for the records it is given, a SQLite file or PostgreSQL for a
-store of any size), the slice of Odoo 19 Enterprise that the reconciliation reads
-(docs/design.md §5; models and fields in ``odoo_models.MODELS``), and answers the way Odoo answers
-on the wire, so that the production client runs unchanged against it, in-process through
-``httpx.WSGITransport`` or over a real port (``serve``/``serving``/``serve_store``):
+store of any size), the slice of Odoo 19 Enterprise that the reconciliation reads and the importer
+writes (docs/design.md §5 and §9; models and fields in ``odoo_models.MODELS``), and answers the way
+Odoo answers on the wire, so that the production client runs unchanged against it, in-process
+through ``httpx.WSGITransport`` or over a real port (``serve``/``serving``/``serve_store``):
 
 - JSON-2: ``POST /json/2/<model>/<method>`` with ``Authorization: bearer <key>`` and
   ``X-Odoo-Database``; the body holds the named arguments; success is HTTP 200 and the bare
   result; an error is ``{"name", "message", "arguments", "context", "debug"}`` with 401 (bad or
-  missing key), 403 (a private or writing method: the sandbox user is read-only), 404 (unknown
-  model or method, or a record that does not exist), 405 (not POST), 422 (bad argument or domain),
-  500 (unknown field, as Odoo's ``builtins.ValueError``). A wrong ``X-Odoo-Database`` is a 404
-  with an HTML page, as Odoo answers when its database filter rejects the name.
+  missing key), 403 (a private method, or a write the user may not make), 404 (unknown model or
+  method, or a record that does not exist), 405 (not POST), 422 (bad argument or domain, a record
+  without a required field), 500 (unknown field, as Odoo's ``builtins.ValueError``). A wrong
+  ``X-Odoo-Database`` is a 404 with an HTML page, as Odoo answers when its database filter
+  rejects the name.
 - Legacy ``POST /jsonrpc`` (``common.version``/``login``/``authenticate``, ``object.execute_kw``):
   always HTTP 200, errors inside the JSON-RPC envelope with ``"code": 0``, or ``404`` for a
   ``werkzeug.exceptions.NotFound`` (as Odoo's JsonRPCDispatcher does).
+- ``GET /doc-bearer/<model>.json`` (bearer key): the api_doc addon's document of one model, its
+  fields (``fields_get`` with ``name`` and ``module``) and the methods served here with their
+  parameters in call order and ``api`` (``"model"`` for model methods), which is how Odoo's client
+  library ``odoo-client-lib`` maps positional arguments to JSON-2's named ones.
 - ``GET /web/version``.
+
+Two users, each with an API key that is also its password over ``/jsonrpc``: the reconciliation's
+(``SANDBOX_LOGIN``) reads everything and writes nothing; the importer's
+(``SANDBOX_IMPORTER_LOGIN``) reads everything and may ``load``, ``create`` and ``write``
+``res.partner``, ``product.product``, ``sale.order`` and ``sale.order.line``
+(``SANDBOX_IMPORTER_MODELS``). Any other write is a 403 ``odoo.exceptions.AccessError``, and
+``unlink`` (like ``copy`` and the other writing methods) is refused to both. A store served from
+a URL is opened read-only unless the double is built ``writable=True``; writing to it then is a
+403 saying so. An in-memory double is always writable.
 
 Read methods: ``search_read``, ``search``, ``search_count``, ``read``, ``formatted_read_group``,
 ``read_group`` (legacy shape) and ``fields_get``. As Odoo does on PostgreSQL, each answers with SQL:
@@ -27,7 +41,33 @@ time zone; a page's many2one display names and one2many ids take one query per f
 ever read into memory. Records render as Odoo renders them: many2one as ``[id, display_name]``,
 empty values as ``false`` except numbers (``0``), one2many as ids. Like Odoo, searches on a model
 with an ``active`` field skip archived records unless the domain mentions ``active`` or the
-context sets ``active_test: false``.
+context sets ``active_test: false``; a record stored before its model had ``active`` (NULL) is
+active, as Odoo fills a column it adds with the field's default.
+
+Write methods, each call one transaction, committed only when the call succeeds:
+
+- ``create(vals_list)``: a dict or a list of dicts of values as ``read`` gives them (a many2one is
+  an id or ``false``); JSON-2 answers the list of new ids, ``/jsonrpc`` an id for a dict and a
+  list for a list. ``write(vals)`` on the call's ids answers ``true``; an id that does not exist
+  is Odoo's ``MissingError`` (404). A field outside the model is a 500 ``builtins.ValueError``
+  (``Invalid field 'x' in 'res.partner'``); a required field left empty (``sale.order``'s
+  ``partner_id``, ``sale.order.line``'s ``order_id``) or a many2one to no record is a 422
+  ``odoo.exceptions.ValidationError``. A ``sale.order`` created without a name is named as
+  Odoo's sequence names it, ``S`` and five digits after the highest such name. Neither creates
+  external ids.
+- ``load(fields, data)``, Odoo's import: ``fields`` are columns (``id`` the external id, a name
+  without a dot taking module ``__import__`` or the context's ``module``; ``.id`` the database
+  id; ``<many2one>/id``, ``<many2one>/.id`` and a bare ``<many2one>`` matched by exact display
+  name), ``data`` rows of strings as in a CSV file (``""`` empty; booleans ``1/0``,
+  ``true/false``, ``yes/no`` in any case; dates ``YYYY-MM-DD``). Per row: an external id that
+  exists updates its record, one whose record was deleted gets a new record and is repointed,
+  an unknown one creates the record and its ``ir.model.data`` row; a row without one creates a
+  record. The answer is ``{"ids", "messages", "nextrow": 0}``, the messages shaped and worded as
+  Odoo's (``type``, ``message``, ``record`` the row index, ``rows`` ``{"from", "to"}``, ``field``
+  and, for a value that does not convert, ``field_name`` and often ``moreinfo``); one error
+  message rolls the whole call back and makes ``ids`` ``false``. An unknown column is not a
+  message but a 500 ``builtins.ValueError`` (``Invalid field name 'x'``); one2many columns
+  (``order_line/...``) are refused (422): load the lines on their own with ``order_id/id``.
 
 Where the double has to choose, it chooses simply and says so: results order by ``id asc``
 unless told otherwise (records that tie on the order come in id order, groups in the order of
@@ -35,7 +75,8 @@ their first record), and a many2one orders (and groups) by the related id, not b
 model's ``_order``; a missing ``X-Odoo-Database`` header is accepted, as on a one-database
 server; a missing key is a 401 like a wrong one; malformed domains, orders, group-by and
 aggregate specifications are 422 ``odoo.exceptions.UserError`` (Odoo itself raises a mix of
-``ValueError`` and ``UserError``); week buckets are ISO weeks labelled ``W<week> <year>``.
+``ValueError`` and ``UserError``); week buckets are ISO weeks labelled ``W<week> <year>``. A new
+record's id is one more than the highest; writes are serialized within one double.
 """
 
 from __future__ import annotations
@@ -51,7 +92,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from functools import lru_cache, partial
 from http import HTTPStatus
 from os import PathLike
@@ -73,9 +114,11 @@ from sqlalchemy import (
     exists,
     false,
     func,
+    literal,
     literal_column,
     not_,
     select,
+    true,
 )
 from sqlalchemy.pool import StaticPool
 
@@ -97,9 +140,15 @@ from fusion_billing_assets.sandbox.odoo_domain import (
     x2many_clause,
 )
 from fusion_billing_assets.sandbox.odoo_models import (
+    MODEL_MODULES,
+    MODEL_NAMES,
     MODELS,
     SANDBOX_API_KEY,
     SANDBOX_DATABASE,
+    SANDBOX_IMPORTER_API_KEY,
+    SANDBOX_IMPORTER_LOGIN,
+    SANDBOX_IMPORTER_MODELS,
+    SANDBOX_IMPORTER_UID,
     SANDBOX_LOGIN,
     SANDBOX_UID,
     Field,
@@ -111,9 +160,14 @@ from fusion_billing_assets.sandbox.odoo_store import (
     ExactAvg,
     ExactSum,
     date_bucket,
+    delete_record,
+    insert_record,
     load_models,
     moment_bucket,
+    next_id,
+    open_store,
     open_store_read_only,
+    update_record,
 )
 
 logger = logging.getLogger(__name__)
@@ -125,22 +179,26 @@ StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 _ID = Field("integer")
 _DISPLAY_NAME = Field("char")
 
-_MODEL_METHODS = frozenset(
-    {"search_read", "search", "search_count", "formatted_read_group", "read_group", "fields_get"}
+_READ_METHODS = frozenset(
+    {"search_read", "search", "search_count", "read", "formatted_read_group", "read_group", "fields_get"}
 )
-_RECORD_METHODS = frozenset({"read"})
-_WRITE_METHODS = frozenset(
+# The writing methods served, to the users that may write the model.
+_SERVED_WRITES = frozenset({"load", "create", "write"})
+_MODEL_METHODS = frozenset(
     {
+        "search_read",
+        "search",
+        "search_count",
+        "formatted_read_group",
+        "read_group",
+        "fields_get",
         "create",
-        "write",
-        "unlink",
-        "copy",
-        "name_create",
-        "toggle_active",
-        "action_archive",
-        "action_unarchive",
-        "web_save",
+        "load",
     }
+)
+_RECORD_METHODS = frozenset({"read", "write"})
+_WRITE_METHODS = _SERVED_WRITES | frozenset(
+    {"unlink", "copy", "name_create", "toggle_active", "action_archive", "action_unarchive", "web_save"}
 )
 _AGGREGATE_FUNCTIONS = frozenset({"sum", "min", "max", "avg", "count", "count_distinct"})
 _MONTHS = [
@@ -261,6 +319,14 @@ def _invalid_field(model: str, name: str) -> _Fault:
     )
 
 
+def _validation_error(message: str) -> _Fault:
+    return _Fault("odoo.exceptions.ValidationError", message, HTTPStatus.UNPROCESSABLE_ENTITY)
+
+
+def _value_error(message: str) -> _Fault:
+    return _Fault("builtins.ValueError", message, HTTPStatus.INTERNAL_SERVER_ERROR)
+
+
 def _attempt(call: Callable[[], Any]) -> Any:
     """Run one RPC call, turning whatever it raises into the fault Odoo would send."""
     try:
@@ -334,7 +400,8 @@ def _condition(model: _Model, source: FromClause, condition: Condition) -> Colum
         return x2many_clause(operator, value, related_among)
     if field.type == "many2one" and _names_records(value):
         return _name_condition(model, source, name, operator, value)
-    return value_clause(source.c[name], field.type, operator, normalize_value(field.type, operator, value))
+    column = _stored(field, source.c[name])
+    return value_clause(column, field.type, operator, normalize_value(field.type, operator, value))
 
 
 def _name_condition(
@@ -373,8 +440,18 @@ def _value_renderer(field: Field, display_names: dict[int, str] | None) -> Calla
     if field.type in NUMERIC_TYPES:
         return lambda value: 0.0 if value is None else float(value)
     if field.type == "boolean":
-        return bool
+        return (
+            bool if field.default is None else lambda value: field.default if value is None else bool(value)
+        )
     return lambda value: False if value is None else value
+
+
+def _stored(field: Field, column: ColumnElement[Any]) -> ColumnElement[Any]:
+    """A stored column as conditions and groups see it: NULL is the field's default, if it has one
+    (a record stored before its model had ``active`` is active)."""
+    if field.default is None:
+        return column
+    return func.coalesce(column, true() if field.default is True else literal(field.default))
 
 
 def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
@@ -443,7 +520,7 @@ class _GroupBy:
     timezone: ZoneInfo
 
     def expression(self, table: Table) -> ColumnElement[Any]:
-        column = table.c[self.name]
+        column = _stored(self.field, table.c[self.name])
         if self.granularity is None:
             # An unset boolean groups with False.
             return func.coalesce(column, false()) if self.field.type == "boolean" else column
@@ -574,7 +651,7 @@ def _having_clause(expressions: dict[str, ColumnElement[Any]], condition: Condit
 
 
 class _ModelMethods:
-    """Odoo's read methods on one model, bound to one call's record ids, context and connection.
+    """Odoo's methods on one model, bound to one call's record ids, context, connection and user.
 
     Each public method has the parameter names of its Odoo 19 counterpart, so binding a call's
     arguments to it fails exactly where Odoo's would.
@@ -582,17 +659,17 @@ class _ModelMethods:
 
     def __init__(
         self,
-        standin: OdooStandIn,
         model: _Model,
         ids: Sequence[int],
         context: dict[str, Any],
         connection: Connection,
+        uid: int,
     ) -> None:
-        self._standin = standin
         self._model = model
         self._ids = ids
         self._context = context
         self._connection = connection
+        self._uid = uid
 
     def search_read(
         self,
@@ -627,7 +704,7 @@ class _ModelMethods:
         }
         missing = [record_id for record_id in self._ids if record_id not in found]
         if missing:
-            raise _missing(self._model.name, missing, self._standin.uid)
+            raise _missing(self._model.name, missing, self._uid)
 
         def fetch(columns: list[Any]) -> list[Any]:
             rows = {}
@@ -699,20 +776,79 @@ class _ModelMethods:
         wanted = set(_strings(attributes, "attributes")) if attributes else None
         described = {}
         for name in self._field_names(allfields):
-            field = self._model.fields[name]
-            description: dict[str, Any] = {
-                "type": field.type,
-                "string": name.removesuffix("_ids").removesuffix("_id").replace("_", " ").title(),
-                "store": name != "display_name",
-            }
-            if field.relation:
-                description["relation"] = field.relation
-            if field.inverse:
-                description["relation_field"] = field.inverse
+            description = _field_description(name, self._model.fields[name])
             described[name] = {k: v for k, v in description.items() if wanted is None or k in wanted}
         return described
 
+    def create(self, vals_list: object) -> list[int]:
+        records = [vals_list] if isinstance(vals_list, dict) else vals_list
+        if not isinstance(records, list) or not all(isinstance(values, dict) for values in records):
+            raise _unprocessable(
+                f"vals_list must be an object of field values or a list of them, not {vals_list!r}"
+            )
+        writer = self._writer()
+        return [writer.create_checked(self._given_values(values)) for values in records]
+
+    def write(self, vals: object) -> bool:
+        if not isinstance(vals, dict):
+            raise _unprocessable(f"vals must be an object of field values, not {vals!r}")
+        values = self._given_values(vals)
+        ids = list(dict.fromkeys(self._ids))
+        missing = sorted(set(ids) - self._existing(ids))
+        if missing:
+            raise _missing(self._model.name, missing, self._uid)
+        writer = self._writer()
+        for record_id in ids:
+            writer.write_checked(record_id, values)
+        return True
+
+    def load(self, fields: object, data: object) -> dict[str, Any]:
+        columns = _load_columns(self._model, fields)
+        if not isinstance(data, list) or not all(
+            isinstance(row, list) and all(isinstance(cell, str) for cell in row) for row in data
+        ):
+            raise _unprocessable(
+                "data must be a list of rows, each a list of strings (cells as in a CSV file)"
+            )
+        module = self._context.get("module") or _IMPORT_MODULE
+        answer = _Import(self._model, self._writer(), self._context, columns, str(module)).run(data)
+        if answer["ids"] is False:
+            raise _RolledBack(answer)
+        return answer
+
     # helpers ------------------------------------------------------------------------------
+
+    def _writer(self) -> _Writer:
+        return _Writer(self._model, self._connection)
+
+    def _existing(self, ids: Sequence[int]) -> set[int]:
+        table = self._model.table
+        return {
+            record_id
+            for chunk in _chunks(sorted(set(ids)))
+            for record_id in self._connection.scalars(select(table.c.id).where(table.c.id.in_(chunk)))
+        }
+
+    def _given_values(self, vals: dict[str, Any]) -> Record:
+        """``create``/``write`` values (JSON, as ``read`` renders them) in the storage format.
+
+        ``id`` and ``display_name`` are dropped, as Odoo drops magic and computed fields; a name
+        outside the model is Odoo's ``ValueError``, a value that does not fit its field too.
+        """
+        values = {}
+        for name, value in vals.items():
+            if name in ("id", "display_name"):
+                continue
+            field = self._model.fields.get(name)
+            if field is None:
+                raise _value_error(f"Invalid field {name!r} in {self._model.name!r}")
+            if field.type in X2MANY_TYPES:
+                raise _user_error(
+                    f"The Odoo test double takes no one2many commands ({self._model.name}.{name}): "
+                    f"create or write the {field.relation} records on their own, with {field.inverse}"
+                )
+            values[name] = _storage_value(self._model, name, value)
+        return values
 
     def _term(self, domain: object) -> Term:
         term = parse_domain(domain)
@@ -805,7 +941,7 @@ class _ModelMethods:
         missing = [record_id for record_id in ids if record_id not in names]
         if missing:
             # A many2one of a store broken on purpose (odoo_store.replace_records).
-            raise _missing(model, missing, self._standin.uid)
+            raise _missing(model, missing, self._uid)
         return names
 
     def _children(self, field: Field, parent_ids: list[int]) -> dict[int, list[int]]:
@@ -1008,6 +1144,547 @@ def _limit(limit: object) -> int | None:
     return limit
 
 
+def _field_description(name: str, field: Field) -> dict[str, Any]:
+    """One field as ``fields_get`` describes it."""
+    description: dict[str, Any] = {
+        "type": field.type,
+        "string": field.label(name),
+        "required": field.required,
+        "store": name != "display_name",
+    }
+    if field.relation:
+        description["relation"] = field.relation
+    if field.inverse:
+        description["relation_field"] = field.inverse
+    return description
+
+
+# --- the api_doc addon's document of a model ----------------------------------------------------
+
+_NOT_FOUND_DESCRIPTION = (
+    "The requested URL was not found on the server. If you entered the URL manually please check "
+    "your spelling and try again."
+)
+
+
+def _model_document(model: _Model) -> dict[str, Any]:
+    """What Odoo 19's api_doc addon serves at ``/doc-bearer/<model>.json``: the model, its fields
+    (``fields_get`` with each field's ``name`` and ``module``) and its public methods, by name."""
+    module = MODEL_MODULES[model.name]
+    return {
+        "model": model.name,
+        "name": MODEL_NAMES[model.name],
+        "doc": None,
+        "fields": {
+            name: {
+                **_field_description(name, field),
+                "name": name,
+                "module": None if name in ("id", "display_name") else module,
+            }
+            for name, field in model.fields.items()
+        },
+        "methods": {name: _method_document(name) for name in sorted(_MODEL_METHODS | _RECORD_METHODS)},
+    }
+
+
+def _method_document(name: str) -> dict[str, Any]:
+    """One method as api_doc reflects it: its parameters in call order (``self`` left out, each
+    with its default when it has one), and ``api``: ``model`` for a method of the model rather than
+    of records (which JSON-2 calls without ``ids``), ``readonly`` for a read."""
+    parameters = list(inspect.signature(getattr(_ModelMethods, name)).parameters.values())[1:]
+    described = {}
+    for parameter in parameters:
+        entry: dict[str, Any] = {}
+        if parameter.kind is not parameter.POSITIONAL_OR_KEYWORD:
+            entry["kind"] = parameter.kind.name
+        if parameter.default is not parameter.empty:
+            entry["default"] = parameter.default
+        described[parameter.name] = entry
+    signature = ", ".join(
+        parameter.name if parameter.default is parameter.empty else f"{parameter.name}={parameter.default!r}"
+        for parameter in parameters
+    )
+    document: dict[str, Any] = {"signature": f"({signature})", "parameters": described}
+    api = [*(["model"] if name in _MODEL_METHODS else []), *(["readonly"] if name in _READ_METHODS else [])]
+    if api:
+        document["api"] = api
+    return {**document, "model": "core", "module": "core"}
+
+
+# --- writing: create, write and load ---------------------------------------------------------
+
+_IMPORT_MODULE = "__import__"  # Odoo's module for an imported external id given without one
+_TRUES = frozenset({"1", "true", "yes"})
+_FALSES = frozenset({"", "0", "false", "no"})
+_ORDER_NAME = re.compile(r"S(\d{5})")
+_DATE_FORMAT = "%Y-%m-%d"
+_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+class _RolledBack(Exception):
+    """Raised out of a write call's transaction to roll all of it back, and still answer ``answer``."""
+
+    def __init__(self, answer: Any) -> None:
+        super().__init__("rolled back")
+        self.answer = answer
+
+
+def _storage_value(model: _Model, name: str, value: Any) -> Any:
+    """A value for a stored field, as Odoo's fields convert what ``create``/``write`` get (an empty
+    number is 0, an empty boolean False), in the storage format; ``ValueError`` when it does not fit."""
+    field = model.fields[name]
+    if field.type == "many2one":
+        if value is None or value is False:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"Wrong value for {model.name}.{name}: {value!r} (a record id or false)")
+        return value or None
+    if field.type == "integer":
+        return int(value or 0)
+    if field.type in NUMERIC_TYPES:
+        return float(value or 0.0)
+    if field.type == "boolean":
+        return bool(value)
+    if value is None or value is False:
+        return None
+    if field.type == "date":
+        return _parsed_date(value).isoformat()
+    if field.type == "datetime":
+        return _parsed_datetime(value).strftime(_DATETIME_FORMAT)
+    return value if isinstance(value, str) else str(value)
+
+
+def _parsed_date(value: object) -> date:
+    # Odoo's Date.to_date: the first ten characters of a string.
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a date")
+    return datetime.strptime(value[:10], _DATE_FORMAT).date()
+
+
+def _parsed_datetime(value: object) -> datetime:
+    # Odoo's Datetime.to_datetime: a day alone is its midnight.
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a datetime")
+    if len(value) == 10:
+        return datetime.strptime(value, _DATE_FORMAT)
+    return datetime.strptime(value[:19], _DATETIME_FORMAT)
+
+
+def _missing_required(model: _Model, values: Record, *, creating: bool) -> str | None:
+    """The first required field that ``values`` would leave empty (all of them, for a new record)."""
+    for name, field in model.fields.items():
+        if field.required and (name in values or creating) and values.get(name) is None:
+            return name
+    return None
+
+
+def _missing_required_message(model: _Model, name: str) -> str:
+    return f"Missing required value for the field '{model.fields[name].label(name)}' ({name})"
+
+
+class _Writer:
+    """Creates and writes records of one model in the call's transaction, as Odoo's ORM would:
+    defaults and display names filled in, a ``sale.order`` without a name named by its sequence."""
+
+    def __init__(self, model: _Model, connection: Connection) -> None:
+        self.model = model
+        self.connection = connection
+        self._last_order_number: int | None = None
+
+    def create_checked(self, values: Record) -> int:
+        """Create a record from ``create``'s values, refusing an empty required field or a many2one
+        to no record as Odoo's database constraints do (``ValidationError``)."""
+        missing = _missing_required(self.model, values, creating=True)
+        if missing is not None:
+            raise _validation_error(_missing_required_message(self.model, missing))
+        self._check_relations(values)
+        return self.create(values)
+
+    def write_checked(self, record_id: int, values: Record) -> None:
+        missing = _missing_required(self.model, values, creating=False)
+        if missing is not None:
+            raise _validation_error(_missing_required_message(self.model, missing))
+        self._check_relations(values)
+        self.write(record_id, values)
+
+    def create(self, values: Record) -> int:
+        values = dict(values)
+        if self.model.name == "sale.order" and values.get("name") in (None, "", "New"):
+            values["name"] = self._next_order_name()
+        record_id = next_id(self.connection, self.model.name)
+        insert_record(self.connection, self.model.name, {**values, "id": record_id})
+        return record_id
+
+    def write(self, record_id: int, values: Record) -> None:
+        update_record(self.connection, self.model.name, record_id, values)
+
+    def _check_relations(self, values: Record) -> None:
+        for name, value in values.items():
+            field = self.model.fields[name]
+            if field.type != "many2one" or value is None:
+                continue
+            related = TABLES[field.relation]
+            if self.connection.scalar(select(related.c.id).where(related.c.id == value)) is None:
+                raise _validation_error(
+                    f"The operation cannot be completed: {self.model.name}.{name} refers to "
+                    f"{field.relation}({value},), which does not exist."
+                )
+
+    def _next_order_name(self) -> str:
+        """Odoo's ``sale.order`` sequence: ``S`` and five digits, one after the highest such name."""
+        if self._last_order_number is None:
+            table = TABLES["sale.order"]
+            names = self.connection.scalars(select(table.c.name).where(table.c.name.like("S_____")))
+            numbers = [int(match[1]) for name in names if (match := _ORDER_NAME.fullmatch(name))]
+            self._last_order_number = max(numbers, default=0)
+        self._last_order_number += 1
+        return f"S{self._last_order_number:05d}"
+
+
+# --- load: Odoo's import of rows of strings -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _LoadColumn:
+    """One column of ``load``: a field and how its cells name a value (``subfield``): ``None`` the
+    value itself (a many2one: the related record's name), ``"id"`` an external id, ``".id"`` a
+    database id. The record's own external and database ids are the fields ``"id"`` and ``".id"``."""
+
+    position: int
+    name: str
+    subfield: str | None
+
+
+def _load_columns(model: _Model, fields: object) -> list[_LoadColumn]:
+    """``load``'s columns, as Odoo's ``fix_import_export_id_paths`` splits them; an unknown field is
+    Odoo's ``ValueError`` (a 500, not a message)."""
+    columns = []
+    for position, column in enumerate(_strings(fields, "fields")):
+        # partner_id.id and partner_id:id are partner_id/.id and partner_id/id, as in Odoo.
+        path = re.sub(r"([^/]):id", r"\1/id", re.sub(r"([^/])\.id", r"\1/.id", column)).split("/")
+        name, rest = path[0], path[1:]
+        if name in ("id", ".id") and not rest:
+            columns.append(_LoadColumn(position, name, None))
+            continue
+        field = model.fields.get(name)
+        if field is None or name == "id":
+            raise _value_error(f"Invalid field name {name!r}")
+        if field.type in X2MANY_TYPES:
+            raise _user_error(
+                f"The Odoo test double does not load one2many columns ({column!r}): load the "
+                f"{field.relation} records on their own, with the column {field.inverse}/id"
+            )
+        if name == "display_name":
+            continue  # computed: Odoo converts it and writes nothing
+        subfield = rest[0] if rest and field.type == "many2one" else None
+        columns.append(_LoadColumn(position, name, subfield))
+    return columns
+
+
+class _CellError(Exception):
+    """A cell that does not convert, as Odoo's converters raise it: ``named`` errors (two arguments
+    in Odoo) carry ``field_name`` and their ``info`` into the message."""
+
+    def __init__(self, message: str, info: dict[str, Any] | None = None, *, named: bool = True) -> None:
+        super().__init__(message)
+        self.message = message
+        self.info = info or {}
+        self.named = named
+
+
+class _Import:
+    """One ``load`` call: its rows converted, resolved and written one by one, in row order, so
+    that a row can point at a record an earlier row made; the messages Odoo would give."""
+
+    def __init__(
+        self, model: _Model, writer: _Writer, context: dict[str, Any], columns: list[_LoadColumn], module: str
+    ) -> None:
+        self.model = model
+        self.writer = writer
+        self.connection = writer.connection
+        self.context = context
+        self.module = module
+        self.columns = columns
+        self.messages: list[dict[str, Any]] = []
+
+    def run(self, rows: list[list[str]]) -> dict[str, Any]:
+        ids = [self._row(index, row) for index, row in enumerate(rows)]
+        failed = any(message["type"] == "error" for message in self.messages)
+        return {"ids": False if failed else ids, "messages": self.messages, "nextrow": 0}
+
+    # one row ----------------------------------------------------------------------------
+
+    def _row(self, index: int, row: list[str]) -> int | None:
+        cells = [(column, row[column.position]) for column in self.columns if column.position < len(row)]
+        xid = next((value for column, value in cells if column.name == "id"), "")
+        database_id = self._database_id(index, next((value for c, value in cells if c.name == ".id"), ""))
+        values: Record = {}
+        relations: dict[str, list[tuple[str | None, str]]] = {}
+        for column, value in cells:
+            if column.name in ("id", ".id"):
+                continue
+            if self.model.fields[column.name].type == "many2one":
+                if value:
+                    relations.setdefault(column.name, []).append((column.subfield, value))
+                else:
+                    relations.setdefault(column.name, [])
+                continue
+            self._convert(index, column.name, value, values)
+        for name, given in relations.items():
+            self._resolve(index, name, given, values)
+        return self._write(index, xid, database_id, values)
+
+    def _database_id(self, index: int, value: str) -> int | None:
+        if not value:
+            return None
+        try:
+            record_id = int(value)
+        except ValueError:
+            record_id = None
+        table = self.model.table
+        if (
+            record_id is None
+            or self.connection.scalar(select(table.c.id).where(table.c.id == record_id)) is None
+        ):
+            self._log(index, type="error", field=".id", message=f"Unknown database identifier '{value}'")
+            return None
+        return record_id
+
+    def _convert(self, index: int, name: str, value: str, values: Record) -> None:
+        try:
+            converted = self._cell(name, value) if value else False
+            values[name] = _storage_value(self.model, name, converted)
+        except _CellError as error:
+            self._cell_message(index, name, error)
+
+    def _cell(self, name: str, value: str) -> Any:
+        """A non-empty cell as the value Odoo's ``ir.fields.converter`` makes of it."""
+        field = self.model.fields[name]
+        label = field.label(name)
+        if field.type == "boolean":
+            if value.lower() in _TRUES:
+                return True
+            if value.lower() in _FALSES:
+                return False
+            raise _CellError(
+                f"Unknown value '{value}' for boolean field '{label}'",
+                {"moreinfo": "Use '1' for yes and '0' for no"},
+            )
+        if field.type == "integer":
+            try:
+                return int(value)
+            except ValueError:
+                raise _CellError(f"'{value}' does not seem to be an integer for field '{label}'") from None
+        if field.type in NUMERIC_TYPES:
+            try:
+                return float(value)
+            except ValueError:
+                raise _CellError(f"'{value}' does not seem to be a number for field '{label}'") from None
+        if field.type == "date":
+            try:
+                return _parsed_date(value).isoformat()
+            except ValueError:
+                raise _CellError(
+                    f"'{value}' does not seem to be a valid date for field '{label}'",
+                    {"moreinfo": "Use the format '2012-12-31'"},
+                ) from None
+        if field.type == "datetime":
+            return self._datetime_cell(label, value)
+        return value
+
+    def _datetime_cell(self, label: str, value: str) -> str:
+        try:
+            local = _parsed_datetime(value)
+        except ValueError:
+            raise _CellError(
+                f"'{value}' does not seem to be a valid datetime for field '{label}'",
+                {"moreinfo": "Use the format '2012-12-31 23:59:59'"},
+            ) from None
+        # Odoo reads an imported datetime in the context's time zone (UTC without one).
+        moment = local.replace(tzinfo=_timezone(self.context), fold=1).astimezone(ZoneInfo("UTC"))
+        return moment.strftime(_DATETIME_FORMAT)
+
+    # relations ----------------------------------------------------------------------------
+
+    def _resolve(self, index: int, name: str, given: list[tuple[str | None, str]], values: Record) -> None:
+        try:
+            if not given:
+                values[name] = None
+                return
+            if len(given) > 1:
+                label = self.model.fields[name].label(name)
+                raise _CellError(
+                    f"Ambiguous specification for field '{label}', only provide one of name, external "
+                    "id or database id",
+                    named=False,
+                )
+            [(subfield, value)] = given
+            values[name] = self._related_id(index, name, subfield, value)
+        except _CellError as error:
+            self._cell_message(index, name, error)
+
+    def _related_id(self, index: int, name: str, subfield: str | None, value: str) -> int | None:
+        """The record a many2one cell names (Odoo's ``db_id_for``); ``None`` for a false value."""
+        field = self.model.fields[name]
+        related = _MODELS[field.relation]
+        if subfield not in (None, "id", ".id"):
+            raise _CellError(
+                "Can not create Many-To-One records indirectly, import the field separately", named=False
+            )
+        if subfield is not None and value.lower() in _FALSES:
+            return None
+        if subfield == ".id":
+            found = self._by_database_id(field, name, related, value)
+            kind = "database id"
+        elif subfield == "id":
+            found = self._by_external_id(related, value)
+            kind = "external id"
+        else:
+            found = self._by_name(index, name, related, value)
+            kind = "name"
+        if found is None:
+            raise _CellError(
+                f"No matching record found for {kind} '{value}' in field '{field.label(name)}'",
+                {"moreinfo": _possible_values(related.name, by_reference=subfield is not None)},
+            )
+        return found
+
+    def _by_database_id(self, field: Field, name: str, related: _Model, value: str) -> int | None:
+        try:
+            record_id = int(value)
+        except ValueError:
+            raise _CellError(
+                f"Invalid database id '{value}' for the field '{field.label(name)}'",
+                {"moreinfo": _possible_values(related.name, by_reference=True)},
+            ) from None
+        table = related.table
+        return self.connection.scalar(select(table.c.id).where(table.c.id == record_id))
+
+    def _by_external_id(self, related: _Model, value: str) -> int | None:
+        xid = value if "." in value else f"{self.module}.{value}"
+        module, _, name = xid.partition(".")
+        # As Odoo's _xmlid_to_record_id: the external id counts only if its record exists.
+        data, table = TABLES["ir.model.data"], related.table
+        row = self.connection.execute(
+            select(data.c.model, data.c.res_id)
+            .join(table, table.c.id == data.c.res_id)
+            .where(data.c.module == module, data.c.name == name)
+            .limit(1)
+        ).first()
+        if row is None:
+            return None
+        if row.model != related.name:
+            raise _CellError(
+                f"Invalid external ID {xid}: expected model {related.name!r}, found {row.model!r}",
+                named=False,
+            )
+        return row.res_id
+
+    def _by_name(self, index: int, name: str, related: _Model, value: str) -> int | None:
+        # Odoo's name_search with operator '=': exact display name, archived records left out.
+        table = related.table
+        query = select(table.c.id).where(table.c.display_name == value)
+        if "active" in related.fields:
+            query = query.where(_stored(related.fields["active"], table.c.active).is_(true()))
+        ids = list(self.connection.scalars(query.order_by(table.c.id).limit(100)))
+        if len(ids) > 1:
+            label = self.model.fields[name].label(name)
+            self._log(
+                index,
+                type="warning",
+                field=name,
+                message=f"Found multiple matches for value '{value}' in field '{label}' ({len(ids)} matches)",
+            )
+        return ids[0] if ids else None
+
+    # writing ------------------------------------------------------------------------------
+
+    def _write(self, index: int, xid: str, database_id: int | None, values: Record) -> int | None:
+        if not xid:
+            if database_id is not None:
+                return self._update(index, database_id, values)
+            return self._create(index, values)
+        full = xid if "." in xid else f"{self.module}.{xid}"
+        module, _, name = full.partition(".")
+        data, table = TABLES["ir.model.data"], self.model.table
+        found = self.connection.execute(
+            select(data.c.id, data.c.model, data.c.res_id, table.c.id.label("record_id"))
+            .outerjoin(table, table.c.id == data.c.res_id)
+            .where(data.c.module == module, data.c.name == name)
+            .limit(1)
+        ).first()
+        if found is not None and found.model != self.model.name:
+            self._log(
+                index,
+                type="error",
+                message=f"For external id {full} when trying to create/update a record of model "
+                f"{self.model.name} found record of different model {found.model} ({found.id})",
+            )
+            return None
+        if found is not None and found.record_id is not None:
+            return self._update(index, found.res_id, values)
+        if found is not None:
+            # Its record was deleted: Odoo drops the external id and makes it anew on a new record.
+            delete_record(self.connection, "ir.model.data", found.id)
+        record_id = self._create(index, values)
+        if record_id is not None:
+            insert_record(
+                self.connection,
+                "ir.model.data",
+                {
+                    "id": next_id(self.connection, "ir.model.data"),
+                    "module": module,
+                    "name": name,
+                    "model": self.model.name,
+                    "res_id": record_id,
+                },
+            )
+        return record_id
+
+    def _create(self, index: int, values: Record) -> int | None:
+        missing = _missing_required(self.model, values, creating=True)
+        if missing is not None:
+            self._log_missing(index, missing)
+            return None
+        return self.writer.create(values)
+
+    def _update(self, index: int, record_id: int, values: Record) -> int | None:
+        missing = _missing_required(self.model, values, creating=False)
+        if missing is not None:
+            self._log_missing(index, missing)
+            return None
+        self.writer.write(record_id, values)
+        return record_id
+
+    # messages -----------------------------------------------------------------------------
+
+    def _log(self, index: int, **message: Any) -> None:
+        self.messages.append({"rows": {"from": index, "to": index}, "record": index, **message})
+
+    def _log_missing(self, index: int, name: str) -> None:
+        self._log(index, type="error", message=_missing_required_message(self.model, name), field=name)
+
+    def _cell_message(self, index: int, name: str, error: _CellError) -> None:
+        extra = {**error.info, "field_name": self.model.fields[name].label(name)} if error.named else {}
+        self._log(index, type="error", field=name, message=error.message, **extra)
+
+
+def _possible_values(model: str, *, by_reference: bool) -> dict[str, Any]:
+    """The action Odoo's import attaches to a relation that does not resolve (``moreinfo``)."""
+    action: dict[str, Any] = {
+        "name": "Possible Values",
+        "type": "ir.actions.act_window",
+        "target": "new",
+        "view_mode": "list,form",
+        "views": [[False, "list"], [False, "form"]],
+        "context": {"create": False},
+        "help": "See all possible values",
+    }
+    if by_reference:
+        return {**action, "res_model": "ir.model.data", "domain": [["model", "=", model]]}
+    return {**action, "res_model": model}
+
+
 # --- the WSGI application ---------------------------------------------------------------------
 
 
@@ -1058,14 +1735,27 @@ class RequestCounter(Counter[str]):
             return Counter(self)
 
 
+@dataclass(frozen=True)
+class _User:
+    """A user of the double: its API key (its password over /jsonrpc) and the models it may write."""
+
+    login: str
+    api_key: str
+    uid: int
+    writes: frozenset[str] = frozenset()
+
+
 class OdooStandIn:
-    """A WSGI test double of Odoo 19 serving the records of an Odoo store, read-only.
+    """A WSGI test double of Odoo 19 serving the records of an Odoo store to two users.
 
     ``OdooStandIn(models)`` loads ``models`` (model name → records in ``odoo_models``' storage
     format) into a private in-memory SQLite store, checked as ``odoo_store.load_models`` checks
     them (ids unique, fields within the model slice, every many2one pointing at a record that
-    exists); ``OdooStandIn(store=url)`` (or ``from_store``) serves an existing store, a SQLite
-    file opened read-only or a PostgreSQL database. ``requests`` counts the calls served.
+    exists), and writable; ``OdooStandIn(store=url)`` (or ``from_store``) serves an existing store,
+    a SQLite file or a PostgreSQL database, opened read-only unless ``writable=True``. The
+    reconciliation's user (``api_key``, ``login``, ``uid``) only reads; the importer's
+    (``importer_api_key``, ``importer_login``, ``importer_uid``) also writes the models of
+    ``odoo_models.SANDBOX_IMPORTER_MODELS``. ``requests`` counts the calls served.
     """
 
     def __init__(
@@ -1073,10 +1763,14 @@ class OdooStandIn:
         models: dict[str, list[Record]] | None = None,
         *,
         store: str | None = None,
+        writable: bool = False,
         database: str = SANDBOX_DATABASE,
         api_key: str = SANDBOX_API_KEY,
         login: str = SANDBOX_LOGIN,
         uid: int = SANDBOX_UID,
+        importer_api_key: str = SANDBOX_IMPORTER_API_KEY,
+        importer_login: str = SANDBOX_IMPORTER_LOGIN,
+        importer_uid: int = SANDBOX_IMPORTER_UID,
         version: str = "19.0",
     ) -> None:
         if models is not None and store is not None:
@@ -1087,15 +1781,27 @@ class OdooStandIn:
         self.api_key = api_key
         self.login = login
         self.uid = uid
+        self.importer_api_key = importer_api_key
+        self.importer_login = importer_login
+        self.importer_uid = importer_uid
         self.version = version
         self.requests = RequestCounter()
-        self._engine = (
-            open_store_read_only(store) if store is not None else load_models("sqlite://", models or {})
+        # An in-memory store is the double's own: always writable.
+        self.writable = store is None or writable
+        self._users = (
+            _User(login, api_key, uid),
+            _User(importer_login, importer_api_key, importer_uid, SANDBOX_IMPORTER_MODELS),
         )
+        if store is None:
+            self._engine = load_models("sqlite://", models or {})
+        else:
+            self._engine = open_store(store) if writable else open_store_read_only(store)
         # An in-memory SQLite store is one connection: requests from several threads take turns.
         self._turns: AbstractContextManager[Any] = (
             threading.Lock() if isinstance(self._engine.pool, StaticPool) else nullcontext()
         )
+        # One write at a time: a new record's id is the highest plus one.
+        self._writes = threading.Lock()
 
     @classmethod
     def from_file(cls, path: str | PathLike[str]) -> OdooStandIn:
@@ -1109,9 +1815,10 @@ class OdooStandIn:
         )
 
     @classmethod
-    def from_store(cls, url: str, **credentials: Any) -> OdooStandIn:
-        """Serve the store at ``url`` (``odoo_store``), with these credentials or the sandbox's."""
-        return cls(store=url, **credentials)
+    def from_store(cls, url: str, **options: Any) -> OdooStandIn:
+        """Serve the store at ``url`` (``odoo_store``), with these credentials or the sandbox's;
+        ``writable=True`` to let the importer's user write it."""
+        return cls(store=url, **options)
 
     def close(self) -> None:
         """Close the store's connections."""
@@ -1141,6 +1848,8 @@ class OdooStandIn:
             return self._jsonrpc(_request_body(environ))
         if path == "/json/2" or path.startswith("/json/2/"):
             return self._json2(environ, method, path)
+        if path.startswith("/doc-bearer/"):
+            return self._doc_bearer(environ, path)
         return _not_found_page()
 
     def _version_info(self) -> list[Any]:
@@ -1159,21 +1868,23 @@ class OdooStandIn:
             parts = path.split("/")
             if len(parts) != 5 or not parts[3] or not parts[4]:
                 raise _not_found("Did you mean POST /json/2/<model>/<method>?")
-            self._authenticate_bearer(environ.get("HTTP_AUTHORIZATION"))
+            user = self._authenticate_bearer(environ.get("HTTP_AUTHORIZATION"))
             arguments = _json2_arguments(_request_body(environ))
-            result = _attempt(lambda: self._call_json2(parts[3], parts[4], arguments))
+            result = _attempt(lambda: self._call_json2(user, parts[3], parts[4], arguments))
         except _Fault as fault:
             return _fault_response(fault)
         return _json_response(result)
 
-    def _authenticate_bearer(self, authorization: str | None) -> None:
+    def _authenticate_bearer(self, authorization: str | None) -> _User:
         if authorization is None:
             raise _unauthorized("Missing API key: send 'Authorization: bearer <key>'")
         match = _BEARER.fullmatch(authorization)
-        if match is None or match[1] != self.api_key:
+        user = None if match is None else next((u for u in self._users if u.api_key == match[1]), None)
+        if user is None:
             raise _unauthorized("Invalid apikey")
+        return user
 
-    def _call_json2(self, model_name: str, method: str, arguments: dict[str, Any]) -> Any:
+    def _call_json2(self, user: _User, model_name: str, method: str, arguments: dict[str, Any]) -> Any:
         self.requests.add(f"{model_name}.{method}")
         model = _MODELS.get(model_name)
         if model is None:
@@ -1184,18 +1895,40 @@ class OdooStandIn:
             raise _unprocessable(f"ids must be a list of record ids, not {ids!r}")
         if not isinstance(context, dict):
             raise _unprocessable(f"context must be an object, not {context!r}")
-        with self._connect() as connection:
-            try:
-                function = self._method(model, method, ids, context, connection)
-            except AttributeError as error:
-                raise _not_found(str(error)) from error
-            if method in _MODEL_METHODS and ids:
-                raise _unprocessable(f"cannot call {model_name}.{method} with ids")
+        self._check_access(model, method, user)
+        if method not in _MODEL_METHODS | _RECORD_METHODS:
+            raise _not_found(f"The method '{model_name}.{method}' does not exist")
+        if method in _MODEL_METHODS and ids:
+            raise _unprocessable(f"cannot call {model_name}.{method} with ids")
+
+        def call(connection: Connection) -> Any:
+            function = getattr(_ModelMethods(model, ids, context, connection, user.uid), method)
             try:
                 inspect.signature(function).bind(**arguments)
             except TypeError as error:
                 raise _unprocessable(str(error)) from error
             return function(**arguments)
+
+        return self._run(method, call)
+
+    # the api_doc addon ----------------------------------------------------------------------
+
+    def _doc_bearer(self, environ: WSGIEnvironment, path: str) -> _Response:
+        """``GET /doc-bearer/<model>.json``: the api_doc addon's document of one model."""
+        database = environ.get("HTTP_X_ODOO_DATABASE")
+        if database is not None and database != self.database:
+            return _not_found_page()
+        try:
+            if environ.get("REQUEST_METHOD", "GET") not in ("GET", "POST"):
+                raise _method_not_allowed()
+            self._authenticate_bearer(environ.get("HTTP_AUTHORIZATION"))
+            name = path.removeprefix("/doc-bearer/")
+            model = _MODELS.get(name.removesuffix(".json")) if name.endswith(".json") else None
+            if model is None:
+                raise _not_found(_NOT_FOUND_DESCRIPTION)
+        except _Fault as fault:
+            return _fault_response(fault)
+        return _json_response(_model_document(model))
 
     # legacy /jsonrpc --------------------------------------------------------------------------
 
@@ -1250,8 +1983,9 @@ class OdooStandIn:
     def _common_authenticate(
         self, db: str, login: str, password: str, user_agent_env: dict[str, Any]
     ) -> int | bool:
-        if db == self.database and login == self.login and password == self.api_key:
-            return self.uid
+        for user in self._users:
+            if db == self.database and login == user.login and password == user.api_key:
+                return user.uid
         return False
 
     def _execute_kw(
@@ -1264,7 +1998,8 @@ class OdooStandIn:
         args: list[Any] | None = None,
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
-        if db != self.database or uid != self.uid or password != self.api_key:
+        user = next((u for u in self._users if u.uid == uid and u.api_key == password), None)
+        if db != self.database or user is None:
             raise _access_denied()
         self.requests.add(f"{model_name}.{method}")
         model = _MODELS.get(model_name)
@@ -1273,16 +2008,26 @@ class OdooStandIn:
         arguments = list(args or [])
         keywords = dict(kwargs or {})
         context = keywords.pop("context", None) or {}
+        self._check_access(model, method, user)
+        if method not in _MODEL_METHODS | _RECORD_METHODS:
+            raise AttributeError(f"The method '{model.name}.{method}' does not exist")
         ids: list[int] = []
         if method in _RECORD_METHODS:
             if not arguments:
                 raise TypeError(f"{model_name}.{method}() takes the record ids as its first argument")
             first = arguments.pop(0)
             ids = first if isinstance(first, list) else [first]
-        with self._connect() as connection:
-            function = self._method(model, method, ids, context, connection)
+
+        def call(connection: Connection) -> Any:
+            function = getattr(_ModelMethods(model, ids, context, connection, user.uid), method)
             inspect.signature(function).bind(*arguments, **keywords)
             return function(*arguments, **keywords)
+
+        result = self._run(method, call)
+        vals_list = arguments[0] if arguments else keywords.get("vals_list")
+        if method == "create" and isinstance(vals_list, dict):
+            return result[0]  # Odoo's RPC answers the record a dict made with its id alone
+        return result
 
     # shared ---------------------------------------------------------------------------------
 
@@ -1291,22 +2036,47 @@ class OdooStandIn:
         with self._turns, self._engine.connect() as connection:
             yield connection
 
-    def _method(
-        self, model: _Model, method: str, ids: Sequence[int], context: dict[str, Any], connection: Connection
-    ) -> Callable[..., Any]:
-        """The model method a call names, refusing private and writing ones as Odoo would."""
+    def _run(self, method: str, call: Callable[[Connection], Any]) -> Any:
+        """Run a call on a connection: a write in a transaction of its own, committed only when the
+        call succeeds (``_RolledBack`` undoes it and still answers)."""
+        if method not in _SERVED_WRITES:
+            with self._connect() as connection:
+                return call(connection)
+        try:
+            with self._turns, self._writes, self._engine.begin() as connection:
+                return call(connection)
+        except _RolledBack as rolled_back:
+            return rolled_back.answer
+
+    def _check_access(self, model: _Model, method: str, user: _User) -> None:
+        """Refuse private methods, and writes the user may not make, as Odoo would (403)."""
         if method.startswith("_"):
             raise _access_error(
                 f"Private methods (such as '{model.name}.{method}') cannot be called remotely."
             )
-        if method in _WRITE_METHODS:
+        if method not in _WRITE_METHODS:
+            return
+        if not user.writes:
             raise _access_error(
-                f"You are not allowed to modify '{model.name}' records: the user '{self.login}' "
+                f"You are not allowed to modify '{model.name}' records: the user '{user.login}' "
                 "of this Odoo test double is read-only."
             )
-        if method not in _MODEL_METHODS | _RECORD_METHODS:
-            raise AttributeError(f"The method '{model.name}.{method}' does not exist")
-        return getattr(_ModelMethods(self, model, ids, context, connection), method)
+        if method not in _SERVED_WRITES:
+            verb = "delete" if method == "unlink" else f"call {method} on"
+            raise _access_error(
+                f"You are not allowed to {verb} '{model.name}' records: the Odoo test double serves "
+                "load, create and write only, and deletes nothing."
+            )
+        if model.name not in user.writes:
+            raise _access_error(
+                f"You are not allowed to modify '{model.name}' records: the user '{user.login}' of this "
+                f"Odoo test double writes {', '.join(sorted(user.writes))} only."
+            )
+        if not self.writable:
+            raise _access_error(
+                f"You are not allowed to modify '{model.name}' records: this Odoo test double was opened "
+                "read-only; build it with writable=True (OdooStandIn(store=url, writable=True)) to write."
+            )
 
 
 def _method_not_allowed() -> _Fault:

@@ -20,6 +20,7 @@ import pytest
 from odoolib.tools import AuthenticationError
 
 from fusion_billing_assets.sandbox.odoo_models import (
+    MODELS,
     SANDBOX_API_KEY,
     SANDBOX_DATABASE,
     SANDBOX_IMPORTER_API_KEY,
@@ -176,6 +177,7 @@ def test_the_doc_document_has_api_docs_shape(odoo_url):
 
 def test_the_doc_needs_a_key_of_either_user_and_a_known_model(odoo_url):
     assert doc(odoo_url, "res.partner", key=SANDBOX_API_KEY).status_code == 200
+    assert all(doc(odoo_url, model).json()["model"] == model for model in MODELS)
     missing = doc(odoo_url, "res.partner", key=None)
     assert missing.status_code == 401
     assert missing.json()["name"] == "werkzeug.exceptions.Unauthorized"

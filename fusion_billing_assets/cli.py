@@ -334,8 +334,10 @@ def _ensure_sandbox(settings, *, regenerate: bool, seed: int) -> dict:
         manifest is None
         or manifest.get("seed") != seed
         or _end_period(manifest) != current_period
-        # A sandbox from before the Odoo test double kept its records in a SQL store.
+        # A sandbox from before the Odoo test double kept its records in a SQL store, or from
+        # before its Odoo accounts were made by the importer.
         or not paths.odoo.is_file()
+        or not paths.import_exclusions.is_file()
     )
     if regenerate or stale:
         print(

@@ -50,6 +50,7 @@ from fusion_billing_assets.definitions import (
 )
 from fusion_billing_assets.defs import reconciliation as reconciliation_defs
 from fusion_billing_assets.defs.resources import Warehouse
+from fusion_billing_assets.importer.exclusions import read_exclusions
 from fusion_billing_assets.settings import load_settings
 from fusion_billing_assets.warehouse import (
     LINE_COLUMNS,
@@ -299,6 +300,17 @@ def test_every_expected_row_is_stored_with_exactly_its_status_and_no_other_row_e
     assert not stored["provisional"].any(), "closed periods were reconciled as provisional"
     # Every status of docs/design.md §6 is injected, and found, on every sandbox.
     assert set(stored["status"]) == set(STATUSES)
+
+
+def test_every_customer_is_mapped_by_the_import_except_those_it_left_out_on_purpose(reconciled):
+    # The sandbox's Odoo accounts were created by the importer; the exclusions file names who it left out.
+    left_out = set(read_exclusions(reconciled.sandbox.out / "import_exclusions.csv"))
+    assert left_out
+    results = reconciled.location.results()
+    unmapped = results.loc[(results["status"] == "unmapped") & results["customer_id"].notna()]
+    for period in reconciled.sandbox.closed_periods:
+        in_period = unmapped.loc[unmapped["billing_period"] == date.fromisoformat(period)]
+        assert set(in_period["customer_id"].astype(int)) == left_out, period
 
 
 def test_every_customer_not_cast_as_a_difference_reconciles_as_a_match(reconciled):

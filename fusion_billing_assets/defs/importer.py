@@ -250,7 +250,8 @@ def _incomplete(result: ApplyResult) -> str:
     name=APPLY_JOB,
     description="Write the period's import plan to Odoo (dry run unless dry_run is false). Launched by a "
     "person only: no schedule or sensor starts it.",
-    tags={"fusion/writes": "odoo"},
+    # Never retried by the instance: a person decides to run an import again.
+    tags={"fusion/writes": "odoo", "dagster/max_retries": "0"},
 )
 def apply_odoo_import():
     apply_period_import()

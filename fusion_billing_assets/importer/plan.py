@@ -248,7 +248,7 @@ def _changes(record: Wanted, current: Mapping[str, Any], odoo: OdooSide) -> list
                     Change(name, shown, value.xid if target is None else f"{value.xid} (id {target})")
                 )
         elif not _equal(value, odoo_value):
-            changes.append(Change(name, _shown_odoo(odoo_value), _shown(value)))
+            changes.append(Change(name, _shown_odoo(odoo_value, like=value), _shown(value)))
     return changes
 
 
@@ -276,9 +276,15 @@ def _shown(value: Value) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def _shown_odoo(value: Any) -> str:
+def _shown_odoo(value: Any, *, like: Value) -> str:
+    """Odoo's value as a person compares it with NexaCloud's: a price with as many decimals."""
     if value is False or value is None or value == "":
         return "empty"
     if isinstance(value, float):
-        return format(Decimal(repr(value)).normalize(), "f")
+        number = Decimal(repr(value))
+        if isinstance(like, Decimal):
+            quantum = Decimal(1).scaleb(like.as_tuple().exponent)
+            if number.quantize(quantum) == number:
+                return format(number.quantize(quantum), "f")
+        return format(number.normalize(), "f")
     return repr(value) if isinstance(value, str) else str(value)

@@ -162,7 +162,9 @@ def _importer(env: Mapping[str, str]) -> ImportSettings:
     exclusions = _get(env, "BILLING_IMPORT_EXCLUSIONS_FILE")
     return ImportSettings(
         exclusions_file=Path(exclusions) if exclusions else None,
-        batch_size=_positive_int(_get(env, "BILLING_IMPORT_BATCH_SIZE") or "200", "BILLING_IMPORT_BATCH_SIZE"),
+        batch_size=_positive_int(
+            _get(env, "BILLING_IMPORT_BATCH_SIZE") or "200", "BILLING_IMPORT_BATCH_SIZE"
+        ),
     )
 
 

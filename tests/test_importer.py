@@ -458,7 +458,7 @@ def test_an_apply_cut_off_half_way_then_run_again_ends_with_one_record_per_nexac
     # the second partner batch, customer 3 alone.
     interrupted = odoo.apply(planned, app=FailingLoads(odoo.app, 4, after_commit=after_commit), batch_size=2)
     assert not interrupted.complete
-    assert "batch 4 of res.partner got no answer from Odoo" in interrupted.stopped
+    assert "batch 4 of res.partner did not go through" in interrupted.stopped
     outcomes = interrupted.outcomes()
     assert (outcomes["nexacloud.customer_1"], outcomes["nexacloud.customer_3"]) == (
         Outcome.LOADED,

@@ -44,7 +44,12 @@ from fusion_billing_assets.alerts import (
     deliver,
     webhook_address_refusal,
 )
-from fusion_billing_assets.definitions import billing_period_job_name, build_resources, defs
+from fusion_billing_assets.definitions import (
+    apply_import_job_name,
+    billing_period_job_name,
+    build_resources,
+    defs,
+)
 from fusion_billing_assets.defs.resources import Warehouse, WarehouseError
 from fusion_billing_assets.defs.sensors import reconciliation_alerts, run_failure_alerts
 from fusion_billing_assets.sandbox.odoo_models import SANDBOX_DATABASE, SANDBOX_LOGIN
@@ -497,6 +502,7 @@ def test_a_sandbox_period_reconciled_alerted_and_failed_leaks_no_secret(
         "warehouse password": f"wh-Pa55-{random}",
         "Odoo API key": f"odoo-key-{random}",
         "wrong Odoo API key": f"odoo-wrong-{random}",
+        "Odoo importer key": f"odoo-import-{random}",
         "webhook token": f"hook-token-{random}",
         "webhook secret": f"hmac-{random}",
     }
@@ -516,6 +522,7 @@ def test_a_sandbox_period_reconciled_alerted_and_failed_leaks_no_secret(
             "ODOO_API_KEY": secrets["Odoo API key"],
             "ODOO_PROTOCOL": "json2",
             "ODOO_LOGIN": SANDBOX_LOGIN,
+            "ODOO_IMPORT_API_KEY": secrets["Odoo importer key"],
             "BILLING_WAREHOUSE_URL": with_password(postgres_database_url, secrets["warehouse password"]),
             "BILLING_REPORTS_DIR": str(reports),
             "BILLING_START_PERIOD": min(small_sandbox_on_postgres.closed_periods),
@@ -552,6 +559,19 @@ def test_a_sandbox_period_reconciled_alerted_and_failed_leaks_no_secret(
                 run_failure_alerts, instance, resources, "alert_channel", cursor=failures_cursor
             )
             said += [watching, reported, *errors]
+
+            # The importer's key, refused by Odoo: the apply stops and says so, without the key.
+            monkeypatch.setenv("ODOO_API_KEY", secrets["Odoo API key"])
+            applied = defs.resolve_job_def(apply_import_job_name).execute_in_process(
+                run_config={"ops": {"apply_period_import": {"config": {"period": period, "dry_run": False}}}},
+                instance=instance,
+                resources=build_resources(load_settings(environment)),
+                raise_on_error=False,
+            )
+            assert not applied.success
+            failures = [str(event.event_specific_data.error) for event in applied.get_step_failure_events()]
+            assert any("did not go through" in failure and "401" in failure for failure in failures), failures
+            said += failures
 
     as_bytes = {name: value.encode() for name, value in secrets.items()}
     events = [request.header("X-Fusion-Event-Id") for request in receiver.requests]

@@ -32,7 +32,7 @@ DEFAULT_BATCH_SIZE = 200
 class Outcome(StrEnum):
     LOADED = "loaded"  # Odoo wrote the batch
     REFUSED = "refused"  # Odoo rolled the batch (or a row of it) back with an error message
-    FAILED = "failed"  # the batch did not reach Odoo or got no answer: nothing known written
+    FAILED = "failed"  # the call failed (refused key, server down, no answer): whether Odoo wrote it is unknown
     SKIPPED = "skipped"  # not sent: it points at a refused record, or the apply stopped before it
     DRY_RUN = "dry_run"  # would have been sent
 
@@ -145,7 +145,7 @@ def _send(
     try:
         answer = client.call(model, "load", fields=fields, data=rows)
     except OdooError as error:
-        result.stopped = f"batch {batch_number} of {model} got no answer from Odoo: {error}"
+        result.stopped = f"batch {batch_number} of {model} did not go through: {error}"
         _each(result, batch_number, model, batch, Outcome.FAILED, str(error))
         return
     ids, messages = _answer(answer)

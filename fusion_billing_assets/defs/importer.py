@@ -234,7 +234,7 @@ def _incomplete(result: ApplyResult) -> str:
     first = next((e for e in result.log if e.external_id and e.outcome.value == "refused"), None)
     parts = [
         f"the import did not finish: {counts['loaded']} record(s) written, {counts['refused']} refused, "
-        f"{counts["failed"]} not gone through, {counts['skipped']} not sent"
+        f"{counts['failed']} not gone through, {counts['skipped']} not sent"
     ]
     if result.stopped:
         parts.append(result.stopped)

@@ -105,6 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_command.add_argument(
         "--port", type=int, default=8069, help="port to listen on (default %(default)s)"
     )
+    serve_command.add_argument(
+        "--writable",
+        action="store_true",
+        help="let the importer's Odoo user write to the store (read-only otherwise)",
+    )
 
     args = parser.parse_args(argv)
     if args.command == "generate":
@@ -181,9 +186,12 @@ def _serve_odoo(args: argparse.Namespace) -> int:
     from fusion_billing_assets.sandbox.odoo_store import serve_store
 
     shown = make_url(args.store).render_as_string(hide_password=True)
-    print(f"Serving the Odoo test double from {shown} on http://{args.host}:{args.port} (Ctrl-C stops)")
+    mode = "writable by the importer's user" if args.writable else "read-only"
+    print(
+        f"Serving the Odoo test double from {shown} ({mode}) on http://{args.host}:{args.port} (Ctrl-C stops)"
+    )
     try:
-        serve_store(args.store, args.host, args.port)
+        serve_store(args.store, args.host, args.port, writable=args.writable)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -32,7 +32,9 @@ DEFAULT_BATCH_SIZE = 200
 class Outcome(StrEnum):
     LOADED = "loaded"  # Odoo wrote the batch
     REFUSED = "refused"  # Odoo rolled the batch (or a row of it) back with an error message
-    FAILED = "failed"  # the call failed (refused key, server down, no answer): whether Odoo wrote it is unknown
+    FAILED = (
+        "failed"  # the call failed (refused key, server down, no answer): whether Odoo wrote it is unknown
+    )
     SKIPPED = "skipped"  # not sent: it points at a refused record, or the apply stopped before it
     DRY_RUN = "dry_run"  # would have been sent
 
@@ -102,6 +104,7 @@ def apply_plan(
             if result.stopped is not None:
                 _each(result, batch_number, model, batch, Outcome.SKIPPED, result.stopped)
                 continue
+            logged = len(result.log)
             blocked = [p for p in batch if refused.intersection(p.wanted.depends_on)]
             for p in blocked:
                 refused.add(p.wanted.external_id)
@@ -117,16 +120,15 @@ def apply_plan(
                         + ", ".join(sorted(refused.intersection(p.wanted.depends_on))),
                     )
                 )
-            sendable = [p for p in batch if p not in blocked]
+            held = {id(p) for p in blocked}
+            sendable = [p for p in batch if id(p) not in held]
             if sendable:
                 _send(client, model, batch_number, sendable, result, refused, dry_run)
-            report(f"{model}: batch {batch_number}, {len(sendable)} record(s) {_verb(result, batch_number)}")
+            outcomes = sorted({str(e.outcome) for e in result.log[logged:] if e.external_id is None})
+            report(
+                f"{model}: batch {batch_number}, {len(sendable)} record(s) {', '.join(outcomes) or 'skipped'}"
+            )
     return result
-
-
-def _verb(result: ApplyResult, batch_number: int) -> str:
-    outcomes = {e.outcome for e in result.log if e.batch == batch_number and e.external_id is None}
-    return ", ".join(sorted(outcomes)) or "skipped"
 
 
 def _send(

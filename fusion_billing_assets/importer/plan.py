@@ -63,8 +63,9 @@ class Planned:
 def plan_import(wanted: Sequence[Wanted], odoo: OdooSide) -> list[Planned]:
     """Every wanted record's action, in write order."""
     planned: dict[str, Planned] = {}
+    look_alikes = _LookAlikes(odoo)
     for record in wanted:
-        decision = _decide(record, odoo)
+        decision = _decide(record, odoo, look_alikes)
         blocker = next(
             (planned[xid] for xid in record.depends_on if xid in planned and not _writable(planned[xid])),
             None,
@@ -113,7 +114,38 @@ def _writable(decision: Planned) -> bool:
     return decision.action in (Action.CREATE, Action.UPDATE, Action.UNCHANGED)
 
 
-def _decide(record: Wanted, odoo: OdooSide) -> Planned:
+class _LookAlikes:
+    """Odoo's look-alike records by (model, field, value as compared): one lookup per key."""
+
+    def __init__(self, odoo: OdooSide):
+        self._by_key: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+        for model, records in odoo.look_alikes.items():
+            seen: set[int] = set()
+            for record in records:
+                if record["id"] in seen:
+                    continue
+                seen.add(record["id"])
+                for name, value in record.items():
+                    if isinstance(value, str) and value.strip():
+                        self._by_key.setdefault((model, name, _compared(name, value)), []).append(record)
+
+    def first(self, record: Wanted) -> tuple[dict[str, Any], list[str]] | None:
+        """The first Odoo record sharing a natural key with ``record``, and the keys it shares."""
+        matches: dict[int, tuple[dict[str, Any], list[str]]] = {}
+        for name, value in record.natural_keys.items():
+            if not value:
+                continue
+            for candidate in self._by_key.get((record.model, name, _compared(name, value)), []):
+                matches.setdefault(candidate["id"], (candidate, []))[1].append(name)
+        return matches[min(matches)] if matches else None
+
+
+def _compared(name: str, value: str) -> str:
+    # E-mail addresses are compared case-insensitively, as mail servers treat them.
+    return value.strip().casefold() if name == "email" else value.strip()
+
+
+def _decide(record: Wanted, odoo: OdooSide, look_alikes: _LookAlikes) -> Planned:
     if record.held is not None:
         action, reason = record.held
         return Planned(record, action, odoo_id=odoo.resolve(record.external_id), message=reason)
@@ -140,7 +172,7 @@ def _decide(record: Wanted, odoo: OdooSide) -> Planned:
         )
     current = odoo.records.get(record.model, {}).get(target.res_id) if target is not None else None
     if current is None:
-        look_alike = _look_alike(record, odoo)
+        look_alike = _look_alike(record, look_alikes)
         if look_alike is not None:
             return look_alike
         note = (
@@ -176,32 +208,20 @@ def _decide(record: Wanted, odoo: OdooSide) -> Planned:
     )
 
 
-def _look_alike(record: Wanted, odoo: OdooSide) -> Planned | None:
-    for candidate in odoo.look_alikes.get(record.model, []):
-        matched = [
-            name
-            for name, value in record.natural_keys.items()
-            if value and _same_key(candidate.get(name), value, casefold=name == "email")
-        ]
-        if matched:
-            keys = ", ".join(f"{name} {record.natural_keys[name]!r}" for name in matched)
-            return Planned(
-                record,
-                Action.CONFLICT,
-                odoo_id=int(candidate["id"]),
-                message=f"{record.model} {candidate['id']} ({candidate.get('name') or 'no name'}) has the "
-                f"same {keys} but no nexacloud external id: merge or link it by hand, or exclude the "
-                "customer; nothing is written meanwhile",
-            )
-    return None
-
-
-def _same_key(odoo_value: Any, value: str, *, casefold: bool) -> bool:
-    if not isinstance(odoo_value, str):
-        return False
-    if casefold:
-        return odoo_value.strip().casefold() == value.strip().casefold()
-    return odoo_value.strip() == value.strip()
+def _look_alike(record: Wanted, look_alikes: _LookAlikes) -> Planned | None:
+    found = look_alikes.first(record)
+    if found is None:
+        return None
+    candidate, matched = found
+    keys = ", ".join(f"{name} {record.natural_keys[name]!r}" for name in matched)
+    return Planned(
+        record,
+        Action.CONFLICT,
+        odoo_id=int(candidate["id"]),
+        message=f"{record.model} {candidate['id']} ({candidate.get('name') or 'no name'}) has the "
+        f"same {keys} but no nexacloud external id: merge or link it by hand, or exclude the "
+        "customer; nothing is written meanwhile",
+    )
 
 
 def _refs(record: Wanted) -> list[Ref]:

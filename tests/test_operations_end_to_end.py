@@ -68,7 +68,7 @@ JOB = "reconcile_billing_period"
 SENSOR = "reconciliation_alerts"
 SENSOR_SELECTOR = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "sensorName": SENSOR}
 RECONCILIATION = AssetKey(["billing", "reconciliation"])
-ASSET_GROUPS = {"nexacloud", "odoo", "reconciliation"}
+ASSET_GROUPS = {"nexacloud", "odoo", "reconciliation", "importer"}
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 # The environment a deployment is configured through; none of it leaks in from the test's shell.
 CONFIGURATION_PREFIXES = ("DAGSTER_", "BILLING_", "ALERT_", "NEXACLOUD_", "ODOO_")
@@ -554,7 +554,7 @@ def assert_describes_results(
 
 
 def check_the_assets_page(deployment: Deployment) -> None:
-    """Chromium renders the assets page with the three asset groups; its screenshot is kept."""
+    """Chromium renders the assets page with its asset groups; its screenshot is kept."""
     groups = {node["groupName"] for node in deployment.graphql(ASSET_GROUPS_QUERY)["assetNodes"]}
     assert groups == ASSET_GROUPS
     # What the community dialog's "Skip" button does, so that it does not cover the page.

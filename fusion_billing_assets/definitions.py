@@ -2,7 +2,7 @@
 
 from dagster import Definitions, in_process_executor
 
-from fusion_billing_assets.defs import importer, nexacloud, odoo, reconciliation
+from fusion_billing_assets.defs import delivery, importer, nexacloud, odoo, reconciliation
 from fusion_billing_assets.defs.io_managers import io_manager_for
 from fusion_billing_assets.defs.jobs import (
     BILLING_PERIOD_JOB,
@@ -40,7 +40,13 @@ flip_readiness_job_name = FLIP_READINESS_JOB
 apply_import_job_name = importer.APPLY_JOB
 
 defs = Definitions(
-    assets=[*nexacloud.assets, *odoo.assets, *reconciliation.assets, importer.odoo_import_plan],
+    assets=[
+        *nexacloud.assets,
+        *odoo.assets,
+        *reconciliation.assets,
+        *delivery.assets,
+        importer.odoo_import_plan,
+    ],
     jobs=[
         reconcile_billing_period,
         assess_flip_readiness,

@@ -217,6 +217,41 @@ odoo_import_log = Table(
     Index("odoo_import_log_period_run", "billing_period", "run_id"),
 )
 
+# The usage records that did not reach Odoo's ledger as NexaCloud issued them (docs/design.md
+# §10), and the ledger records NexaCloud never issued; replaced whole per period.
+billing_usage_gaps = Table(
+    "billing_usage_gaps",
+    metadata,
+    Column("billing_period", Date, nullable=False),
+    Column("deployment_id", BigInteger, nullable=True),  # null for an extra ledger record
+    Column("subscription_id", BigInteger, nullable=False),  # where the record is, or should be
+    Column("idempotency_key", Text, nullable=False),
+    Column("kind", Text, nullable=False),  # missing, quantity_differs, wrong_subscription, extra
+    Column("window_start", DateTime(timezone=True), nullable=True),
+    Column("nexacloud_quantity", Numeric(18, 3), nullable=True),  # CPU-seconds
+    Column("odoo_quantity", Numeric(18, 3), nullable=True),
+    Column("found_at", DateTime(timezone=True), nullable=False),
+    Index("billing_usage_gaps_period_kind", "billing_period", "kind"),
+)
+
+# What every usage repair (and dry run) pushed to Odoo's /usage and what each record got back.
+usage_repair_log = Table(
+    "usage_repair_log",
+    metadata,
+    Column("run_id", Text, nullable=False),
+    Column("billing_period", Date, nullable=False),
+    Column("dry_run", Boolean, nullable=False),
+    Column("batch", Integer, nullable=False),
+    Column("subscription_id", BigInteger, nullable=False),
+    Column("idempotency_key", Text, nullable=False),
+    Column("quantity", Numeric(18, 3), nullable=False),
+    Column("outcome", Text, nullable=False),  # created, duplicate, conflict, rejected, failed, dry_run
+    Column("http_status", Integer, nullable=True),
+    Column("message", Text, nullable=True),
+    Column("logged_at", DateTime(timezone=True), nullable=False),
+    Index("usage_repair_log_period_run", "billing_period", "run_id"),
+)
+
 RESULT_COLUMNS = [column.name for column in billing_reconciliation.columns]
 LINE_COLUMNS = [column.name for column in billing_reconciliation_lines.columns]
 
@@ -455,6 +490,42 @@ def append_import_log(connection: Connection, period: date, log: pd.DataFrame) -
     _insert(connection, odoo_import_log, columns)
 
 
+def replace_usage_gaps(connection: Connection, period: date, gaps: pd.DataFrame) -> None:
+    """Replace the period's usage gaps, in the caller's transaction."""
+    period = parse_period(period)
+    columns = _bound_columns(billing_usage_gaps, gaps, period)
+    lock_period(connection, period)
+    connection.execute(billing_usage_gaps.delete().where(billing_usage_gaps.c.billing_period == period))
+    _insert(connection, billing_usage_gaps, columns)
+
+
+def read_usage_gaps(connection: Connection, period: date) -> pd.DataFrame:
+    table = billing_usage_gaps
+    statement = (
+        select(table)
+        .where(table.c.billing_period == parse_period(period))
+        .order_by(table.c.subscription_id, table.c.window_start, table.c.idempotency_key)
+    )
+    return _typed(connection, table, statement)
+
+
+def append_repair_log(connection: Connection, period: date, log: pd.DataFrame) -> None:
+    """Keep a repair's log rows (a run logged again replaces its rows)."""
+    period = parse_period(period)
+    columns = _bound_columns(usage_repair_log, log, period)
+    for run_id in set(log["run_id"]):
+        connection.execute(usage_repair_log.delete().where(usage_repair_log.c.run_id == run_id))
+    _insert(connection, usage_repair_log, columns)
+
+
+def read_repair_log(connection: Connection, run_id: str | None = None) -> pd.DataFrame:
+    table = usage_repair_log
+    statement = select(table).order_by(table.c.logged_at, table.c.batch, table.c.idempotency_key)
+    if run_id is not None:
+        statement = statement.where(table.c.run_id == run_id)
+    return _typed(connection, table, statement)
+
+
 def read_import_plan(connection: Connection, period: date) -> pd.DataFrame:
     table = odoo_import_plan
     statement = (
@@ -516,7 +587,7 @@ def _handling(column: Column) -> tuple[str, Callable[[Any], Any]]:
 
 
 # The columns that name a row in a message, in the tables that have them.
-_ROW_NAMES = ("customer_id", "partner_id", "external_id")
+_ROW_NAMES = ("customer_id", "partner_id", "external_id", "idempotency_key")
 
 
 def _bound_columns(table: Table, frame: pd.DataFrame, period: date) -> list[list[Any]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -130,6 +130,17 @@ USAGE_COLUMNS = {
     "keyless_records": INT,
 }
 USAGE_DAY_COLUMNS = {"deployment_id": INT, "usage_date": DATE, "cpu_milliseconds": INT}
+USAGE_SEGMENT_COLUMNS = {"deployment_id": INT, "usage_date": DATE, "records": INT, "cpu_milliseconds": INT}
+USAGE_RECORD_COLUMNS = {
+    "deployment_id": INT,
+    "idempotency_key": TEXT,
+    "window_start": UTC_TIMESTAMP,
+    "cpu_milliseconds": INT,
+}
+# Segments (deployment, local day) per statement when reading their records: bound parameters stay
+# within SQLite's limits.
+SEGMENTS_PER_QUERY = 200
+KEYS_PER_QUERY = 500
 # Deployments per ``IN (...)`` of the per-day query: with the day boundaries' parameters, well
 # below SQLite's oldest limit of 999 bound parameters per statement.
 USAGE_DAYS_CHUNK = 500
@@ -294,6 +305,81 @@ def fetch_usage_days(
         )
         rows += connection.execute(query).all()
     return typed_frame(rows, USAGE_DAY_COLUMNS)
+
+
+def fetch_usage_segments(connection: Connection, window: PeriodWindow) -> pd.DataFrame:
+    """The keyed records of the period per deployment and local day: how many, and their milliseconds.
+
+    What the delivery check compares with Odoo's ledger segment by segment (docs/design.md §10);
+    records without an idempotency key were never pushed and are not counted.
+    """
+    usage_date = _local_day_of(usage_records.c.window_start, window)
+    query = (
+        select(
+            usage_records.c.deployment_id,
+            usage_date.label("usage_date"),
+            func.count().label("records"),
+            _summed_milliseconds(connection).label("cpu_milliseconds"),
+        )
+        .where(*_usage_in_period(window), usage_records.c.idempotency_key.is_not(None))
+        .group_by(usage_records.c.deployment_id, usage_date)
+        .order_by(usage_records.c.deployment_id, usage_date)
+    )
+    return typed_frame(connection.execute(query).all(), USAGE_SEGMENT_COLUMNS)
+
+
+def fetch_usage_records(
+    connection: Connection, window: PeriodWindow, segments: Iterable[tuple[int, date]]
+) -> pd.DataFrame:
+    """The keyed records of the given (deployment, local day) segments only, one by one."""
+    wanted = sorted({(int(deployment), day) for deployment, day in segments})
+    rows = []
+    for start in range(0, len(wanted), SEGMENTS_PER_QUERY):
+        chunk = wanted[start : start + SEGMENTS_PER_QUERY]
+        in_segments = or_(
+            *(
+                and_(
+                    usage_records.c.deployment_id == deployment,
+                    usage_records.c.window_start >= local_midnight_utc(day, window.timezone),
+                    usage_records.c.window_start
+                    < local_midnight_utc(day + timedelta(days=1), window.timezone),
+                )
+                for deployment, day in chunk
+            )
+        )
+        query = _usage_record_query().where(
+            *_usage_in_period(window), usage_records.c.idempotency_key.is_not(None), in_segments
+        )
+        rows += connection.execute(query).all()
+    return typed_frame(rows, USAGE_RECORD_COLUMNS)
+
+
+def fetch_usage_by_keys(connection: Connection, keys: Iterable[str]) -> pd.DataFrame:
+    """NexaCloud's usage records that carry these idempotency keys, in any period."""
+    wanted = sorted(set(keys))
+    rows = []
+    for start in range(0, len(wanted), KEYS_PER_QUERY):
+        query = _usage_record_query().where(
+            usage_records.c.idempotency_key.in_(wanted[start : start + KEYS_PER_QUERY])
+        )
+        rows += connection.execute(query).all()
+    return typed_frame(rows, USAGE_RECORD_COLUMNS)
+
+
+def _usage_record_query() -> Select:
+    return select(
+        usage_records.c.deployment_id,
+        usage_records.c.idempotency_key,
+        usage_records.c.window_start,
+        _milliseconds().label("cpu_milliseconds"),
+    ).order_by(usage_records.c.deployment_id, usage_records.c.window_start, usage_records.c.id)
+
+
+def _summed_milliseconds(connection: Connection):
+    if connection.dialect.name == "postgresql":
+        # NUMERIC(18,3) sums exactly; see fetch_usage.
+        return cast(func.sum(usage_records.c.quantity) * 1000, BigInteger)
+    return func.sum(_milliseconds())
 
 
 def _milliseconds():

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -20,8 +20,17 @@ import pandas as pd
 
 from fusion_billing_assets.billing.charges import OdooProducts
 from fusion_billing_assets.billing.money import dollars_to_cents
-from fusion_billing_assets.billing.periods import PeriodWindow, local_day
-from fusion_billing_assets.sources.frames import BOOL, DATE, DECIMAL, INT, NULLABLE_INT, TEXT, typed_frame
+from fusion_billing_assets.billing.periods import PeriodWindow, local_day, local_midnight_utc
+from fusion_billing_assets.sources.frames import (
+    BOOL,
+    DATE,
+    DECIMAL,
+    INT,
+    NULLABLE_INT,
+    TEXT,
+    UTC_TIMESTAMP,
+    typed_frame,
+)
 from fusion_billing_assets.sources.odoo import OdooClient, OdooError
 
 BATCH_SIZE = 500
@@ -248,6 +257,95 @@ def fetch_usage_days(
         ]
     frame = typed_frame(rows, ODOO_USAGE_DAY_COLUMNS)
     return frame.sort_values(["subscription_id", "usage_date"], ignore_index=True)
+
+
+LEDGER_SEGMENT_COLUMNS = {"subscription_id": INT, "usage_date": DATE, "records": INT, "cpu_milliseconds": INT}
+LEDGER_RECORD_COLUMNS = {
+    "id": INT,
+    "subscription_id": INT,
+    "idempotency_key": TEXT,
+    "timestamp": UTC_TIMESTAMP,
+    "cpu_milliseconds": INT,
+}
+
+
+def fetch_ledger_segments(client: OdooClient, models: OdooModels, window: PeriodWindow) -> pd.DataFrame:
+    """The period's ledger per subscription and local day, counted and summed by Odoo.
+
+    What the delivery check compares with NexaCloud's segments (docs/design.md §10): groups, never
+    records, so a period without gaps costs only the group pages.
+    """
+    groups = _usage_groups(
+        client, models, _usage_domain(models, window), ["subscription_id", "timestamp:day"], window
+    )
+    rows = [
+        (
+            _many2one_id(group["subscription_id"]),
+            _day_of_bucket(group["timestamp:day"], window),
+            int(group["__count"]),
+            _milliseconds(group["quantity:sum"]),
+        )
+        for group in groups
+    ]
+    frame = typed_frame(rows, LEDGER_SEGMENT_COLUMNS)
+    return frame.sort_values(["subscription_id", "usage_date"], ignore_index=True)
+
+
+def fetch_ledger_records(
+    client: OdooClient, models: OdooModels, window: PeriodWindow, segments: Iterable[tuple[int, date]]
+) -> pd.DataFrame:
+    """The ledger records of the given (subscription, local day) segments only.
+
+    One domain per local day (its subscriptions as one ``in`` list, a page of them at a time), so
+    the reads grow with the segments that disagree, not with the period.
+    """
+    by_day: dict[date, set[int]] = {}
+    for subscription, day in segments:
+        by_day.setdefault(day, set()).add(int(subscription))
+    records = []
+    for day, subscriptions in sorted(by_day.items()):
+        domain = [
+            ["metric", "=", models.usage_metric],
+            ["timestamp", ">=", _odoo_datetime(local_midnight_utc(day, window.timezone))],
+            ["timestamp", "<", _odoo_datetime(local_midnight_utc(day + timedelta(days=1), window.timezone))],
+        ]
+        for page in client.search_read_in(
+            models.usage, "subscription_id", subscriptions, LEDGER_FIELDS, domain=domain
+        ):
+            records += page
+    return _ledger_frame(records)
+
+
+def fetch_ledger_by_keys(client: OdooClient, models: OdooModels, keys: Iterable[str]) -> pd.DataFrame:
+    """The ledger records, in any period, that carry these idempotency keys."""
+    domain = [["metric", "=", models.usage_metric]]
+    records = [
+        record
+        for page in client.search_read_in(models.usage, "idempotency_key", keys, LEDGER_FIELDS, domain=domain)
+        for record in page
+    ]
+    return _ledger_frame(records)
+
+
+LEDGER_FIELDS = ["subscription_id", "idempotency_key", "timestamp", "quantity"]
+
+
+def _ledger_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    rows = [
+        (
+            record["id"],
+            _many2one_id(record["subscription_id"]),
+            record["idempotency_key"] or None,
+            _odoo_moment(record["timestamp"]),
+            _milliseconds(record["quantity"]),
+        )
+        for record in records
+    ]
+    return typed_frame(rows, LEDGER_RECORD_COLUMNS)
+
+
+def _odoo_moment(value: Any) -> datetime | None:
+    return datetime.strptime(value, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC) if value else None
 
 
 def _usage_domain(models: OdooModels, window: PeriodWindow) -> list:

@@ -113,12 +113,40 @@ def fingerprint(differences: pd.DataFrame) -> str:
     return hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:32]
 
 
+@dataclass(frozen=True)
+class UsageGaps:
+    """The period's usage delivery gaps (``billing_usage_gaps``) as an alert tells them."""
+
+    counts_by_kind: Mapping[str, int]
+    cpu_seconds: str  # at stake, all kinds
+    days: tuple[str, ...]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts_by_kind.values())
+
+    def line(self) -> str:
+        counts = ", ".join(f"{n} {kind}" for kind, n in self.counts_by_kind.items() if n)
+        days = ", ".join(self.days[:5]) + (" …" if len(self.days) > 5 else "")
+        return (
+            f"Usage delivery: {self.total} usage record(s) not in Odoo's ledger as NexaCloud issued them "
+            f"({counts}; {self.cpu_seconds} CPU-seconds at stake; local days {days}). "
+            "See billing/usage_delivery; the repair job re-pushes what is missing."
+        )
+
+
 def period_alert(
-    period: str, results: pd.DataFrame, state: PeriodAlertState, link: str | None
+    period: str,
+    results: pd.DataFrame,
+    state: PeriodAlertState,
+    link: str | None,
+    gaps: UsageGaps | None = None,
 ) -> tuple[Alert | None, PeriodAlertState]:
-    """The alert a period's current results call for, if any, and the state once it is sent."""
+    """The alert a period's current results (and usage gaps) call for, if any, and the state once
+    it is sent. A gap alone is news: a lost push under the quota changes no bill."""
     held_back = unexplained(results)
-    if held_back.empty:
+    gaps = gaps if gaps is not None and gaps.total else None
+    if held_back.empty and gaps is None:
         if not state.alerted:
             return None, state
         alert = Alert(
@@ -134,22 +162,30 @@ def period_alert(
         )
         return alert, PeriodAlertState()
     current = fingerprint(held_back)
+    if gaps is not None:
+        news = json.dumps([current, sorted(gaps.counts_by_kind.items()), gaps.cpu_seconds])
+        current = hashlib.sha256(news.encode()).hexdigest()[:32]
     if current == state.fingerprint:
         return None, state
     worst = held_back.reindex(held_back["delta_cents"].abs().sort_values(ascending=False).index)
     provisional = bool(results["provisional"].any()) if "provisional" in results else False
+    title = (
+        f"Billing period {period}{' (provisional)' if provisional else ''} does not reconcile: "
+        f"{len(held_back)} unexplained difference(s), variance {format_cents(total_variance_cents(results))}."
+        if len(held_back)
+        else f"Billing period {period}{' (provisional)' if provisional else ''} reconciles, but "
+        f"{gaps.total} usage record(s) did not reach Odoo's ledger as NexaCloud issued them."
+    )
     alert = Alert(
         event=MISMATCH,
-        title=(
-            f"Billing period {period}{' (provisional)' if provisional else ''} does not reconcile: "
-            f"{len(held_back)} unexplained difference(s), variance {format_cents(total_variance_cents(results))}."
-        ),
+        title=title,
         lines=(
             _counts_line(results),
             *(
                 f"• {_who(row)}: {row.status}, {format_cents(int(row.delta_cents))}. {row.cause}"
                 for row in worst.head(LARGEST_SHOWN).itertuples()
             ),
+            *((gaps.line(),) if gaps is not None else ()),
         ),
         link=link,
         details={
@@ -170,6 +206,11 @@ def period_alert(
                 }
                 for row in worst.head(LARGEST_SHOWN).itertuples()
             ],
+            **(
+                {"usage_gaps": {"counts_by_kind": dict(gaps.counts_by_kind), "cpu_seconds": gaps.cpu_seconds}}
+                if gaps is not None
+                else {}
+            ),
         },
     )
     return alert, PeriodAlertState(fingerprint=current)

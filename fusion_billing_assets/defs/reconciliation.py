@@ -305,6 +305,8 @@ def usage_days_that_differ(
         expected_lines=(KEY_PREFIX, "expected_charges"),
         usage_days=(KEY_PREFIX, "usage_days_that_differ"),
     ),
+    # After the period's delivery check, so the mismatch alert reads the period's usage gaps.
+    deps=[AssetKey([KEY_PREFIX, "usage_delivery"])],
 )
 def reconciliation(
     context: AssetExecutionContext,

@@ -9,7 +9,9 @@ fingerprint of each period's differences keeps an unchanged period from being al
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from decimal import Decimal
 
+import pandas as pd
 from dagster import (
     AssetKey,
     AssetRecordsFilter,
@@ -26,12 +28,15 @@ from dagster import (
 from fusion_billing_assets.alerts import (
     AlertDeliveryError,
     PeriodAlertState,
+    UsageGaps,
     deliver,
     period_alert,
     run_failure_alert,
     signoff_change_alert,
 )
 from fusion_billing_assets.billing.audit import changed_inputs, changes_fingerprint, changes_since_signoff
+from fusion_billing_assets.billing.delivery import counts_by_kind, millis_at_stake
+from fusion_billing_assets.billing.periods import local_day
 from fusion_billing_assets.defs.jobs import REASON_TAG, reconcile_billing_period
 from fusion_billing_assets.defs.resources import AlertChannel, NexaCloudDatabase, Warehouse
 from fusion_billing_assets.partitions import billing_periods, window_of
@@ -43,6 +48,7 @@ from fusion_billing_assets.warehouse import (
     read_results,
     read_run_results,
     read_runs,
+    read_usage_gaps,
 )
 
 RECONCILIATION = AssetKey(["billing", "reconciliation"])
@@ -119,6 +125,7 @@ def reconciliation_alerts(
         with warehouse.begin() as connection:
             ensure_tables(connection)
             results, _ = read_period(connection, date.fromisoformat(period))
+            gaps = usage_gaps(read_usage_gaps(connection, date.fromisoformat(period)), period)
             signoff_alert = _signoff_change_alert(connection, period, cursor, alert_channel)
         provisional = bool(results["provisional"].any()) if len(results) else False
         if provisional and not alert_channel.include_provisional:
@@ -126,7 +133,7 @@ def reconciliation_alerts(
             cursor.after_storage_id = record.storage_id
             continue
         link = alert_channel.link(f"assets/billing/reconciliation?partition={period}")
-        alert, state = period_alert(period, results, cursor.state(period), link)
+        alert, state = period_alert(period, results, cursor.state(period), link, gaps)
         news = [item for item in (alert, signoff_alert) if item is not None]
         if not news:
             quiet += 1
@@ -154,6 +161,26 @@ def reconciliation_alerts(
         parts.append(f"logged {', '.join(logged)} (no channel configured)")
     parts.append(f"{quiet} materialization(s) needed no new alert")
     return SkipReason(f"Handled {len(records)} reconciliation materialization(s): " + "; ".join(parts) + ".")
+
+
+def usage_gaps(gaps: pd.DataFrame, period: str) -> UsageGaps:
+    """What the alert says of the period's rows in ``billing_usage_gaps``."""
+    if gaps.empty:
+        return UsageGaps(counts_by_kind(gaps), "0", ())
+
+    def millis(quantities: pd.Series) -> pd.Series:
+        return quantities.map(lambda q: None if q is None or pd.isna(q) else int(Decimal(q) * 1000)).astype(
+            "Int64"
+        )
+
+    in_millis = gaps.assign(
+        nexacloud_cpu_milliseconds=millis(gaps["nexacloud_quantity"]),
+        odoo_cpu_milliseconds=millis(gaps["odoo_quantity"]),
+    )
+    timezone = window_of(period).timezone
+    days = sorted({str(local_day(moment, timezone)) for moment in gaps["window_start"].dropna()})
+    at_stake = Decimal(int(millis_at_stake(in_millis).sum())) / 1000
+    return UsageGaps(counts_by_kind(gaps), str(at_stake), tuple(days))
 
 
 def _signoff_change_alert(connection, period: str, cursor: AlertCursor, alert_channel: AlertChannel):

@@ -2,7 +2,7 @@
 
 from dagster import Definitions, in_process_executor
 
-from fusion_billing_assets.defs import delivery, importer, nexacloud, odoo, reconciliation
+from fusion_billing_assets.defs import delivery, importer, nexacloud, odoo, reconciliation, usage_repair
 from fusion_billing_assets.defs.io_managers import io_manager_for
 from fusion_billing_assets.defs.jobs import (
     BILLING_PERIOD_JOB,
@@ -38,6 +38,7 @@ settings = load_settings()
 billing_period_job_name = BILLING_PERIOD_JOB
 flip_readiness_job_name = FLIP_READINESS_JOB
 apply_import_job_name = importer.APPLY_JOB
+repair_usage_job_name = usage_repair.REPAIR_JOB
 
 defs = Definitions(
     assets=[
@@ -52,9 +53,11 @@ defs = Definitions(
         assess_flip_readiness,
         sign_off_billing_period,
         importer.apply_odoo_import,
+        usage_repair.repair_usage_delivery,
+        usage_repair.check_usage_delivery,
     ],
     schedules=[period_close_schedule(settings.alerts.close_day), provisional_daily_schedule],
-    sensors=sensors,
+    sensors=[*sensors, usage_repair.usage_repair_followups],
     resources=build_resources(settings),
     # A period's steps are small and share their sources; starting one interpreter per step would
     # cost more than the work (docs/design.md §8). Periods still run in parallel as separate runs.

@@ -56,6 +56,8 @@ class OdooSettings:
     # ODOO_IMPORT_API_KEY: the importer's own Odoo user, the only one that writes (only whether set).
     import_key_configured: bool = False
     import_login: str | None = None
+    # ODOO_USAGE_API_KEY: the key NexaCloud's metering pushes usage with, for the repair (only whether set).
+    usage_key_configured: bool = False
 
 
 @dataclass(frozen=True)
@@ -477,4 +479,5 @@ def _odoo(env: Mapping[str, str], url: str) -> OdooSettings:
         login=login,
         import_key_configured=bool(import_key),
         import_login=import_login,
+        usage_key_configured=bool(_get(env, "ODOO_USAGE_API_KEY")),
     )

@@ -28,6 +28,7 @@ from fusion_billing_assets.sources.odoo import (
     OdooProtocol,
     RetryPolicy,
 )
+from fusion_billing_assets.sources.odoo_usage import UsagePusher
 
 
 class NexaCloudDatabase(ConfigurableResource):
@@ -99,6 +100,31 @@ class OdooImporterNotConfigured(OdooAPI):
             "to the API key of the Odoo user that may create partners, products and subscriptions"
         )
         yield
+
+
+class OdooUsageEndpoint(ConfigurableResource):
+    """Odoo's ``POST /usage`` as NexaCloud's metering user: what the usage repair pushes with."""
+
+    url: str = Field(description="Base URL of the Odoo server.")
+    database: str = Field(description="Odoo database name, sent as X-Odoo-Database.")
+    api_key: str | None = Field(
+        default=None, description="Bearer API key of the user NexaCloud pushes usage as (a secret)."
+    )
+    timeout_seconds: float = Field(default=60.0, description="Read timeout of one push.")
+
+    @contextmanager
+    def get_pusher(self) -> Iterator[UsagePusher]:
+        if not self.api_key:
+            raise RuntimeError(
+                "the usage repair has no Odoo key: set ODOO_USAGE_API_KEY to the API key NexaCloud's "
+                "metering pushes usage with (its user may push to the imported subscriptions)"
+            )
+        timeout = httpx.Timeout(self.timeout_seconds, connect=10.0)
+        with httpx.Client(base_url=self.url, timeout=timeout, transport=self.transport()) as http:
+            yield UsagePusher(http, database=self.database, api_key=self.api_key)
+
+    def transport(self) -> httpx.BaseTransport | None:
+        return None
 
 
 class ImportPolicy(ConfigurableResource):
@@ -272,6 +298,11 @@ def production_resources(settings: Settings) -> dict[str, ConfigurableResource]:
             login=odoo.login,
         ),
         "odoo_importer": odoo_importer_for(settings),
+        "odoo_usage": OdooUsageEndpoint(
+            url=odoo.url,
+            database=odoo.database,
+            api_key=EnvVar("ODOO_USAGE_API_KEY") if odoo.usage_key_configured else None,
+        ),
         "import_policy": import_policy_for(settings, default_exclusions_file=None),
         "warehouse": warehouse_for(settings),
         "alert_channel": alert_channel_for(settings),

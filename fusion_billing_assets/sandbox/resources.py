@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from fusion_billing_assets.defs.resources import (
     NexaCloudDatabase,
     OdooAPI,
+    OdooUsageEndpoint,
     alert_channel_for,
     import_policy_for,
     policy_for,
@@ -32,6 +33,7 @@ from fusion_billing_assets.sandbox.odoo_models import (
     SANDBOX_IMPORTER_API_KEY,
     SANDBOX_IMPORTER_LOGIN,
     SANDBOX_LOGIN,
+    SANDBOX_METERING_API_KEY,
 )
 from fusion_billing_assets.sandbox.scenarios import TOLERANCE_CENTS
 from fusion_billing_assets.settings import Settings
@@ -110,6 +112,15 @@ def sandbox_odoo(store_url: str, protocol: str = OdooProtocol.JSON2.value) -> Sa
     )
 
 
+class SandboxOdooUsageEndpoint(OdooUsageEndpoint):
+    """``POST /usage`` answered in-process by the Odoo test double, writable, as NexaCloud's metering."""
+
+    store_url: str = Field(description="SQLAlchemy URL of the store whose records the test double serves.")
+
+    def transport(self) -> httpx.BaseTransport:
+        return httpx.WSGITransport(app=_standin(self.store_url, True))
+
+
 def sandbox_odoo_importer(store_url: str, protocol: str = OdooProtocol.JSON2.value) -> SandboxOdooAPI:
     """The importer's Odoo user on a generated sandbox's store: the one that may write."""
     return SandboxOdooAPI(
@@ -134,6 +145,12 @@ def sandbox_resources(settings: Settings) -> dict[str, ConfigurableResource]:
         "nexacloud": NexaCloudDatabase(url=paths.nexacloud_url),
         "odoo": sandbox_odoo(paths.odoo_url),
         "odoo_importer": sandbox_odoo_importer(paths.odoo_url),
+        "odoo_usage": SandboxOdooUsageEndpoint(
+            url=SANDBOX_ODOO_URL,
+            database=SANDBOX_DATABASE,
+            api_key=SANDBOX_METERING_API_KEY,
+            store_url=paths.odoo_url,
+        ),
         # The sandbox leaves out, on purpose, the customers its ground truth says stay unmapped.
         "import_policy": import_policy_for(settings, default_exclusions_file=paths.import_exclusions),
         "warehouse": warehouse_for(settings),

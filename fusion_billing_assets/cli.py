@@ -75,12 +75,85 @@ def main(argv: list[str] | None = None) -> int:
     importing.add_argument(
         "--apply", action="store_true", help="write the plan to Odoo (without it: a dry run, nothing written)"
     )
+    repair = commands.add_parser(
+        "repair-usage",
+        help="re-push a period's missing usage records to Odoo's /usage (a dry run without --apply)",
+    )
+    repair.add_argument("--period", required=True, metavar="YYYY-MM-01", help="the billing period")
+    repair.add_argument(
+        "--apply", action="store_true", help="push to Odoo (without it: a dry run, nothing pushed)"
+    )
     args = parser.parse_args(argv)
     if args.command == "signoff":
         return _signoff(args)
     if args.command == "import":
         return _import(args)
+    if args.command == "repair-usage":
+        return _repair_usage(args)
     return _reconcile(args)
+
+
+def _repair_usage(args: argparse.Namespace) -> int:
+    """Run the repair job in this process, then (``--apply``) check the period's delivery again."""
+    _prepare_instance_home()
+    from dagster import DagsterInstance
+
+    from fusion_billing_assets.settings import ConfigurationError
+
+    try:
+        from fusion_billing_assets.definitions import defs, repair_usage_job_name
+    except ConfigurationError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    instance = DagsterInstance.get()
+    mode = "pushing to Odoo" if args.apply else "dry run: nothing is pushed"
+    print(f"Repairing the usage delivery of {args.period} ({mode}) …", flush=True)
+    result = defs.resolve_job_def(repair_usage_job_name).execute_in_process(
+        run_config={
+            "ops": {"repair_period_usage": {"config": {"period": args.period, "dry_run": not args.apply}}},
+            **QUIET,
+        },
+        instance=instance,
+        raise_on_error=False,
+        tags=RUN_TAGS,
+    )
+    summary = _step_summary(result, "repair_period_usage")
+    if summary:
+        pushed = ", ".join(f"{n} {outcome}" for outcome, n in summary["pushed"].items() if n)
+        print(
+            f"Missing records: {summary['missing']}; {'pushed' if args.apply else 'would push'}: {pushed or 'nothing'}"
+        )
+        left = ", ".join(f"{n} {kind}" for kind, n in summary["for_a_person"].items())
+        if left:
+            print(f"Left for a person (see the run's metadata): {left}")
+    for failure in result.get_step_failure_events():
+        print(_failure_sentence(failure), file=sys.stderr)
+    print(
+        f"Repair {args.period} {'succeeded' if result.success else 'FAILED'} (run {result.run_id}; log: table usage_repair_log)"
+    )
+    if not args.apply:
+        return 0 if result.success else 1
+    check = defs.resolve_job_def("check_usage_delivery").execute_in_process(
+        partition_key=args.period, instance=instance, raise_on_error=False, tags=RUN_TAGS, run_config=QUIET
+    )
+    evaluations = {e.check_name: e for e in check.get_asset_check_evaluations()}
+    delivered = evaluations.get("every_usage_record_delivered")
+    if delivered is not None:
+        counts = delivered.metadata["counts_by_kind"].value
+        verdict = "every usage record delivered" if delivered.passed else f"gaps left: {counts}"
+        print(f"Delivery check of {args.period} again: {verdict} (run {check.run_id})")
+    return 0 if result.success and check.success else 1
+
+
+def _step_summary(result, node: str) -> dict | None:
+    """A job's summary: its output on success, the failure's metadata otherwise."""
+    if result.success:
+        return result.output_for_node(node)
+    for failure in result.get_step_failure_events():
+        data = failure.event_specific_data.user_failure_data
+        if data is not None and "summary" in data.metadata:
+            return data.metadata["summary"].value
+    return None
 
 
 def _import(args: argparse.Namespace) -> int:
@@ -110,7 +183,7 @@ def _import(args: argparse.Namespace) -> int:
         raise_on_error=False,
         tags=RUN_TAGS,
     )
-    summary = _import_summary(result)
+    summary = _step_summary(result, "apply_period_import")
     if summary:
         plan = ", ".join(f"{count} {action}" for action, count in summary["plan"].items() if count)
         print(f"Plan: {plan or 'nothing'} (table odoo_import_plan in {_warehouse_location(settings)})")
@@ -130,17 +203,6 @@ def _import(args: argparse.Namespace) -> int:
     if not args.apply and result.success:
         print("Nothing was written. Read the plan, resolve any conflict, then run again with --apply.")
     return 0 if result.success else 1
-
-
-def _import_summary(result) -> dict | None:
-    """The job's summary: its output on success, the failure's metadata otherwise."""
-    if result.success:
-        return result.output_for_node("apply_period_import")
-    for failure in result.get_step_failure_events():
-        data = failure.event_specific_data.user_failure_data
-        if data is not None and "summary" in data.metadata:
-            return data.metadata["summary"].value
-    return None
 
 
 def _signoff(args: argparse.Namespace) -> int:

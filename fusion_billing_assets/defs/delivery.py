@@ -17,8 +17,8 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     AssetKey,
+    MaterializeResult,
     MetadataValue,
-    Output,
 )
 
 from fusion_billing_assets.billing.delivery import (
@@ -164,8 +164,7 @@ def usage_delivery(
         replace_usage_gaps(connection, window.period, table)
     summary = delivery_summary(gaps, subscriptions)
     context.log.info(f"usage delivery {window.key}: {summary['counts_by_kind']}")
-    yield Output(
-        None,
+    yield MaterializeResult(
         metadata={
             **period_metadata(window, f"{nexacloud.describe()} and {odoo.url}"),
             "counts_by_kind": MetadataValue.json(summary["counts_by_kind"]),

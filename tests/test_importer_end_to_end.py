@@ -22,6 +22,7 @@ from sqlalchemy import delete
 
 from fusion_billing_assets.definitions import apply_import_job_name, defs
 from fusion_billing_assets.defs.importer import APPLY_JOB, odoo_import_plan
+from fusion_billing_assets.defs.usage_repair import REPAIR_JOB
 from fusion_billing_assets.importer.exclusions import read_exclusions
 from fusion_billing_assets.sandbox import resources as sandbox_resources
 from fusion_billing_assets.sandbox.odoo_models import (
@@ -153,22 +154,29 @@ def test_a_partner_whose_external_id_was_lost_is_a_conflict_and_stays_untouched(
 
 
 def test_nothing_a_schedule_a_sensor_or_the_default_selection_runs_can_write_to_odoo(location):
+    # Only the import and the usage repair write, and only a person launches them.
+    # The two resources that write to Odoo: the importer's user and the usage endpoint's key.
+    writing = {"odoo_importer", "odoo_usage"}
     writers = {
         job.name: sorted(
             node.name
             for node in job.nodes_in_topological_order
-            if "odoo_importer" in node.definition.required_resource_keys
+            if writing & set(node.definition.required_resource_keys)
         )
         for job in defs.resolve_all_job_defs()
     }
-    assert {name: nodes for name, nodes in writers.items() if nodes} == {APPLY_JOB: ["apply_period_import"]}
+    assert {name: nodes for name, nodes in writers.items() if nodes} == {
+        APPLY_JOB: ["apply_period_import"],
+        REPAIR_JOB: ["repair_period_usage"],
+    }
     repository = defs.get_repository_def()
     targeted = {schedule.job_name for schedule in repository.schedule_defs}
     for sensor in repository.sensor_defs:
         targeted |= {target.job_name for target in sensor.targets}
     assert targeted  # the schedules and the late-usage sensor launch the reconciliation
-    assert APPLY_JOB not in targeted
-    assert defs.resolve_job_def(APPLY_JOB).tags["dagster/max_retries"] == "0"
+    assert not targeted & {APPLY_JOB, REPAIR_JOB}
+    for name in (APPLY_JOB, REPAIR_JOB):
+        assert defs.resolve_job_def(name).tags["dagster/max_retries"] == "0"
     # Run what the schedules run, and the plan, with the reconciliation's Odoo user swapped for a
     # double that would accept writes: none is attempted.
     resources = location.resources()
@@ -181,7 +189,11 @@ def test_nothing_a_schedule_a_sensor_or_the_default_selection_runs_can_write_to_
     materialize([odoo_import_plan], partition_key=period, resources=resources, instance=location.instance)
     served = sandbox_resources._standin(location.sandbox.odoo_url, True).requests
     assert served, "the runs read Odoo"
-    assert not [call for call in served if call.rsplit(".", 1)[1] in ("load", "create", "write", "unlink")]
+    assert not [
+        call
+        for call in served
+        if call == "usage.push" or call.rsplit(".", 1)[1] in ("load", "create", "write", "unlink")
+    ]
 
 
 @pytest.mark.parametrize("protocol", ["json2", "jsonrpc"])

@@ -183,3 +183,13 @@ SANDBOX_IMPORTER_LOGIN = "nexacloud-importer"
 SANDBOX_IMPORTER_API_KEY = "sandbox-importer-key"
 SANDBOX_IMPORTER_UID = 3
 SANDBOX_IMPORTER_MODELS = frozenset({"res.partner", "product.product", "sale.order", "sale.order.line"})
+
+# NexaCloud's metering (docs/design.md §10): pushes usage to ``POST /usage``, to the subscriptions
+# of imported customers only (a ``sale.order`` subscription whose partner has an external id in
+# module ``nexacloud``); over JSON-2 and ``/jsonrpc`` it reads, and writes nothing.
+SANDBOX_METERING_LOGIN = "nexacloud-metering"
+SANDBOX_METERING_API_KEY = "sandbox-metering-key"
+SANDBOX_METERING_UID = 4
+# Contract v1 of ``/usage``: the metrics it takes, and the most records one batch may hold.
+USAGE_METRICS = frozenset({"cpu_seconds"})
+USAGE_BATCH_LIMIT = 1000

@@ -2,10 +2,11 @@
 
 This is not Odoo. It is a small WSGI application that serves, from records held in an SQL database
 (``odoo_store``: SQLite in memory for the records it is given, a SQLite file or PostgreSQL for a
-store of any size), the slice of Odoo 19 Enterprise that the reconciliation reads and the importer
-writes (docs/design.md §5 and §9; models and fields in ``odoo_models.MODELS``), and answers the way
-Odoo answers on the wire, so that the production client runs unchanged against it, in-process
-through ``httpx.WSGITransport`` or over a real port (``serve``/``serving``/``serve_store``):
+store of any size), the slice of Odoo 19 Enterprise that the reconciliation reads, the importer
+writes and NexaCloud's metering pushes usage to (docs/design.md §5, §9 and §10; models and fields
+in ``odoo_models.MODELS``), and answers the way Odoo answers on the wire, so that the production
+client runs unchanged against it, in-process through ``httpx.WSGITransport`` or over a real port
+(``serve``/``serving``/``serve_store``):
 
 - JSON-2: ``POST /json/2/<model>/<method>`` with ``Authorization: bearer <key>`` and
   ``X-Odoo-Database``; the body holds the named arguments; success is HTTP 200 and the bare
@@ -22,16 +23,19 @@ through ``httpx.WSGITransport`` or over a real port (``serve``/``serving``/``ser
   fields (``fields_get`` with ``name`` and ``module``) and the methods served here with their
   parameters in call order and ``api`` (``"model"`` for model methods), which is how Odoo's client
   library ``odoo-client-lib`` maps positional arguments to JSON-2's named ones.
+- ``POST /usage`` (bearer key): the Nexa billing module's usage endpoint, contract v1, below.
 - ``GET /web/version``.
 
-Two users, each with an API key that is also its password over ``/jsonrpc``: the reconciliation's
-(``SANDBOX_LOGIN``) reads everything and writes nothing; the importer's
+Three users, each with an API key that is also its password over ``/jsonrpc``: the
+reconciliation's (``SANDBOX_LOGIN``) reads everything and writes nothing; the importer's
 (``SANDBOX_IMPORTER_LOGIN``) reads everything and may ``load``, ``create`` and ``write``
 ``res.partner``, ``product.product``, ``sale.order`` and ``sale.order.line``
-(``SANDBOX_IMPORTER_MODELS``). Any other write is a 403 ``odoo.exceptions.AccessError``, and
-``unlink`` (like ``copy`` and the other writing methods) is refused to both. A store served from
-a URL is opened read-only unless the double is built ``writable=True``; writing to it then is a
-403 saying so. An in-memory double is always writable.
+(``SANDBOX_IMPORTER_MODELS``); NexaCloud's metering (``SANDBOX_METERING_LOGIN``) reads
+everything, writes nothing over JSON-2 or ``/jsonrpc``, and is the only user that may push to
+``/usage``. Any other write is a 403 ``odoo.exceptions.AccessError``, and ``unlink`` (like
+``copy`` and the other writing methods) is refused to all. A store served from a URL is opened
+read-only unless the double is built ``writable=True``; writing to it (or pushing usage) then is
+a 403 saying so. An in-memory double is always writable.
 
 Read methods: ``search_read``, ``search``, ``search_count``, ``read``, ``formatted_read_group``,
 ``read_group`` (legacy shape) and ``fields_get``. As Odoo does on PostgreSQL, each answers with SQL:
@@ -77,6 +81,35 @@ server; a missing key is a 401 like a wrong one; malformed domains, orders, grou
 aggregate specifications are 422 ``odoo.exceptions.UserError`` (Odoo itself raises a mix of
 ``ValueError`` and ``UserError``); week buckets are ISO weeks labelled ``W<week> <year>``. A new
 record's id is one more than the highest; writes are serialized within one double.
+
+``POST /usage`` (docs/design.md §10) stores pushed usage into ``fusion.billing.usage``. The body
+is one record ``{"subscription_id", "metric", "quantity", "idempotency_key", "timestamp"}`` or a
+batch ``{"records": [...]}`` of at most ``USAGE_BATCH_LIMIT`` (1000); every answer is JSON, an
+error ``{"error": {"code", "message", "field"}}`` (``field`` the record's field at fault, or
+``null``). A record must have an integer ``subscription_id`` (an id: from 1 to 2³¹ − 1), a
+``metric`` among ``USAGE_METRICS`` (``cpu_seconds``), a number ``quantity`` ≥ 0 (finite), a
+non-empty string ``idempotency_key`` and a ``timestamp`` ``"YYYY-MM-DD HH:MM:SS"`` (UTC) that is
+a real moment; otherwise, and for a body that is not JSON, not an object, or a batch whose
+``records`` is not an array or holds more than 1000, it is a 422 ``invalid`` naming the first bad
+field in that order (``null`` for the body or a record that is not an object). Fields outside the
+contract are ignored. Quantities are kept to three decimals, half-up, as CPU-seconds are stored; so are they
+compared. Idempotency is scoped to (subscription, metric, key): the ledger holding a record with
+the same three and the same quantity makes the push a duplicate of the first such record (200
+``{"id", "status": "duplicate", "duplicate": true}``), another quantity a 409 ``conflict`` on
+``quantity``, nothing stored; otherwise the record is stored with the next id (201 ``{"id",
+"status": "created"}``). Only the metering user pushes: a missing or unknown key is a 401
+``unauthorized``, the other users a 403 ``forbidden``; it may push to a ``sale.order`` with
+``is_subscription`` whose partner has an external id in module ``nexacloud`` (an imported
+customer's), any other ``sale.order`` is a 403 ``forbidden`` and an id of none a 404
+``not_found``, both on ``subscription_id``. A batch answers 200 ``{"results": [{"idempotency_key",
+"status", "id", "error"}, ...]}`` in request order, each record on its own (``created``,
+``duplicate``, ``conflict``, or ``rejected`` with the 422/403/404's error; ``id`` null unless
+created or duplicate; ``idempotency_key`` null unless a string); a record repeating an earlier
+one's key in the same batch is judged against it. A request is one transaction, under the
+double's write lock, its keys looked up inside it (one query, through the ledger's index on
+``subscription_id``), so concurrent pushes of one key store it once; a wrong ``X-Odoo-Database``
+is the 404 HTML page, a method other than POST a 405. ``requests`` counts each HTTP request to
+``/usage`` as ``"usage.push"``, whatever its answer.
 """
 
 from __future__ import annotations
@@ -88,13 +121,15 @@ import logging
 import re
 import threading
 import traceback
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from functools import lru_cache, partial
 from http import HTTPStatus
+from math import isfinite
 from os import PathLike
 from pathlib import Path
 from socketserver import ThreadingMixIn
@@ -150,7 +185,12 @@ from fusion_billing_assets.sandbox.odoo_models import (
     SANDBOX_IMPORTER_MODELS,
     SANDBOX_IMPORTER_UID,
     SANDBOX_LOGIN,
+    SANDBOX_METERING_API_KEY,
+    SANDBOX_METERING_LOGIN,
+    SANDBOX_METERING_UID,
     SANDBOX_UID,
+    USAGE_BATCH_LIMIT,
+    USAGE_METRICS,
     Field,
 )
 from fusion_billing_assets.sandbox.odoo_store import (
@@ -167,6 +207,7 @@ from fusion_billing_assets.sandbox.odoo_store import (
     next_id,
     open_store,
     open_store_read_only,
+    stored_record,
     update_record,
 )
 
@@ -1737,16 +1778,18 @@ class RequestCounter(Counter[str]):
 
 @dataclass(frozen=True)
 class _User:
-    """A user of the double: its API key (its password over /jsonrpc) and the models it may write."""
+    """A user of the double: its API key (its password over /jsonrpc), the models it may write, and
+    whether it may push usage to ``/usage``."""
 
     login: str
     api_key: str
     uid: int
     writes: frozenset[str] = frozenset()
+    pushes_usage: bool = False
 
 
 class OdooStandIn:
-    """A WSGI test double of Odoo 19 serving the records of an Odoo store to two users.
+    """A WSGI test double of Odoo 19 serving the records of an Odoo store to three users.
 
     ``OdooStandIn(models)`` loads ``models`` (model name → records in ``odoo_models``' storage
     format) into a private in-memory SQLite store, checked as ``odoo_store.load_models`` checks
@@ -1755,7 +1798,9 @@ class OdooStandIn:
     a SQLite file or a PostgreSQL database, opened read-only unless ``writable=True``. The
     reconciliation's user (``api_key``, ``login``, ``uid``) only reads; the importer's
     (``importer_api_key``, ``importer_login``, ``importer_uid``) also writes the models of
-    ``odoo_models.SANDBOX_IMPORTER_MODELS``. ``requests`` counts the calls served.
+    ``odoo_models.SANDBOX_IMPORTER_MODELS``; NexaCloud's metering (``metering_api_key``,
+    ``metering_login``, ``metering_uid``) reads and pushes usage to ``/usage``. ``requests``
+    counts the calls served.
     """
 
     def __init__(
@@ -1771,6 +1816,9 @@ class OdooStandIn:
         importer_api_key: str = SANDBOX_IMPORTER_API_KEY,
         importer_login: str = SANDBOX_IMPORTER_LOGIN,
         importer_uid: int = SANDBOX_IMPORTER_UID,
+        metering_api_key: str = SANDBOX_METERING_API_KEY,
+        metering_login: str = SANDBOX_METERING_LOGIN,
+        metering_uid: int = SANDBOX_METERING_UID,
         version: str = "19.0",
     ) -> None:
         if models is not None and store is not None:
@@ -1784,6 +1832,9 @@ class OdooStandIn:
         self.importer_api_key = importer_api_key
         self.importer_login = importer_login
         self.importer_uid = importer_uid
+        self.metering_api_key = metering_api_key
+        self.metering_login = metering_login
+        self.metering_uid = metering_uid
         self.version = version
         self.requests = RequestCounter()
         # An in-memory store is the double's own: always writable.
@@ -1791,6 +1842,7 @@ class OdooStandIn:
         self._users = (
             _User(login, api_key, uid),
             _User(importer_login, importer_api_key, importer_uid, SANDBOX_IMPORTER_MODELS),
+            _User(metering_login, metering_api_key, metering_uid, pushes_usage=True),
         )
         if store is None:
             self._engine = load_models("sqlite://", models or {})
@@ -1850,6 +1902,8 @@ class OdooStandIn:
             return self._json2(environ, method, path)
         if path.startswith("/doc-bearer/"):
             return self._doc_bearer(environ, path)
+        if path == "/usage":
+            return self._usage(environ, method)
         return _not_found_page()
 
     def _version_info(self) -> list[Any]:
@@ -1929,6 +1983,100 @@ class OdooStandIn:
         except _Fault as fault:
             return _fault_response(fault)
         return _json_response(_model_document(model))
+
+    # the Nexa billing module's usage endpoint -------------------------------------------------
+
+    def _usage(self, environ: WSGIEnvironment, method: str) -> _Response:
+        """``POST /usage``: NexaCloud's metering pushes one usage record, or a batch of them, into
+        ``fusion.billing.usage`` (docs/design.md §10)."""
+        database = environ.get("HTTP_X_ODOO_DATABASE")
+        if database is not None and database != self.database:
+            return _not_found_page()
+        self.requests.add("usage.push")
+        try:
+            if method != "POST":
+                raise _UsageRefusal(
+                    HTTPStatus.METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "Usage is pushed with POST /usage",
+                    headers=[("Allow", "POST")],
+                )
+            user = self._usage_pusher(environ.get("HTTP_AUTHORIZATION"))
+            body = _usage_body(_request_body(environ))
+            if isinstance(body, dict) and "records" in body:
+                results = self._push_usage(user, _usage_batch(body["records"]))
+                return _json_response({"results": [result.entry() for result in results]})
+            (result,) = self._push_usage(user, [body])
+            return result.response()
+        except _UsageRefusal as refusal:
+            return refusal.response()
+        except Exception as error:
+            logger.exception("The Odoo test double failed to store pushed usage")
+            return _UsageRefusal(
+                HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error", f"{type(error).__name__}: {error}"
+            ).response()
+
+    def _usage_pusher(self, authorization: str | None) -> _User:
+        """The user the request's key names, if it may push usage to this double (401, 403)."""
+        try:
+            user = self._authenticate_bearer(authorization)
+        except _Fault as fault:
+            raise _UsageRefusal(fault.status, "unauthorized", fault.message, headers=fault.headers) from None
+        if not user.pushes_usage:
+            raise _UsageRefusal(
+                HTTPStatus.FORBIDDEN,
+                "forbidden",
+                f"The user '{user.login}' may not push usage: only NexaCloud's metering user "
+                f"('{self.metering_login}') does.",
+            )
+        if not self.writable:
+            raise _UsageRefusal(
+                HTTPStatus.FORBIDDEN,
+                "forbidden",
+                "Usage cannot be stored: this Odoo test double was opened read-only; build it with "
+                "writable=True (OdooStandIn(store=url, writable=True)) to push usage.",
+            )
+        return user
+
+    def _push_usage(self, user: _User, records: Sequence[object]) -> list[_UsageResult]:
+        """Each record's outcome, in order; the new ones stored in one transaction. The ledger's
+        keys are read inside it, under the double's write lock, so two pushes of one key, however
+        concurrent, store it once."""
+        parsed = [(_echoed_key(record), _checked_usage(record)) for record in records]
+        pushes = [push for _, push in parsed if isinstance(push, _UsagePush)]
+        with self._turns, self._writes, self._engine.begin() as connection:
+            pushable = _pushable_subscriptions(connection, {push.subscription_id for push in pushes})
+            ledger = _ledger_entries(connection, pushes)
+            new_id = next_id(connection, _USAGE_MODEL)
+            results: list[_UsageResult] = []
+            created: list[Record] = []
+            for key, push in parsed:
+                if isinstance(push, _UsageRefusal):
+                    results.append(_UsageResult(key, "rejected", error=push))
+                    continue
+                allowed = pushable.get(push.subscription_id)
+                if allowed is None:
+                    results.append(_UsageResult(key, "rejected", error=_unknown_subscription(push)))
+                    continue
+                if not allowed:
+                    results.append(_UsageResult(key, "rejected", error=_subscription_not_allowed(push, user)))
+                    continue
+                held = ledger[push.key]
+                same = next(
+                    (record_id for record_id, thousandths in held if thousandths == push.thousandths), None
+                )
+                if same is not None:
+                    results.append(_UsageResult(key, "duplicate", same))
+                elif held:
+                    results.append(_UsageResult(key, "conflict", error=_usage_conflict(push, *held[0])))
+                else:
+                    held.append((new_id, push.thousandths))
+                    created.append(stored_record(_USAGE_MODEL, push.record(new_id)))
+                    results.append(_UsageResult(key, "created", new_id))
+                    new_id += 1
+            if created:
+                connection.execute(TABLES[_USAGE_MODEL].insert(), created)
+        return results
 
     # legacy /jsonrpc --------------------------------------------------------------------------
 
@@ -2103,6 +2251,281 @@ def _json2_arguments(body: bytes) -> dict[str, Any]:
 def _names_records(value: object) -> bool:
     items = value if isinstance(value, list | tuple) else [value]
     return any(isinstance(item, str) for item in items)
+
+
+# --- /usage: pushed usage records, checked, judged against the ledger ---------------------------
+
+_USAGE_MODEL = "fusion.billing.usage"
+_USAGE_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+_TIMESTAMP_SHAPE = 'a string "YYYY-MM-DD HH:MM:SS" (UTC)'
+_LARGEST_ID = 2**31 - 1  # Odoo's ids are PostgreSQL integers
+
+
+class _UsageRefusal(Exception):
+    """A request, or one record of it, that ``/usage`` refuses: an HTTP status and the error
+    object ``{"code", "message", "field"}`` (``field`` the record's field at fault, or ``None``)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        *,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.headers = list(headers)
+
+    def error(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "field": self.field}
+
+    def response(self) -> _Response:
+        return _json_response({"error": self.error()}, self.status, self.headers)
+
+
+def _invalid_usage(field: str | None, message: str) -> _UsageRefusal:
+    return _UsageRefusal(HTTPStatus.UNPROCESSABLE_ENTITY, "invalid", message, field)
+
+
+@dataclass(frozen=True)
+class _UsagePush:
+    """A well-formed usage record; its quantity in thousandths, as the ledger keeps CPU-seconds."""
+
+    subscription_id: int
+    metric: str
+    thousandths: int
+    idempotency_key: str
+    timestamp: str
+
+    @property
+    def key(self) -> tuple[int, str, str]:
+        """What idempotency is scoped to."""
+        return (self.subscription_id, self.metric, self.idempotency_key)
+
+    def record(self, record_id: int) -> Record:
+        return {
+            "id": record_id,
+            "subscription_id": self.subscription_id,
+            "metric": self.metric,
+            # int / int is correctly rounded: the float nearest the exact three decimals.
+            "quantity": self.thousandths / 1000,
+            "idempotency_key": self.idempotency_key,
+            "timestamp": self.timestamp,
+        }
+
+
+@dataclass(frozen=True)
+class _UsageResult:
+    """What became of one pushed record: ``created``, ``duplicate``, ``conflict`` or ``rejected``."""
+
+    idempotency_key: str | None
+    status: str
+    id: int | None = None
+    error: _UsageRefusal | None = None
+
+    def entry(self) -> dict[str, Any]:
+        """The record's entry in a batch's ``results``."""
+        return {
+            "idempotency_key": self.idempotency_key,
+            "status": self.status,
+            "id": self.id,
+            "error": None if self.error is None else self.error.error(),
+        }
+
+    def response(self) -> _Response:
+        """The answer to a request of this record alone."""
+        if self.status == "created":
+            return _json_response({"id": self.id, "status": "created"}, HTTPStatus.CREATED)
+        if self.status == "duplicate":
+            return _json_response({"id": self.id, "status": "duplicate", "duplicate": True})
+        assert self.error is not None
+        return self.error.response()
+
+
+def _usage_body(body: bytes) -> object:
+    try:
+        return json.loads(body)
+    except ValueError as error:
+        raise _invalid_usage(None, f"The body is not JSON: {error}") from error
+
+
+def _usage_batch(records: object) -> list[object]:
+    if not isinstance(records, list):
+        raise _invalid_usage(
+            "records", f"records must be an array of usage records, not {_json_kind(records)}"
+        )
+    if len(records) > USAGE_BATCH_LIMIT:
+        raise _invalid_usage(
+            "records", f"A batch holds at most {USAGE_BATCH_LIMIT} usage records, not {len(records)}"
+        )
+    return records
+
+
+def _echoed_key(record: object) -> str | None:
+    """The record's idempotency key as its batch result repeats it: ``None`` unless a string."""
+    key = record.get("idempotency_key") if isinstance(record, dict) else None
+    return key if isinstance(key, str) else None
+
+
+def _checked_usage(record: object) -> _UsagePush | _UsageRefusal:
+    try:
+        return _usage_push(record)
+    except _UsageRefusal as refusal:
+        return refusal
+
+
+def _usage_push(record: object) -> _UsagePush:
+    """A pushed record checked field by field, in the contract's order (the first bad one named).
+    Fields outside the contract are ignored."""
+    if not isinstance(record, dict):
+        raise _invalid_usage(None, f"A usage record is a JSON object, not {_json_kind(record)}")
+    subscription_id = _usage_field(record, "subscription_id", int, "an integer (a sale.order id)")
+    if not 0 < subscription_id <= _LARGEST_ID:
+        raise _invalid_usage(
+            "subscription_id", f"subscription_id must be a sale.order id, not {subscription_id}"
+        )
+    metric = _usage_field(record, "metric", str, "a string")
+    if metric not in USAGE_METRICS:
+        raise _invalid_usage(
+            "metric",
+            f"Unknown metric {metric[:100]!r}: usage is pushed for {', '.join(sorted(USAGE_METRICS))}",
+        )
+    quantity = _usage_field(record, "quantity", (int, float), "a number")
+    try:
+        quantity = float(quantity)
+    except OverflowError:
+        quantity = float("inf")
+    if not isfinite(quantity):
+        raise _invalid_usage("quantity", "quantity must be a finite number")
+    if quantity < 0:
+        raise _invalid_usage("quantity", f"quantity must not be negative, not {quantity!r}")
+    key = _usage_field(record, "idempotency_key", str, "a string")
+    if not key:
+        raise _invalid_usage("idempotency_key", "idempotency_key must not be empty")
+    timestamp = _usage_field(record, "timestamp", str, _TIMESTAMP_SHAPE)
+    if not _USAGE_TIMESTAMP.fullmatch(timestamp) or not _is_moment(timestamp):
+        raise _invalid_usage("timestamp", f"timestamp must be {_TIMESTAMP_SHAPE}, not {timestamp[:100]!r}")
+    return _UsagePush(subscription_id, metric, _thousandths(quantity), key, timestamp)
+
+
+def _usage_field(record: dict[str, Any], name: str, kinds: type | tuple[type, ...], expected: str) -> Any:
+    value = record.get(name)
+    if value is None:
+        raise _invalid_usage(name, f"Missing field {name!r}: {expected}")
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise _invalid_usage(name, f"{name} must be {expected}, not {_json_kind(value)}")
+    return value
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+def _is_moment(text: str) -> bool:
+    try:
+        datetime.strptime(text, _DATETIME_FORMAT)
+    except ValueError:
+        return False
+    return True
+
+
+def _thousandths(quantity: float) -> int:
+    """A quantity in thousandths, half-up (Odoo's float_round), from the decimal it was written as."""
+    with localcontext() as context:
+        context.prec = 400  # every finite float's digits
+        return int(Decimal(repr(quantity)).scaleb(3).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def _quantity_text(thousandths: int) -> str:
+    return str(Decimal(thousandths).scaleb(-3))
+
+
+def _pushable_subscriptions(connection: Connection, ids: set[int]) -> dict[int, bool]:
+    """Of the ``sale.order`` ids that exist, whether usage may be pushed to each: a subscription
+    whose partner has an external id in module ``nexacloud`` (an imported customer's)."""
+    if not ids:
+        return {}
+    orders, external_ids = TABLES["sale.order"], TABLES["ir.model.data"]
+    imported = exists().where(
+        external_ids.c.model == "res.partner",
+        external_ids.c.res_id == orders.c.partner_id,
+        external_ids.c.module == "nexacloud",
+    )
+    rows = connection.execute(
+        select(orders.c.id, orders.c.is_subscription, imported.label("imported")).where(
+            orders.c.id.in_(sorted(ids))
+        )
+    )
+    return {row.id: bool(row.is_subscription) and bool(row.imported) for row in rows}
+
+
+def _ledger_entries(
+    connection: Connection, pushes: Sequence[_UsagePush]
+) -> defaultdict[tuple[int, str, str], list[tuple[int, int]]]:
+    """The ledger's records under the pushes' keys: (subscription, metric, key) → [(id, quantity in
+    thousandths)] in id order. One query, through the index that the ledger's subscription_id leads."""
+    held: defaultdict[tuple[int, str, str], list[tuple[int, int]]] = defaultdict(list)
+    if not pushes:
+        return held
+    wanted = {push.key for push in pushes}
+    usage = TABLES[_USAGE_MODEL]
+    rows = connection.execute(
+        select(usage.c.id, usage.c.subscription_id, usage.c.metric, usage.c.idempotency_key, usage.c.quantity)
+        .where(
+            usage.c.subscription_id.in_(sorted({push.subscription_id for push in pushes})),
+            usage.c.idempotency_key.in_(sorted({push.idempotency_key for push in pushes})),
+            usage.c.metric.in_(sorted({push.metric for push in pushes})),
+        )
+        .order_by(usage.c.id)
+    )
+    for row in rows:
+        key = (row.subscription_id, row.metric, row.idempotency_key)
+        if key in wanted:
+            held[key].append((row.id, _thousandths(float(row.quantity or 0.0))))
+    return held
+
+
+def _unknown_subscription(push: _UsagePush) -> _UsageRefusal:
+    return _UsageRefusal(
+        HTTPStatus.NOT_FOUND,
+        "not_found",
+        f"Record does not exist or has been deleted: sale.order({push.subscription_id},)",
+        "subscription_id",
+    )
+
+
+def _subscription_not_allowed(push: _UsagePush, user: _User) -> _UsageRefusal:
+    return _UsageRefusal(
+        HTTPStatus.FORBIDDEN,
+        "forbidden",
+        f"The user '{user.login}' may not push usage to sale.order({push.subscription_id},): it is not "
+        "the subscription of a customer imported from NexaCloud",
+        "subscription_id",
+    )
+
+
+def _usage_conflict(push: _UsagePush, record_id: int, thousandths: int) -> _UsageRefusal:
+    return _UsageRefusal(
+        HTTPStatus.CONFLICT,
+        "conflict",
+        f"The ledger already holds {push.idempotency_key[:200]!r} for sale.order({push.subscription_id},) "
+        f"and {push.metric}, with quantity {_quantity_text(thousandths)} "
+        f"(fusion.billing.usage({record_id},)), not {_quantity_text(push.thousandths)}: nothing stored",
+        "quantity",
+    )
 
 
 # --- serving over a real port -------------------------------------------------------------

@@ -2533,6 +2533,8 @@ def _usage_conflict(push: _UsagePush, record_id: int, thousandths: int) -> _Usag
 
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    # socketserver's backlog is 5: a sixth client connecting at the same moment is reset.
+    request_queue_size = 128
 
 
 class _QuietRequestHandler(WSGIRequestHandler):

@@ -469,13 +469,29 @@ def test_a_store_opened_read_only_refuses_pushes_saying_so(tmp_path: Path):
         reopened.close()
 
 
-def test_the_metering_user_reads_over_json2_and_writes_nothing_there(app):
+def test_the_metering_user_pushes_usage_and_does_nothing_else(app):
     assert (SANDBOX_METERING_LOGIN, SANDBOX_METERING_UID) == ("nexacloud-metering", 4)
     with http_client(app) as http:
         read = http.post("/json/2/sale.order/search", json={"domain": [["is_subscription", "=", True]]})
-        assert (read.status_code, read.json()) == (200, [10, 11, 13])
+        assert (read.status_code, read.json()["name"]) == (403, "odoo.exceptions.AccessError")
         write = http.post("/json/2/fusion.billing.usage/create", json={"vals_list": [usage()]})
-        assert write.status_code == 403
+        assert (write.status_code, write.json()["name"]) == (403, "odoo.exceptions.AccessError")
+
+        def rpc(service: str, method: str, *args: Any) -> dict[str, Any]:
+            body = {
+                "jsonrpc": "2.0",
+                "method": "call",
+                "params": {"service": service, "method": method, "args": args},
+            }
+            return http.post("/jsonrpc", json=body).json()
+
+        uid = rpc("common", "login", SANDBOX_DATABASE, SANDBOX_METERING_LOGIN, SANDBOX_METERING_API_KEY)[
+            "result"
+        ]
+        assert uid == SANDBOX_METERING_UID
+        call = ["fusion.billing.usage", "search_read", [[]], {"fields": ["quantity"]}]
+        refused = rpc("object", "execute_kw", SANDBOX_DATABASE, uid, SANDBOX_METERING_API_KEY, *call)
+        assert refused["error"]["data"]["name"] == "odoo.exceptions.AccessError"
     assert ledger(app) == [SEEDED]
 
 

@@ -186,7 +186,8 @@ SANDBOX_IMPORTER_MODELS = frozenset({"res.partner", "product.product", "sale.ord
 
 # NexaCloud's metering (docs/design.md §10): pushes usage to ``POST /usage``, to the subscriptions
 # of imported customers only (a ``sale.order`` subscription whose partner has an external id in
-# module ``nexacloud``); over JSON-2 and ``/jsonrpc`` it reads, and writes nothing.
+# module ``nexacloud``), and does nothing else: no model method, read or write, over JSON-2 or
+# ``/jsonrpc``.
 SANDBOX_METERING_LOGIN = "nexacloud-metering"
 SANDBOX_METERING_API_KEY = "sandbox-metering-key"
 SANDBOX_METERING_UID = 4

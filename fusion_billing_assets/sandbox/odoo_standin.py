@@ -30,9 +30,9 @@ Three users, each with an API key that is also its password over ``/jsonrpc``: t
 reconciliation's (``SANDBOX_LOGIN``) reads everything and writes nothing; the importer's
 (``SANDBOX_IMPORTER_LOGIN``) reads everything and may ``load``, ``create`` and ``write``
 ``res.partner``, ``product.product``, ``sale.order`` and ``sale.order.line``
-(``SANDBOX_IMPORTER_MODELS``); NexaCloud's metering (``SANDBOX_METERING_LOGIN``) reads
-everything, writes nothing over JSON-2 or ``/jsonrpc``, and is the only user that may push to
-``/usage``. Any other write is a 403 ``odoo.exceptions.AccessError``, and ``unlink`` (like
+(``SANDBOX_IMPORTER_MODELS``); NexaCloud's metering (``SANDBOX_METERING_LOGIN``) is the only
+user that may push to ``/usage``, and does nothing else: it logs in over ``/jsonrpc``, but every
+model method, read or write, is a 403 ``AccessError`` to it. Any other write is a 403 ``odoo.exceptions.AccessError``, and ``unlink`` (like
 ``copy`` and the other writing methods) is refused to all. A store served from a URL is opened
 read-only unless the double is built ``writable=True``; writing to it (or pushing usage) then is
 a 403 saying so. An in-memory double is always writable.
@@ -1799,7 +1799,7 @@ class OdooStandIn:
     reconciliation's user (``api_key``, ``login``, ``uid``) only reads; the importer's
     (``importer_api_key``, ``importer_login``, ``importer_uid``) also writes the models of
     ``odoo_models.SANDBOX_IMPORTER_MODELS``; NexaCloud's metering (``metering_api_key``,
-    ``metering_login``, ``metering_uid``) reads and pushes usage to ``/usage``. ``requests``
+    ``metering_login``, ``metering_uid``) pushes usage to ``/usage`` and calls no model method. ``requests``
     counts the calls served.
     """
 
@@ -2197,10 +2197,16 @@ class OdooStandIn:
             return rolled_back.answer
 
     def _check_access(self, model: _Model, method: str, user: _User) -> None:
-        """Refuse private methods, and writes the user may not make, as Odoo would (403)."""
+        """Refuse private methods, any method to a user that pushes usage only, and writes the user
+        may not make, as Odoo would (403)."""
         if method.startswith("_"):
             raise _access_error(
                 f"Private methods (such as '{model.name}.{method}') cannot be called remotely."
+            )
+        if user.pushes_usage:
+            raise _access_error(
+                f"You are not allowed to access '{model.name}' records: the user '{user.login}' of this "
+                "Odoo test double pushes usage to /usage and does nothing else."
             )
         if method not in _WRITE_METHODS:
             return

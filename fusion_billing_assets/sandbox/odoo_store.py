@@ -199,7 +199,9 @@ STORED_FIELDS: dict[str, list[str]] = {
 # Composite indexes; a many2one that leads one of them needs no index of its own.
 _COMPOSITE_INDEXES: dict[str, list[tuple[str, ...]]] = {
     "ir.model.data": [("model", "res_id"), ("module", "name")],
-    "fusion.billing.usage": [("subscription_id", "timestamp")],
+    # By subscription and time (the grouped reads), and by key (delivery checks, /usage pushes), as
+    # Odoo's unique (subscription, metric, key) constraint indexes it.
+    "fusion.billing.usage": [("subscription_id", "timestamp"), ("idempotency_key", "subscription_id")],
 }
 
 

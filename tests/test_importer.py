@@ -356,7 +356,7 @@ def test_an_odoo_partner_with_the_same_ref_but_no_external_id_is_a_conflict_left
 def test_the_same_email_in_another_case_is_a_conflict_too(tmp_path):
     before = {
         **ODOO_BEFORE_IMPORT,
-        "res.partner": [{"id": 50, "name": "Cariboo", "email": "ap@cariboo.example", "active": True}],
+        "res.partner": [{"id": 50, "name": "Cariboo", "email": "AP@Cariboo.Example", "active": True}],
     }
     odoo = Odoo(tmp_path, before)
     planned = {p.wanted.external_id: p for p in odoo.plan(wanted())}
@@ -509,12 +509,13 @@ def test_planning_reads_a_page_per_page_size_records_per_model_never_one_per_rec
     with odoo.client(page_size=2) as client:
         side = read_odoo_side(client, wanted())
         calls = dict(client.stats.calls_by_method)
-    # 18 nexacloud external ids in pages of 2 (and the empty page that tells the last one was
-    # full), the 4 of Odoo's own records the import points at (currency, two provinces, the plan)
-    # likewise, then each model's records by id lists of 2: 3 products, 3 partners, 4
-    # subscriptions, 8 lines. Every record has its external id, so no look-alike is searched.
+    # The 18 wanted external ids by name lists of 2 (a name is unique in its module, so a full
+    # page ends its list), the 4 of Odoo's own records the import points at (currency, two
+    # provinces, the plan) in pages of 2 and the empty page that tells the last was full, then each
+    # model's records by id lists of 2: 3 products, 3 partners, 4 subscriptions, 8 lines. Every
+    # record has its external id, so no look-alike is searched.
     assert calls == {
-        "ir.model.data.search_read": (math.ceil(18 / 2) + 1) + (math.ceil(4 / 2) + 1),
+        "ir.model.data.search_read": math.ceil(18 / 2) + (math.ceil(4 / 2) + 1),
         "product.product.search_read": math.ceil(3 / 2),
         "res.partner.search_read": math.ceil(3 / 2),
         "sale.order.search_read": math.ceil(4 / 2),

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import pandas as pd
 from sqlalchemy import Connection
 
 from fusion_billing_assets.billing.expected import active_days_per_deployment
 from fusion_billing_assets.billing.periods import PeriodWindow
-from fusion_billing_assets.importer.records import WRITE_ORDER, Wanted, wanted_records
+from fusion_billing_assets.importer.records import Wanted, wanted_records
 from fusion_billing_assets.sources import nexacloud as queries
 from fusion_billing_assets.sources import validation as contracts
 
@@ -25,18 +26,26 @@ def wanted_for_periods(
     Of several periods, a record comes from the first that holds it: customers, plans and a
     deployment read the same in every period they are alive in.
     """
-    by_xid: dict[str, Wanted] = {}
+    frames: dict[str, list[pd.DataFrame]] = {"customers": [], "plans": [], "deployments": []}
     for window in windows:
-        customers = contracts.validate(
-            queries.fetch_customers(connection, window), contracts.nexacloud_customers(window)
+        frames["customers"].append(
+            contracts.validate(
+                queries.fetch_customers(connection, window), contracts.nexacloud_customers(window)
+            )
         )
-        plans = contracts.validate(queries.fetch_plans(connection), contracts.nexacloud_plans())
+        frames["plans"].append(
+            contracts.validate(queries.fetch_plans(connection), contracts.nexacloud_plans())
+        )
         deployments = queries.fetch_deployments(connection, window)
         deployments["active_days"] = active_days_per_deployment(deployments, window)
-        deployments = contracts.validate(deployments, contracts.nexacloud_deployments(window))
-        for record in wanted_records(
-            customers, plans, deployments, timezone=window.timezone, exclusions=exclusions
-        ):
-            by_xid.setdefault(record.external_id, record)
-    # Stable: within a model, records keep the order of the periods and of the frames.
-    return sorted(by_xid.values(), key=lambda record: WRITE_ORDER.index(record.model))
+        frames["deployments"].append(contracts.validate(deployments, contracts.nexacloud_deployments(window)))
+    # Each record once, as the first period that holds it has it: the records are built once.
+    customers, plans, deployments = (
+        pd.concat(frames[name], ignore_index=True).drop_duplicates(key, keep="first")
+        for name, key in (
+            ("customers", "customer_id"),
+            ("plans", "plan_id"),
+            ("deployments", "deployment_id"),
+        )
+    )
+    return wanted_records(customers, plans, deployments, timezone=windows[0].timezone, exclusions=exclusions)

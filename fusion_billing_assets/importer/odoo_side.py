@@ -85,7 +85,17 @@ class OdooSide:
 
 def read_odoo_side(client: OdooClient, wanted: Sequence[Wanted]) -> OdooSide:
     side = OdooSide()
-    _read_external_ids(client, side, [["module", "=", MODULE]])
+    # Only the external ids of the wanted records: the cost follows the plan, not all Odoo holds.
+    names = [record.name for record in wanted]
+    for page in client.search_read_in(
+        XID_MODEL,
+        "name",
+        names,
+        ["module", "name", "model", "res_id"],
+        domain=[["module", "=", MODULE]],
+        unique=True,  # (module, name) is unique in ir.model.data
+    ):
+        _keep_external_ids(side, page)
     foreign = sorted(
         {
             value.xid
@@ -112,8 +122,12 @@ def read_odoo_side(client: OdooClient, wanted: Sequence[Wanted]) -> OdooSide:
 
 def _read_external_ids(client: OdooClient, side: OdooSide, domain: list[Any]) -> None:
     for page in client.search_read_pages(XID_MODEL, domain, ["module", "name", "model", "res_id"]):
-        for row in page:
-            side.external_ids[f"{row['module']}.{row['name']}"] = ExternalId(row["model"], int(row["res_id"]))
+        _keep_external_ids(side, page)
+
+
+def _keep_external_ids(side: OdooSide, rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        side.external_ids[f"{row['module']}.{row['name']}"] = ExternalId(row["model"], int(row["res_id"]))
 
 
 def _read_records(client: OdooClient, side: OdooSide, model: str, ids: Sequence[int]) -> None:
@@ -123,15 +137,28 @@ def _read_records(client: OdooClient, side: OdooSide, model: str, ids: Sequence[
 
 
 def _read_look_alikes(client: OdooClient, side: OdooSide, wanted: Iterable[Wanted]) -> None:
-    """Odoo records that share a natural key with a wanted record not yet in Odoo: conflicts."""
-    keys: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    """Odoo records that share a natural key with a wanted record not yet in Odoo: conflicts.
+
+    One domain per page of such records, all their keys OR'd: a partner's ``ref`` (exact) or
+    e-mail (``=ilike``: any case, as the plan compares it), a product's ``default_code``.
+    """
+    candidates: dict[str, list[Wanted]] = defaultdict(list)
     for record in wanted:
-        if record.held is None and side.resolve(record.external_id) is None:
-            for name, value in record.natural_keys.items():
-                if value:
-                    keys[record.model][name].add(value)
-    for model, by_field in keys.items():
+        if record.held is None and side.resolve(record.external_id) is None and record.natural_keys:
+            candidates[record.model].append(record)
+    for model, records in candidates.items():
         owned = side.owned_ids(model)
-        for name, values in sorted(by_field.items()):
-            for page in client.search_read_in(model, name, values, READ_FIELDS[model]):
-                side.look_alikes[model].extend(r for r in page if int(r["id"]) not in owned)
+        seen: set[int] = set()
+        for start in range(0, len(records), client.page_size):
+            terms = [
+                [name, "=ilike" if name == "email" else "=", value]
+                for record in records[start : start + client.page_size]
+                for name, value in sorted(record.natural_keys.items())
+                if value
+            ]
+            domain = ["|"] * (len(terms) - 1) + terms
+            for page in client.search_read_pages(model, domain, READ_FIELDS[model]):
+                for found in page:
+                    if int(found["id"]) not in owned and int(found["id"]) not in seen:
+                        seen.add(int(found["id"]))
+                        side.look_alikes[model].append(found)

@@ -318,8 +318,11 @@ def _engine(url: str, *, read_only: bool = False) -> Engine:
             parsed = parsed.set(drivername="postgresql+psycopg")
         if parsed.drivername != "postgresql+psycopg":
             raise ValueError(f"{_shown(parsed)}: the Odoo store speaks to PostgreSQL through psycopg 3 only")
-        engine = create_engine(parsed)
-        return engine.execution_options(postgresql_readonly=True) if read_only else engine
+        if read_only:
+            return create_engine(parsed).execution_options(postgresql_readonly=True)
+        # A store being written grows from empty: psycopg's prepared statements would keep the plans
+        # PostgreSQL made for empty tables (sequential scans) long after they filled up.
+        return create_engine(parsed, connect_args={"prepare_threshold": None})
     raise ValueError(f"{_shown(parsed)}: an Odoo store is a sqlite:// or postgresql+psycopg:// database")
 
 

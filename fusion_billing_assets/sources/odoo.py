@@ -304,11 +304,13 @@ class OdooClient:
         *,
         domain: Sequence[Any] = (),
         context: Mapping[str, Any] | None = None,
+        unique: bool = False,
     ) -> Iterator[list[dict[str, Any]]]:
         """Every record whose field ``name`` is one of ``values``, ``page_size`` values per domain.
 
         Never one call per value: each list of values is one ``in`` condition, its records keyset
-        paged. On ``id`` a list matches at most its own length, so a full page ends the list.
+        paged. On ``id``, or a field ``unique`` within ``domain``, a list matches at most its own
+        length, so a full page ends the list.
         """
         distinct = sorted(set(values))
         for start in range(0, len(distinct), self.page_size):
@@ -318,7 +320,7 @@ class OdooClient:
                 [*domain, [name, "in", chunk]],
                 fields,
                 context=context,
-                at_most=len(chunk) if name == "id" else None,
+                at_most=len(chunk) if name == "id" or unique else None,
             )
 
     def read_group(

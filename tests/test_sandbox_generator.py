@@ -2,11 +2,13 @@
 
 The generated world is deterministic from its seed; the NexaCloud tables follow the §4 schema on
 SQLite and PostgreSQL alike; the manifest covers every reconciliation status and has one expected
-row per customer per closed period; and the data is consistent enough that the ground truth is
-true: every expected status can be read off the generated data by the rules of §5 and §6 (the
-``source_data_error`` case is one usage record without an idempotency key, never pushed). Both
-systems' invoices are billed by the sandbox's own arithmetic, so a regression in ``billing.charges``
-(the code the reconciliation tests) cannot move them.
+row per customer per closed period; and the data is consistent enough that the ground truth is true:
+every expected status can be read off the generated data by the rules of §5 and §6 (the
+``source_data_error`` case is one usage record without an idempotency key, never pushed); and every
+usage record whose delivery to Odoo's ledger failed, classified here by the definitions of §10 from
+both databases, is exactly the manifest's ``delivery_faults``. Both systems' invoices are billed by
+the sandbox's own arithmetic, so a regression in ``billing.charges`` (the code the reconciliation
+tests) cannot move them.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from fusion_billing_assets.sandbox.generator import SandboxScale, Summary, defau
 from fusion_billing_assets.sandbox.nexacloud_billing import overage_cents
 from fusion_billing_assets.sandbox.odoo_models import MODELS
 from fusion_billing_assets.sandbox.odoo_store import dump_models
-from fusion_billing_assets.sandbox.scenarios import MINIMUM_CUSTOMERS
+from fusion_billing_assets.sandbox.scenarios import MINIMUM_CUSTOMERS, SPECS_BY_ROLE
 from fusion_billing_assets.sandbox.world import STANDARD
 from fusion_billing_assets.sources import nexacloud_schema as schema
 from fusion_billing_assets.sources.nexacloud import fetch_usage
@@ -58,6 +60,17 @@ SMALL = SandboxScale(
 END_PERIOD = date(2026, 12, 1)
 SEED = 11
 TABLES = [table.name for table in schema.metadata.sorted_tables]
+# The usage delivery faults whose bills still match (docs/design.md §10), written out rather than
+# read from the cast, so a role dropped from it fails here.
+DELIVERY_ROLES = (
+    "pushes_lost_under_quota",
+    "lost_day_offset_by_doubled_day",
+    "retry_with_new_key",
+    "pushed_to_wrong_subscription",
+    "received_another_customers_push",
+    "pushed_with_other_quantity",
+)
+DELIVERY_KINDS = ("missing", "quantity_differs", "wrong_subscription", "extra")
 
 
 @dataclass
@@ -724,11 +737,14 @@ def test_usage_records_are_whole_windows_inside_each_deployments_life(sandbox):
 
 
 def test_idempotency_keys_are_unique_and_every_push_comes_from_a_usage_record(sandbox):
+    """... except the resends with a key of their own, which the manifest lists as ``extra``."""
     keys = [u["idempotency_key"] for u in sandbox.tables["usage_records"] if u["idempotency_key"] is not None]
     assert len(set(keys)) == len(keys) == len(sandbox.tables["usage_records"]) - 1
     pushed = [entry["idempotency_key"] for entry in sandbox.odoo["fusion.billing.usage"]]
     assert len(set(pushed)) == len(pushed)
-    assert {key.removesuffix("-retry") for key in pushed} <= set(keys)
+    extra = {f["idempotency_key"] for f in sandbox.manifest["delivery_faults"] if f["kind"] == "extra"}
+    assert extra and not extra & set(keys)
+    assert set(pushed) - extra <= set(keys)
 
 
 def test_one_usage_record_without_an_idempotency_key_is_the_source_data_error_case(sandbox):
@@ -775,21 +791,37 @@ def test_one_usage_record_without_an_idempotency_key_is_the_source_data_error_ca
 
 
 def test_the_odoo_ledger_matches_nexacloud_usage_except_where_pushes_were_lost_or_doubled(sandbox):
-    """... or where NexaCloud could not key a reading, so never pushed it."""
+    """... or where NexaCloud could not key a reading, so never pushed it, or where a delivery fault
+    under the quota moved a deployment's total (a lost day offset by a doubled one moves none)."""
     nexacloud, odoo = _usage_by_deployment_and_period(sandbox)
     customer_of = {d["id"]: d["customer_id"] for d in sandbox.tables["deployments"]}
+    deployment_of = {s: d for d, s in sandbox.mapped_subscription().items()}
     usage_differences = {
         (row["period"], row["customer_id"])
         for row in sandbox.manifest["differences"]
         if row["status"] in ("usage_mismatch", "source_data_error")
     }
-    mapped = sandbox.mapped_subscription()
     assert len(usage_differences) == 3
+    # (deployment, period) whose totals the injected faults move, and those they must not.
+    moved = {
+        (u["deployment_id"], period_of(u["window_start"], TIMEZONE).isoformat())
+        for u in sandbox.tables["usage_records"]
+        if u["idempotency_key"] is None
+    }
+    offset = set()
+    for fault in sandbox.manifest["delivery_faults"]:
+        touched = {
+            (d, fault["period"]) for d in (fault["deployment_id"], deployment_of[fault["subscription_id"]])
+        }
+        (offset if fault["role"] == "lost_day_offset_by_doubled_day" else moved).update(touched)
+    assert {(period, customer_of[d]) for d, period in moved} >= usage_differences
+    assert len(moved) == len(usage_differences) + len(DELIVERY_ROLES) - 1 and len(offset) == 1
     for (deployment_id, period), millis in nexacloud.items():
-        if deployment_id not in mapped:
+        if deployment_id not in deployment_of.values():
             continue
-        injected = (period, customer_of[deployment_id]) in usage_differences
+        injected = (deployment_id, period) in moved
         assert (odoo.get((deployment_id, period), 0) != millis) == injected, (deployment_id, period)
+    assert offset <= set(nexacloud)
 
 
 def test_odoo_records_follow_the_storage_format(sandbox):
@@ -832,6 +864,13 @@ def test_each_expected_status_can_be_read_off_the_data(sandbox):
                 customer_of[usage["deployment_id"]],
             )
             keyless[key][usage["deployment_id"]] += round_half_up(Decimal(str(usage["quantity"])) * 1000)
+
+    # The delivery faults under the quota: usage differs, the bills match.
+    delivery_matches = {
+        (row["period"], row["customer_id"])
+        for row in sandbox.manifest["edge_cases"]
+        if row["role"] in DELIVERY_ROLES
+    }
 
     def usage_differs(key) -> bool:
         period, customer_id = key
@@ -883,7 +922,7 @@ def test_each_expected_status_can_be_read_off_the_data(sandbox):
             continue
         assert (status == "duplicate") == (len(odoo["invoices"]) > 1), row
         assert (status == "currency_mismatch") == (odoo["currencies"] != {"CAD"}), row
-        assert (status == "usage_mismatch") == usage_differs(key), row
+        assert (status == "usage_mismatch") == (usage_differs(key) and key not in delivery_matches), row
         assert (status == "rate_mismatch") == rates_differ(row["customer_id"]), row
         if status in ("duplicate", "currency_mismatch"):
             continue
@@ -926,3 +965,216 @@ def _globally_rounded_tax(sandbox: Sandbox, key: tuple[str, int]) -> int:
         if line["invoice_id"] == invoice["id"]
     ]
     return round_half_up(sum(Decimal(amount) * rate for amount in amounts))
+
+
+# --- usage delivery faults (docs/design.md §10) --------------------------------------------------
+
+
+def _cast(sandbox: Sandbox, role: str) -> set[tuple[str, int]]:
+    """(period, customer) of every row of the manifest that plays ``role``."""
+    rows = sandbox.manifest["differences"] + sandbox.manifest["edge_cases"]
+    return {(row["period"], row["customer_id"]) for row in rows if row["role"] == role}
+
+
+def test_each_delivery_fault_is_an_edge_case_of_its_own_that_matches_in_a_closed_period(sandbox):
+    expected = {(row["period"], row["customer_id"]): row["status"] for row in sandbox.manifest["expected"]}
+    by_role = {row["role"]: row for row in sandbox.manifest["edge_cases"] if row["role"] in DELIVERY_ROLES}
+    assert set(by_role) == set(DELIVERY_ROLES)
+    assert set(DELIVERY_ROLES) == {spec.role.value for spec in SPECS_BY_ROLE.values() if spec.delivery}
+    customers = [row["customer_id"] for row in by_role.values()]
+    assert len(set(customers)) == len(customers)
+    cast_elsewhere = {
+        row["customer_id"]
+        for row in sandbox.manifest["differences"] + sandbox.manifest["edge_cases"]
+        if row["role"] not in DELIVERY_ROLES
+    }
+    assert not cast_elsewhere & set(customers)
+    for role, row in by_role.items():
+        assert row["period"] in sandbox.closed_periods, role
+        assert row["status"] == "match" and expected[(row["period"], row["customer_id"])] == "match", role
+        assert row["description"].endswith("so both invoices match."), role
+    # Both sides of the misdirected push are in the same period.
+    sender, receiver = by_role["pushed_to_wrong_subscription"], by_role["received_another_customers_push"]
+    assert sender["period"] == receiver["period"]
+
+
+def test_delivery_faults_hold_every_kind_and_the_lost_and_doubled_pushes(sandbox):
+    faults = sandbox.manifest["delivery_faults"]
+    assert {f["kind"] for f in faults} == set(DELIVERY_KINDS)
+    assert list(faults[0]) == sorted(
+        [
+            "role",
+            "kind",
+            "period",
+            "customer_id",
+            "deployment_id",
+            "subscription_id",
+            "idempotency_key",
+            "window_start",
+            "nexacloud_quantity",
+            "odoo_quantity",
+        ]
+    )
+    kinds = defaultdict(Counter)
+    for fault in faults:
+        kinds[fault["role"]][fault["kind"]] += 1
+        assert (fault["period"], fault["customer_id"]) in _cast(sandbox, fault["role"]), fault
+        assert (fault["nexacloud_quantity"] is None) == (fault["kind"] == "extra"), fault
+        assert (fault["odoo_quantity"] is None) == (fault["kind"] == "missing"), fault
+    assert set(kinds["lost_usage_pushes"]) == {"missing"}
+    assert set(kinds["doubled_usage_pushes"]) == {"extra"}
+    assert all(f["idempotency_key"].endswith("-retry") for f in faults if f["role"] == "doubled_usage_pushes")
+    assert kinds["pushes_lost_under_quota"] == Counter(missing=3)
+    offset = kinds["lost_day_offset_by_doubled_day"]
+    assert set(offset) == {"missing", "extra"} and offset["missing"] == offset["extra"]
+    assert kinds["retry_with_new_key"] == Counter(extra=1)
+    assert kinds["pushed_to_wrong_subscription"] == Counter(wrong_subscription=1)
+    assert kinds["pushed_with_other_quantity"] == Counter(quantity_differs=1)
+    assert not kinds["usage_without_key"] and not kinds["received_another_customers_push"]
+    assert faults == sorted(
+        faults,
+        key=lambda f: (f["period"], f["customer_id"], f["deployment_id"], f["window_start"], f["kind"]),
+    )
+    # The lost day is offset by the doubled one: the deployment's period totals agree.
+    lost = sum(
+        Decimal(f["nexacloud_quantity"])
+        for f in faults
+        if f["role"] == "lost_day_offset_by_doubled_day" and f["kind"] == "missing"
+    )
+    doubled = sum(
+        Decimal(f["odoo_quantity"])
+        for f in faults
+        if f["role"] == "lost_day_offset_by_doubled_day" and f["kind"] == "extra"
+    )
+    assert lost == doubled > 0
+    (misdirected,) = [f for f in faults if f["kind"] == "wrong_subscription"]
+    ((period, receiver),) = _cast(sandbox, "received_another_customers_push")
+    receiving = {
+        sandbox.mapped_subscription()[d["id"]]
+        for d in sandbox.tables["deployments"]
+        if d["customer_id"] == receiver
+    }
+    assert misdirected["period"] == period and misdirected["subscription_id"] in receiving
+
+
+def _millis(quantity: Any) -> int:
+    return round_half_up(Decimal(str(quantity)) * 1000)
+
+
+def _three_decimals(millis: int) -> str:
+    return f"{Decimal(millis).scaleb(-3):.3f}"
+
+
+def test_the_delivery_faults_are_exactly_what_comparing_both_databases_finds(sandbox):
+    """Every usage record of NexaCloud and every record of Odoo's ledger, classified by §10 here."""
+    subscription_of = sandbox.mapped_subscription()
+    deployment_of = {subscription: deployment for deployment, subscription in subscription_of.items()}
+    customer_of = {d["id"]: d["customer_id"] for d in sandbox.tables["deployments"]}
+    ledger = defaultdict(list)
+    for entry in sandbox.odoo["fusion.billing.usage"]:
+        ledger[entry["idempotency_key"]].append(entry)
+    issued = set()
+    found = []
+
+    def fault(kind, deployment_id, subscription_id, key, window_start, nexacloud, odoo) -> dict[str, Any]:
+        moment = datetime.fromisoformat(window_start).replace(tzinfo=UTC)
+        return {
+            "kind": kind,
+            "period": period_of(moment, TIMEZONE).isoformat(),
+            "customer_id": customer_of[deployment_id],
+            "deployment_id": deployment_id,
+            "subscription_id": subscription_id,
+            "idempotency_key": key,
+            "window_start": window_start,
+            "nexacloud_quantity": None if nexacloud is None else _three_decimals(_millis(nexacloud)),
+            "odoo_quantity": None if odoo is None else _three_decimals(_millis(odoo)),
+        }
+
+    delivered = 0
+    for record in sandbox.tables["usage_records"]:
+        key = record["idempotency_key"]
+        if key is None:
+            continue  # never pushed: set aside by the reconciliation, no delivery fault
+        issued.add(key)
+        deployment_id = record["deployment_id"]
+        held = ledger.get(key, [])
+        if deployment_id not in subscription_of:
+            # A customer never imported: no subscription to deliver to, and nothing pushed.
+            assert not held, record
+            continue
+        subscription_id = subscription_of[deployment_id]
+        window_start = as_utc(record["window_start"]).strftime("%Y-%m-%d %H:%M:%S")
+        if not held:
+            found.append(
+                fault("missing", deployment_id, subscription_id, key, window_start, record["quantity"], None)
+            )
+            continue
+        assert len(held) == 1, f"key {key} is held {len(held)} times"
+        (entry,) = held
+        assert entry["metric"] == "cpu_seconds" and entry["timestamp"] == window_start, entry
+        if entry["subscription_id"] != subscription_id:
+            kind = "wrong_subscription"
+        elif _millis(entry["quantity"]) != _millis(record["quantity"]):
+            kind = "quantity_differs"
+        else:
+            delivered += 1
+            continue
+        found.append(
+            fault(
+                kind,
+                deployment_id,
+                entry["subscription_id"],
+                key,
+                window_start,
+                record["quantity"],
+                entry["quantity"],
+            )
+        )
+    for key, entries in ledger.items():
+        if key in issued:
+            continue
+        for entry in entries:
+            deployment_id = deployment_of[entry["subscription_id"]]
+            found.append(
+                fault(
+                    "extra",
+                    deployment_id,
+                    entry["subscription_id"],
+                    key,
+                    entry["timestamp"],
+                    None,
+                    entry["quantity"],
+                )
+            )
+
+    manifest = sandbox.manifest["delivery_faults"]
+
+    def order(f):
+        return tuple(sorted((name, "" if value is None else str(value)) for name, value in f.items()))
+
+    assert sorted(found, key=order) == sorted(
+        ({k: v for k, v in f.items() if k != "role"} for f in manifest), key=order
+    )
+    assert delivered > 10 * len(found)
+    # Each kind lands on the deployment and period of the role that says it injected it.
+    for f in manifest:
+        ((period, customer_id),) = _cast(sandbox, f["role"])
+        assert (f["period"], f["customer_id"]) == (period, customer_id), f
+
+
+def test_the_delivery_faults_keep_both_sides_under_the_quota(sandbox):
+    """On every deployment a delivery fault touches, NexaCloud's metering and Odoo's ledger are both
+    under the plan's included CPU-seconds, so neither invoice carries an overage."""
+    nexacloud, odoo = _usage_by_deployment_and_period(sandbox)
+    plans = {plan["id"]: plan for plan in sandbox.tables["plans"]}
+    plan_of = {d["id"]: plans[d["plan_id"]] for d in sandbox.tables["deployments"]}
+    deployment_of = {s: d for d, s in sandbox.mapped_subscription().items()}
+    touched = set()
+    for f in sandbox.manifest["delivery_faults"]:
+        if f["role"] in DELIVERY_ROLES:
+            touched |= {(f["deployment_id"], f["period"]), (deployment_of[f["subscription_id"]], f["period"])}
+    assert len({d for d, _ in touched}) == len(DELIVERY_ROLES)
+    for deployment_id, period in touched:
+        quota = plan_of[deployment_id]["included_cpu_seconds"] * 1000
+        assert 0 < nexacloud[(deployment_id, period)] < quota
+        assert 0 < odoo[(deployment_id, period)] < quota

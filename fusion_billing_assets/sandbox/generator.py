@@ -20,7 +20,8 @@ invoices on either side.
 
 Usage is streamed, never held: NexaCloud's metering (``metered_usage``) is read once into
 NexaCloud's database and once more, through the pushes Odoo received (``UsagePushes``), into the
-Odoo store, both in bulk (``COPY`` on PostgreSQL); only sums per deployment and period stay in
+Odoo store, both in bulk (``COPY`` on PostgreSQL); only sums per deployment and period, and the
+few records whose delivery was faulted (for the ground truth's ``delivery_faults``), stay in
 memory, so memory grows with deployments, not with usage records.
 
 Everything random comes from ``random.Random(seed)`` consumed in a fixed order (the order of the

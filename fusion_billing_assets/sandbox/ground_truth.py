@@ -1,10 +1,12 @@
 """The sandbox's ground truth: the manifest of injected differences and expected statuses, and the waiver file.
 
-``manifest`` lists every difference and edge case the cast (``sandbox.scenarios``) injected, with
-a sentence quoting the figures that make it, and the status every customer must get in every
-closed period; before writing it, it refuses a world whose shaped cases do not have the shape
-their status claims. ``waivers_csv`` accepts the ``waived`` difference. Its figures come from the
-sandbox's own arithmetic (``independent_charges``), as both systems' invoices do.
+``manifest`` lists every difference and edge case the cast (``sandbox.scenarios``) injected, with a
+sentence quoting the figures that make it, the status every customer must get in every closed
+period, and every usage record whose delivery to Odoo's ledger failed (``delivery_faults``, from
+what the pushes dropped, altered or added, never from reading the two databases back); before
+writing it, it refuses a world whose shaped cases do not have the shape their status claims.
+``waivers_csv`` accepts the ``waived`` difference. Its figures come from the sandbox's own
+arithmetic (``independent_charges``), as both systems' invoices do.
 """
 
 from __future__ import annotations
@@ -28,14 +30,17 @@ from fusion_billing_assets.sandbox.independent_charges import (
 )
 from fusion_billing_assets.sandbox.nexacloud_billing import SERVICE_CREDIT_CENTS, NexaCloudInvoice
 from fusion_billing_assets.sandbox.odoo_billing import (
+    LOST_WINDOWS,
     UNEXPLAINED_LINE_CENTS,
     WAIVED_FEE_CENTS,
+    DeliveryFault,
+    DeliveryKind,
     OdooRecords,
     UsageLedger,
     odoo_price_cents,
 )
-from fusion_billing_assets.sandbox.scenarios import TOLERANCE_CENTS, Casting, Role
-from fusion_billing_assets.sandbox.world import PLANS, Customer, Deployment, World
+from fusion_billing_assets.sandbox.scenarios import DELIVERY_ROLES, TOLERANCE_CENTS, Casting, Role
+from fusion_billing_assets.sandbox.world import PLANS, Customer, Deployment, World, utc_text
 
 WAIVER_YEARS = 5
 
@@ -94,6 +99,7 @@ def manifest(
         "differences": sorted(differences, key=_manifest_order),
         "edge_cases": sorted(edge_cases, key=_manifest_order),
         "expected": sorted(expected, key=_manifest_order),
+        "delivery_faults": truth.delivery_faults(),
     }
 
 
@@ -130,6 +136,52 @@ class _GroundTruth:
         self.ledger = ledger
         self.odoo = odoo
         self.nexacloud_invoice = {(i.customer_id, i.window.period): i for i in invoices}
+
+    def delivery_faults(self) -> list[dict[str, Any]]:
+        """One entry per usage record whose delivery failed, in a fixed order."""
+        customer_of = {d.id: d.customer_id for d in self.world.deployments}
+        entries = [
+            {
+                "role": fault.role.value,
+                "kind": fault.kind.value,
+                "period": fault.period.isoformat(),
+                "customer_id": customer_of[fault.deployment_id],
+                "deployment_id": fault.deployment_id,
+                "subscription_id": self.odoo.subscription_of[fault.ledger_deployment_id],
+                "idempotency_key": fault.idempotency_key,
+                "window_start": utc_text(fault.window_start, "seconds"),
+                "nexacloud_quantity": _quantity(fault.nexacloud_millis),
+                "odoo_quantity": _quantity(fault.odoo_millis),
+            }
+            for fault in self.ledger.delivery_faults
+        ]
+        return sorted(
+            entries,
+            key=lambda e: (
+                e["period"],
+                e["customer_id"],
+                e["deployment_id"],
+                e["window_start"],
+                e["kind"],
+                e["subscription_id"],
+                e["idempotency_key"],
+            ),
+        )
+
+    def faults_of(self, role: Role) -> list[DeliveryFault]:
+        return [fault for fault in self.ledger.delivery_faults if fault.role is role]
+
+    def metered_millis(self, deployment_id: int, period: date) -> int:
+        """NexaCloud's CPU milliseconds of a deployment in a period: the ledger's, with the faults undone."""
+        millis = self.ledger.totals.get((deployment_id, period), 0)
+        for fault in self.ledger.delivery_faults:
+            if fault.period != period:
+                continue
+            if fault.deployment_id == deployment_id and fault.nexacloud_millis is not None:
+                millis += fault.nexacloud_millis
+            if fault.ledger_deployment_id == deployment_id and fault.odoo_millis is not None:
+                millis -= fault.odoo_millis
+        return millis
 
     def expected_partner(self, customer_id: int | None) -> int | None:
         if customer_id is None:
@@ -237,7 +289,73 @@ class _GroundTruth:
                 f"{day.isoformat()} (local) is set aside and the customer cannot be judged; both invoices "
                 f"agree otherwise."
             )
+        if casting.spec.delivery:
+            return self._describe_delivery(casting, primary, window)
         return self._describe_edge_case(casting, customer, primary, window, rule.label)
+
+    def _describe_delivery(self, casting: Casting, primary: Deployment, window: PeriodWindow) -> str:
+        world, odoo = self.world, self.odoo
+        role = casting.role
+        sender = world.primary_of(world.casting_of_role[Role.PUSHED_TO_WRONG_SUBSCRIPTION].customer_id)
+        faults = self.faults_of(
+            Role.PUSHED_TO_WRONG_SUBSCRIPTION if role is Role.RECEIVED_ANOTHER_CUSTOMERS_PUSH else role
+        )
+        first = faults[0]
+        window_text = f"window from {first.window_start:%Y-%m-%d %H:%M} UTC"
+        key = first.idempotency_key
+        if role is Role.PUSHES_LOST_UNDER_QUOTA:
+            lost = sum(f.nexacloud_millis or 0 for f in faults)
+            sentence = (
+                f"The usage pushes of deployment {primary.id} for the {len(faults)} windows from "
+                f"{first.window_start:%Y-%m-%d %H:%M} UTC ({_seconds(lost)} CPU-seconds) never reached Odoo's ledger"
+            )
+        elif role is Role.LOST_DAY_OFFSET_BY_DOUBLED_DAY:
+            missing = [f for f in faults if f.kind is DeliveryKind.MISSING]
+            extra = [f for f in faults if f.kind is DeliveryKind.EXTRA]
+            lost_day = local_day(missing[0].window_start, world.timezone)
+            doubled_day = local_day(extra[0].window_start, world.timezone)
+            sentence = (
+                f"The usage pushes of deployment {primary.id} for {lost_day.isoformat()} (local, {len(missing)} "
+                f"records) never reached Odoo and those of {doubled_day.isoformat()} ({len(extra)} records) were "
+                f"sent twice, the second time with freshly minted keys; both days hold "
+                f"{_seconds(sum(f.odoo_millis or 0 for f in extra))} CPU-seconds, so the period's totals agree"
+            )
+        elif role is Role.RETRY_WITH_NEW_KEY:
+            (extra,) = faults
+            sentence = (
+                f"The usage push of deployment {primary.id}'s {window_text} ({_seconds(extra.odoo_millis)} "
+                f"CPU-seconds) was retried with a freshly minted key {key}: Odoo's ledger holds it twice"
+            )
+        elif role is Role.PUSHED_TO_WRONG_SUBSCRIPTION:
+            receiver = world.primary_of(
+                world.casting_of_role[Role.RECEIVED_ANOTHER_CUSTOMERS_PUSH].customer_id
+            )
+            sentence = (
+                f"NexaCloud usage record {key} of deployment {primary.id} ({window_text}, "
+                f"{_seconds(first.nexacloud_millis)} CPU-seconds) was pushed under its own key to subscription "
+                f"{odoo.subscription_of[receiver.id]} of customer {receiver.customer_id}'s deployment "
+                f"{receiver.id} instead of its own subscription {odoo.subscription_of[primary.id]}"
+            )
+        elif role is Role.RECEIVED_ANOTHER_CUSTOMERS_PUSH:
+            sentence = (
+                f"Odoo's subscription {odoo.subscription_of[primary.id]} of deployment {primary.id} holds "
+                f"NexaCloud usage record {key} of customer {sender.customer_id}'s deployment {sender.id} "
+                f"({window_text}, {_seconds(first.odoo_millis)} CPU-seconds), pushed to it by mistake"
+            )
+        else:
+            (altered,) = faults
+            sentence = (
+                f"NexaCloud usage record {key} of deployment {primary.id} ({window_text}) was pushed under its "
+                f"own key as {_seconds(altered.odoo_millis)} CPU-seconds, truncated from "
+                f"{_seconds(altered.nexacloud_millis)}"
+            )
+        metered = self.metered_millis(primary.id, window.period)
+        held = self.ledger.totals.get((primary.id, window.period), 0)
+        return (
+            f"{sentence}. NexaCloud metered {_seconds(metered)} and Odoo's ledger holds {_seconds(held)} of "
+            f"its {primary.plan.included_cpu_seconds:,} included CPU-seconds: no overage on either side, "
+            f"so both invoices match."
+        )
 
     def _describe_edge_case(
         self, casting: Casting, customer: Customer, primary: Deployment, window: PeriodWindow, tax_label: str
@@ -294,6 +412,7 @@ class _GroundTruth:
 
     def check(self) -> None:
         """Refuse to write a manifest whose shaped cases do not have the shape their status claims."""
+        self._check_delivery()
         world, odoo = self.world, self.odoo
         sign = {"out_invoice": 1, "out_refund": -1}
         keyless = world.casting_of_role[Role.USAGE_WITHOUT_KEY]
@@ -339,6 +458,56 @@ class _GroundTruth:
                         f"sandbox generator bug: {casting.role.value} of customer {casting.customer_id} in "
                         f"{period.isoformat()} should read as {status}, but Odoo − NexaCloud = {delta} cents"
                     )
+
+    def _check_delivery(self) -> None:
+        """Each delivery fault is there, of its kind, on a deployment under its quota on both sides."""
+        world = self.world
+        # The kinds each role's faults must have: exactly these, or (a day's records) only these.
+        exactly = {
+            Role.PUSHES_LOST_UNDER_QUOTA: [DeliveryKind.MISSING] * LOST_WINDOWS,
+            Role.RETRY_WITH_NEW_KEY: [DeliveryKind.EXTRA],
+            Role.PUSHED_TO_WRONG_SUBSCRIPTION: [DeliveryKind.WRONG_SUBSCRIPTION],
+            Role.PUSHED_WITH_OTHER_QUANTITY: [DeliveryKind.QUANTITY_DIFFERS],
+        }
+        only = {
+            Role.LOST_USAGE_PUSHES: {DeliveryKind.MISSING},
+            Role.DOUBLED_USAGE_PUSHES: {DeliveryKind.EXTRA},
+            Role.LOST_DAY_OFFSET_BY_DOUBLED_DAY: {DeliveryKind.MISSING, DeliveryKind.EXTRA},
+        }
+        for role in {*exactly, *only}:
+            found = [fault.kind for fault in self.faults_of(role)]
+            if found != exactly[role] if role in exactly else set(found) != only[role]:
+                raise RuntimeError(f"sandbox generator bug: {role.value} faulted {found}")
+        offset = self.faults_of(Role.LOST_DAY_OFFSET_BY_DOUBLED_DAY)
+        lost = sum(f.nexacloud_millis or 0 for f in offset if f.kind is DeliveryKind.MISSING)
+        doubled = sum(f.odoo_millis or 0 for f in offset if f.kind is DeliveryKind.EXTRA)
+        if lost != doubled:
+            raise RuntimeError(
+                f"sandbox generator bug: the lost day ({lost} ms) is not offset by the doubled one ({doubled} ms)"
+            )
+        for role in DELIVERY_ROLES:
+            casting = world.casting_of_role[role]
+            deployment = world.primary_of(casting.customer_id)
+            quota = deployment.plan.included_millis
+            sides = {
+                "NexaCloud": self.metered_millis(deployment.id, casting.period),
+                "Odoo": self.ledger.totals.get((deployment.id, casting.period), 0),
+            }
+            for side, millis in sides.items():
+                if not 0 < millis < quota:
+                    raise RuntimeError(
+                        f"sandbox generator bug: {role.value}'s deployment {deployment.id} has {millis} ms in "
+                        f"{side} in {casting.period.isoformat()}, not under its quota of {quota} ms"
+                    )
+
+
+def _quantity(millis: int | None) -> str | None:
+    """CPU-seconds with three decimals, as both systems store them (``None`` stays ``None``)."""
+    return None if millis is None else f"{Decimal(millis).scaleb(-3):.3f}"
+
+
+def _seconds(millis: int | None) -> str:
+    return f"{Decimal(millis or 0).scaleb(-3):,}"
 
 
 def _manifest_order(row: dict[str, Any]) -> tuple:

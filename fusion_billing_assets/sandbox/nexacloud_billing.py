@@ -1,11 +1,13 @@
 """NexaCloud's metering and billing in the sandbox: hourly usage records and one invoice per customer per closed period.
 
 Metering writes one record per deployment per complete UTC-aligned usage window of its life, with
-the volumes some roles need (``usage_targets``: the quota exactly, nothing at all, an overage
-whose tax sits just above half a cent). Billing is NexaCloud's: each deployment's plan fee
-prorated by its active local days and its overage above the included CPU-seconds, taxed per line
-at the customer's provincial rate, with the sandbox's own arithmetic (``independent_charges``),
-never ``billing.charges``: the invoices are what the reconciliation's charge math is checked against.
+the volumes some roles need (``usage_targets``: the quota exactly, nothing at all, an overage whose
+tax sits just above half a cent, well under the quota for the delivery faults; and, for the lost day
+offset by a doubled one, the doubled day's CPU equal to the lost day's). Billing is NexaCloud's:
+each deployment's plan fee prorated by its active local days and its overage above the included
+CPU-seconds, taxed per line at the customer's provincial rate, with the sandbox's own arithmetic
+(``independent_charges``), never ``billing.charges``: the invoices are what the reconciliation's
+charge math is checked against.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from fractions import Fraction
 from typing import NamedTuple, TypeVar
 
 from fusion_billing_assets.billing.charges import ChargeKind
-from fusion_billing_assets.billing.periods import PeriodWindow, local_midnight_utc
+from fusion_billing_assets.billing.periods import PeriodWindow, local_day, local_midnight_utc
 from fusion_billing_assets.sandbox.independent_charges import (
     SECONDS_PER_HOUR,
     active_days,
@@ -46,6 +48,14 @@ Progress = Callable[[str], None]
 PROGRESS_EVERY_ROWS = 1_000_000
 
 SERVICE_CREDIT_CENTS = 1_234
+
+# The delivery faults' deployments use this share of their plan's included CPU-seconds, so whatever
+# the ledger gains (at most one more copy of a record, never more than the whole) stays under it.
+DELIVERY_TARGET_SHARE = (4, 10)
+# The lost day offset by a doubled one: the local days, counted from the period's first, whose
+# pushes were lost and sent twice.
+OFFSET_LOST_DAY = 5
+OFFSET_DOUBLED_DAY = 22
 
 T = TypeVar("T")
 
@@ -132,7 +142,32 @@ def usage_targets(world: World) -> dict[tuple[int, date], int]:
         elif casting.role is Role.USAGE_WITHOUT_KEY:
             # Below the quota, so the reading Odoo never received moves no invoice line.
             targets[(primary.id, period)] = primary.plan.included_millis * 7 // 10
+        elif casting.spec.delivery:
+            quota = primary.plan.included_millis
+            if casting.role in (Role.PUSHED_TO_WRONG_SUBSCRIPTION, Role.RECEIVED_ANOTHER_CUSTOMERS_PUSH):
+                # The receiving subscription holds its own usage and one record of the sender's:
+                # both at the share of the smaller quota, so either plan's quota holds them.
+                pair = (Role.PUSHED_TO_WRONG_SUBSCRIPTION, Role.RECEIVED_ANOTHER_CUSTOMERS_PUSH)
+                quota = min(
+                    world.primary_of(world.casting_of_role[role].customer_id).plan.included_millis
+                    for role in pair
+                )
+            share, whole = DELIVERY_TARGET_SHARE
+            targets[(primary.id, period)] = quota * share // whole
     return targets
+
+
+def offset_days(world: World) -> tuple[int, date, date, date]:
+    """The lost day offset by a doubled one: (deployment, period, lost local day, doubled local day)."""
+    casting = world.casting_of_role[Role.LOST_DAY_OFFSET_BY_DOUBLED_DAY]
+    deployment = world.primary_of(casting.customer_id)
+    period = casting.period
+    return (
+        deployment.id,
+        period,
+        period + timedelta(days=OFFSET_LOST_DAY),
+        period + timedelta(days=OFFSET_DOUBLED_DAY),
+    )
 
 
 def metered_usage(world: World, targets: dict[tuple[int, date], int]) -> Iterator[UsageRecord]:
@@ -146,11 +181,12 @@ def metered_usage(world: World, targets: dict[tuple[int, date], int]) -> Iterato
     late = world.casting_of_role.get(Role.LATE_USAGE)
     keyless = world.casting_of_role[Role.USAGE_WITHOUT_KEY]
     keyless_deployment = world.primary_of(keyless.customer_id)
+    offset_deployment, offset_period, *offset = offset_days(world)
     length = int(world.usage_window.total_seconds())
     record_id = 0
     for window in world.windows:
         # The UTC-aligned windows starting in the period, plus the end of the last one.
-        first = _align_up(window.start_utc, length)
+        first = align_up(window.start_utc, length)
         count = -(-int((window.end_utc - first).total_seconds()) // length)
         grid = [first + index * world.usage_window for index in range(count + 1)]
         period = window.period
@@ -158,7 +194,10 @@ def metered_usage(world: World, targets: dict[tuple[int, date], int]) -> Iterato
             is_late = (
                 late is not None and deployment.customer_id == late.customer_id and period == late.period
             )
-            rows = _meter(world, targets, deployment, window, grid, late=is_late)
+            is_offset = deployment.id == offset_deployment and period == offset_period
+            rows = _meter(
+                world, targets, deployment, window, grid, late=is_late, offset=offset if is_offset else None
+            )
             # The reading NexaCloud metered but could not key: the middle one of the keyless case's
             # primary deployment in its period, otherwise like its neighbours.
             unkeyed = (
@@ -180,9 +219,11 @@ def _meter(
     grid: list[datetime],
     *,
     late: bool,
+    offset: list[date] | None = None,
 ) -> list[tuple[datetime, int, datetime, datetime]]:
     """The deployment's records in the period, ``(start, millis, end, recorded_at)``: the windows of
-    ``grid`` wholly inside its life."""
+    ``grid`` wholly inside its life. ``offset`` (lost day, doubled day): the doubled day's windows
+    add up to the lost day's CPU, the other days keep the period's total."""
     length = int(world.usage_window.total_seconds())
     first = (
         -(-int((deployment.created_at - grid[0]).total_seconds()) // length)
@@ -206,6 +247,9 @@ def _meter(
     quantities = [int(nominal * (0.35 + 1.3 * draw())) for _ in range(last - first)]
     if target is not None:
         quantities = _scale_to_total(quantities, target)
+    if offset is not None:
+        days = [local_day(grid[index], world.timezone) for index in range(first, last)]
+        quantities = _offset_days(quantities, days, *offset)
     late_from = window.end_utc - timedelta(hours=6)
     rows = []
     for index, millis in enumerate(quantities, start=first):
@@ -217,6 +261,23 @@ def _meter(
             recorded_at = end + INGESTION_DELAYS[int(len(INGESTION_DELAYS) * draw())]
         rows.append((start, millis, end, recorded_at))
     return rows
+
+
+def _offset_days(quantities: list[int], days: list[date], lost: date, doubled: date) -> list[int]:
+    """The same total, with the windows of ``doubled`` adding up to exactly what those of ``lost`` do."""
+    lost_total = sum(q for q, day in zip(quantities, days, strict=True) if day == lost)
+    others = [index for index, day in enumerate(days) if day not in (lost, doubled)]
+    doubled_at = [index for index, day in enumerate(days) if day == doubled]
+    rest = sum(quantities) - 2 * lost_total
+    if not lost_total or not doubled_at or rest < 0:
+        raise RuntimeError(f"sandbox generator bug: cannot offset the usage of {lost} by that of {doubled}")
+    shaped = list(quantities)
+    for indexes, total in ((doubled_at, lost_total), (others, rest)):
+        for index, millis in zip(
+            indexes, _scale_to_total([quantities[i] for i in indexes], total), strict=True
+        ):
+            shaped[index] = millis
+    return shaped
 
 
 def reporting(rows: Iterable[T], label: str, report: Progress) -> Iterator[T]:
@@ -355,7 +416,7 @@ def _just_above_a_half(fraction: Fraction) -> bool:
     return Fraction(51, 100) <= fraction < Fraction(60, 100)
 
 
-def _align_up(moment: datetime, seconds: int) -> datetime:
+def align_up(moment: datetime, seconds: int) -> datetime:
     """The first usage-window boundary (a multiple of ``seconds`` since the epoch, UTC) at or after ``moment``."""
     epoch_seconds = moment.timestamp()
     aligned = -(-int(epoch_seconds) // seconds) * seconds

@@ -1,8 +1,9 @@
 """Odoo's side of the sandbox: the usage ledger NexaCloud pushed, and the records a correct Odoo holds.
 
 ``UsagePushes`` is what Odoo's ``fusion.billing.usage`` received (every metered window, except the
-injected lost and doubled pushes and the reading NexaCloud could not key), a stream written
-straight to the test double's store; ``OdooBilling`` builds, in the storage format of
+injected lost, doubled, re-keyed, misdirected and altered pushes and the reading NexaCloud could not
+key), a stream written straight to the test double's store, keeping the faulted records for the
+ground truth; ``OdooBilling`` builds, in the storage format of
 ``sandbox.odoo_models``, Odoo's own records (currencies, provinces, the monthly plan, products sold
 only in Odoo, partners NexaCloud never had) and, once the importer has created the partners,
 products and subscriptions from NexaCloud (``adopt_import``), the invoices Odoo produced from its
@@ -15,17 +16,19 @@ the code the reconciliation tests.
 from __future__ import annotations
 
 import functools
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from enum import StrEnum
 from fractions import Fraction
 from typing import Any, NamedTuple
 
 from fusion_billing_assets.billing.charges import TaxRounding
 from fusion_billing_assets.billing.money import cents_to_dollars
-from fusion_billing_assets.billing.periods import PeriodWindow, local_day
+from fusion_billing_assets.billing.periods import PeriodWindow, local_day, local_midnight_utc
 from fusion_billing_assets.sandbox.independent_charges import (
     active_days,
     base_fee_cents,
@@ -36,11 +39,13 @@ from fusion_billing_assets.sandbox.independent_charges import (
 from fusion_billing_assets.sandbox.nexacloud_billing import (
     SERVICE_CREDIT_CENTS,
     UsageRecord,
+    align_up,
     excess_cpu_hours,
+    offset_days,
     overage_cents,
 )
 from fusion_billing_assets.sandbox.odoo_models import MODELS
-from fusion_billing_assets.sandbox.scenarios import Role
+from fusion_billing_assets.sandbox.scenarios import DELIVERY_ROLES, Role
 from fusion_billing_assets.sandbox.world import (
     MILLIS_PER_SECOND,
     PLANS,
@@ -85,7 +90,7 @@ CONSULTING_INVOICE_CENTS = 35_000
 
 
 class LedgerEntry(NamedTuple):
-    """One usage push as Odoo's ``fusion.billing.usage`` holds it."""
+    """One usage push as Odoo's ``fusion.billing.usage`` holds it (under ``deployment_id``'s subscription)."""
 
     deployment_id: int
     window_start: datetime
@@ -103,6 +108,31 @@ class PushFault:
     millis: int
 
 
+class DeliveryKind(StrEnum):
+    """How a usage record failed to be delivered (docs/design.md §10)."""
+
+    MISSING = "missing"
+    QUANTITY_DIFFERS = "quantity_differs"
+    WRONG_SUBSCRIPTION = "wrong_subscription"
+    EXTRA = "extra"
+
+
+class DeliveryFault(NamedTuple):
+    """One record the pushes dropped, altered or added, as the generator made it so."""
+
+    role: Role
+    kind: DeliveryKind
+    period: date
+    # The NexaCloud record's deployment; for an extra record, the one whose subscription holds it.
+    deployment_id: int
+    # The deployment whose subscription the ledger record is under (for a missing one, its own).
+    ledger_deployment_id: int
+    idempotency_key: str
+    window_start: datetime
+    nexacloud_millis: int | None  # None: an extra record, which NexaCloud never metered
+    odoo_millis: int | None  # None: a missing record
+
+
 @dataclass(frozen=True)
 class UsageLedger:
     """What the ledger received, in sum: CPU milliseconds per (deployment, period), and its faults."""
@@ -112,6 +142,8 @@ class UsageLedger:
     doubled: PushFault
     # The usage records without an idempotency key: pushes are keyed, so they were never sent.
     unkeyed: tuple[UsageRecord, ...]
+    # Every record the pushes dropped, altered or added, in the stream's order.
+    delivery_faults: tuple[DeliveryFault, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -196,60 +228,199 @@ class OdooRecords:
 # --- the usage ledger ----------------------------------------------------------------------------
 
 
-class UsagePushes:
-    """What Odoo's usage ledger received: every push, except the injected lost and doubled ones.
+# Where in their period the delivery faults fall: (local day counted from the period's first, local
+# hour); the first usage window starting at or after it is the one faulted.
+LOST_WINDOWS_AT = (7, 10)
+LOST_WINDOWS = 3
+RETRY_AT = (11, 15)
+WRONG_SUBSCRIPTION_AT = (13, 9)
+# From here on, the first record with a fraction of a CPU-second is pushed truncated to whole seconds.
+OTHER_QUANTITY_FROM = (19, 13)
 
-    A filter over NexaCloud's metering stream (``entries``), which keeps only sums: once the
-    stream is read, ``ledger()`` tells the totals and the faults. A record without an idempotency
-    key is never pushed: Odoo deduplicates on the key, so NexaCloud sends none without one.
+
+class UsagePushes:
+    """What Odoo's usage ledger received: every push, except the injected faults.
+
+    A filter over NexaCloud's metering stream (``entries``), which keeps only sums and the few
+    faulted records: once the stream is read, ``ledger()`` tells the totals and the faults. A
+    record without an idempotency key is never pushed: Odoo deduplicates on the key, so NexaCloud
+    sends none without one; nor is a record of a deployment Odoo has no subscription for.
+
+    The faults, each on the primary deployment of its role's customer in its role's period:
+
+    - ``LOST_USAGE_PUSHES``: two local days never pushed (missing);
+    - ``DOUBLED_USAGE_PUSHES``: a local day sent again with ``-retry`` keys (extra);
+    - ``PUSHES_LOST_UNDER_QUOTA``: a few consecutive windows never pushed (missing);
+    - ``LOST_DAY_OFFSET_BY_DOUBLED_DAY``: a local day never pushed and another, whose CPU metering
+      made equal, sent again with freshly minted keys (missing, extra; the period's totals agree);
+    - ``RETRY_WITH_NEW_KEY``: one push sent again with a freshly minted key (extra);
+    - ``PUSHED_TO_WRONG_SUBSCRIPTION``: one record pushed, with its own key, to the subscription of
+      ``RECEIVED_ANOTHER_CUSTOMERS_PUSH``'s customer instead of its own (wrong_subscription);
+    - ``PUSHED_WITH_OTHER_QUANTITY``: one record pushed under its own key truncated to whole
+      CPU-seconds (quantity_differs).
     """
 
     def __init__(self, world: World):
         self._world = world
         self._not_imported = {d.id for d in world.deployments if not world.imported(d.customer_id)}
+        primary = {
+            c.role: world.primary_of(c.customer_id) for c in world.castings if c.customer_id is not None
+        }
+        period = {c.role: c.period for c in world.castings}
+        self._primary, self._period = primary, period
         lost = world.casting_of_role[Role.LOST_USAGE_PUSHES]
-        self._lost_deployment = world.primary_of(lost.customer_id)
+        self._lost_deployment = primary[Role.LOST_USAGE_PUSHES]
         self._lost_days = {lost.period + timedelta(days=9), lost.period + timedelta(days=10)}
         doubled = world.casting_of_role[Role.DOUBLED_USAGE_PUSHES]
-        self._doubled_deployment = world.primary_of(doubled.customer_id)
+        self._doubled_deployment = primary[Role.DOUBLED_USAGE_PUSHES]
         self._doubled_day = doubled.period + timedelta(days=19)
+        _, _, self._offset_lost_day, self._offset_doubled_day = offset_days(world)
+        self._lost_from = self._window_at(Role.PUSHES_LOST_UNDER_QUOTA, LOST_WINDOWS_AT)
+        self._lost_until = self._lost_from + LOST_WINDOWS * world.usage_window
+        self._retry_at = self._window_at(Role.RETRY_WITH_NEW_KEY, RETRY_AT)
+        self._misdirected_at = self._window_at(Role.PUSHED_TO_WRONG_SUBSCRIPTION, WRONG_SUBSCRIPTION_AT)
+        self._truncated_from = self._window_at(Role.PUSHED_WITH_OTHER_QUANTITY, OTHER_QUANTITY_FROM)
+        self._truncated = False
+        # (deployment, period) → the roles faulting its pushes: the only records the slow path reads.
+        self._faulted: dict[tuple[int, date], Role] = {
+            (primary[role].id, period[role]): role
+            for role in (Role.LOST_USAGE_PUSHES, Role.DOUBLED_USAGE_PUSHES, *DELIVERY_ROLES)
+            if role is not Role.RECEIVED_ANOTHER_CUSTOMERS_PUSH
+        }
+        self._faulted_ids = {deployment_id for deployment_id, _ in self._faulted}
         self._totals: dict[tuple[int, date], int] = defaultdict(int)
         self._unkeyed: list[UsageRecord] = []
+        self._faults: list[DeliveryFault] = []
         self._lost_millis = self._doubled_millis = 0
 
+    def _window_at(self, role: Role, at: tuple[int, int]) -> datetime:
+        """The first usage window of ``role``'s period starting at or after (local day, local hour)."""
+        world = self._world
+        day, hour = at
+        moment = local_midnight_utc(self._period[role] + timedelta(days=day), world.zone) + timedelta(
+            hours=hour
+        )
+        return align_up(moment, int(world.usage_window.total_seconds()))
+
     def entries(self, usage: Iterable[UsageRecord]) -> Iterator[LedgerEntry]:
-        timezone = self._world.timezone
-        lost_id, doubled_id = self._lost_deployment.id, self._doubled_deployment.id
         totals = self._totals
+        not_imported, faulted_ids = self._not_imported, self._faulted_ids
         for record in usage:
             if record.idempotency_key is None:
                 self._unkeyed.append(record)
                 continue
-            if record.deployment_id in self._not_imported:
+            if record.deployment_id in not_imported:
                 continue
-            if (
-                record.deployment_id == lost_id
-                and local_day(record.window_start, timezone) in self._lost_days
-            ):
-                self._lost_millis += record.millis
-                continue
-            entry = LedgerEntry(
+            if record.deployment_id in faulted_ids:
+                role = self._faulted.get((record.deployment_id, record.period))
+                if role is not None:
+                    for entry in self._pushed(role, record):
+                        totals[(entry.deployment_id, entry.period)] += entry.millis
+                        yield entry
+                    continue
+            totals[(record.deployment_id, record.period)] += record.millis
+            yield LedgerEntry(
                 record.deployment_id,
                 record.window_start,
                 record.millis,
                 record.idempotency_key,
                 record.period,
             )
-            totals[(entry.deployment_id, entry.period)] += entry.millis
-            yield entry
-            if (
-                record.deployment_id == doubled_id
-                and local_day(record.window_start, timezone) == self._doubled_day
-            ):
-                # A retry after a timeout, sent with a fresh key, so Odoo's idempotency cannot catch it.
-                totals[(entry.deployment_id, entry.period)] += entry.millis
-                self._doubled_millis += record.millis
-                yield entry._replace(idempotency_key=f"{record.idempotency_key}-retry")
+
+    def _pushed(self, role: Role, record: UsageRecord) -> list[LedgerEntry]:
+        """What the ledger received of one record of a faulted deployment and period."""
+        entry = LedgerEntry(
+            record.deployment_id, record.window_start, record.millis, record.idempotency_key, record.period
+        )
+        start = record.window_start
+        day = local_day(start, self._world.timezone)
+        if (role is Role.LOST_USAGE_PUSHES and day in self._lost_days) or (
+            role is Role.LOST_DAY_OFFSET_BY_DOUBLED_DAY and day == self._offset_lost_day
+        ):
+            if role is Role.LOST_USAGE_PUSHES:
+                self._lost_millis += record.millis
+            self._fault(role, DeliveryKind.MISSING, record, nexacloud=record.millis)
+            return []
+        if role is Role.PUSHES_LOST_UNDER_QUOTA and self._lost_from <= start < self._lost_until:
+            self._fault(role, DeliveryKind.MISSING, record, nexacloud=record.millis)
+            return []
+        if role is Role.DOUBLED_USAGE_PUSHES and day == self._doubled_day:
+            # A retry after a timeout, sent with a fresh key, so Odoo's idempotency cannot catch it.
+            self._doubled_millis += record.millis
+            return [entry, self._sent_again(role, entry, f"{record.idempotency_key}-retry")]
+        if (role is Role.LOST_DAY_OFFSET_BY_DOUBLED_DAY and day == self._offset_doubled_day) or (
+            role is Role.RETRY_WITH_NEW_KEY and start == self._retry_at
+        ):
+            return [entry, self._sent_again(role, entry, self._minted_key(record))]
+        if role is Role.PUSHED_TO_WRONG_SUBSCRIPTION and start == self._misdirected_at:
+            receiver = self._primary[Role.RECEIVED_ANOTHER_CUSTOMERS_PUSH].id
+            self._fault(
+                role,
+                DeliveryKind.WRONG_SUBSCRIPTION,
+                record,
+                nexacloud=record.millis,
+                odoo=record.millis,
+                ledger_deployment_id=receiver,
+            )
+            return [entry._replace(deployment_id=receiver)]
+        if (
+            role is Role.PUSHED_WITH_OTHER_QUANTITY
+            and not self._truncated
+            and start >= self._truncated_from
+            and record.millis % MILLIS_PER_SECOND
+        ):
+            self._truncated = True
+            truncated = record.millis - record.millis % MILLIS_PER_SECOND
+            self._fault(role, DeliveryKind.QUANTITY_DIFFERS, record, nexacloud=record.millis, odoo=truncated)
+            return [entry._replace(millis=truncated)]
+        return [entry]
+
+    def _sent_again(self, role: Role, entry: LedgerEntry, key: str) -> LedgerEntry:
+        again = entry._replace(idempotency_key=key)
+        self._faults.append(
+            DeliveryFault(
+                role,
+                DeliveryKind.EXTRA,
+                entry.period,
+                entry.deployment_id,
+                entry.deployment_id,
+                key,
+                entry.window_start,
+                nexacloud_millis=None,
+                odoo_millis=entry.millis,
+            )
+        )
+        return again
+
+    def _fault(
+        self,
+        role: Role,
+        kind: DeliveryKind,
+        record: UsageRecord,
+        *,
+        nexacloud: int | None,
+        odoo: int | None = None,
+        ledger_deployment_id: int | None = None,
+    ) -> None:
+        self._faults.append(
+            DeliveryFault(
+                role,
+                kind,
+                record.period,
+                record.deployment_id,
+                record.deployment_id if ledger_deployment_id is None else ledger_deployment_id,
+                record.idempotency_key,
+                record.window_start,
+                nexacloud_millis=nexacloud,
+                odoo_millis=odoo,
+            )
+        )
+
+    def _minted_key(self, record: UsageRecord) -> str:
+        """A key NexaCloud minted afresh for a resend: never one it issued, the same for every run."""
+        return (
+            f"nc-usage-{uuid.uuid5(uuid.NAMESPACE_URL, f'nexacloud-resend/{self._world.seed}/{record.id}')}"
+        )
 
     def ledger(self) -> UsageLedger:
         return UsageLedger(
@@ -257,6 +428,7 @@ class UsagePushes:
             lost=PushFault(self._lost_deployment, sorted(self._lost_days), self._lost_millis),
             doubled=PushFault(self._doubled_deployment, [self._doubled_day], self._doubled_millis),
             unkeyed=tuple(self._unkeyed),
+            delivery_faults=tuple(self._faults),
         )
 
 

@@ -1,11 +1,14 @@
 """The sandbox's cast: which customer plays which injected difference or edge case, and in which period.
 
-Every reconciliation status of docs/design.md §6 is injected at least once, each on a customer of its
-own, and shaped so the status is unambiguous under any sensible precedence with a tolerance of
-one cent: a difference has exactly one cause, and every other leg (usage, rates, tax rule,
-currency, invoice count) agrees. Edge cases are the realistic situations a reconciliation must
-get right and still call ``match``. The generator (``sandbox.generator``) builds the data each
-role describes; this module only decides who plays what, so the ground truth reads in one place.
+Every reconciliation status of docs/design.md §6 is injected at least once, each on a customer of
+its own, and shaped so the status is unambiguous under any sensible precedence with a tolerance of
+one cent: a difference has exactly one cause, and every other leg (usage, rates, tax rule, currency,
+invoice count) agrees. Edge cases are the realistic situations a reconciliation must get right and
+still call ``match``; among them the usage **delivery** faults (docs/design.md §10): pushes lost,
+doubled, re-keyed, misdirected or altered on a deployment kept under its plan's included
+CPU-seconds, so Odoo's ledger differs from NexaCloud's metering and no bill changes. The generator
+(``sandbox.generator``) builds the data each role describes; this module only decides who plays
+what, so the ground truth reads in one place.
 """
 
 from __future__ import annotations
@@ -40,6 +43,13 @@ class Role(StrEnum):
     INVOICE_IN_USD = "invoice_in_usd"
     WAIVED_ONBOARDING_FEE = "waived_onboarding_fee"
     USAGE_WITHOUT_KEY = "usage_without_key"
+    # Usage delivery faults under the quota: the bills still match.
+    PUSHES_LOST_UNDER_QUOTA = "pushes_lost_under_quota"
+    LOST_DAY_OFFSET_BY_DOUBLED_DAY = "lost_day_offset_by_doubled_day"
+    RETRY_WITH_NEW_KEY = "retry_with_new_key"
+    PUSHED_TO_WRONG_SUBSCRIPTION = "pushed_to_wrong_subscription"
+    RECEIVED_ANOTHER_CUSTOMERS_PUSH = "received_another_customers_push"
+    PUSHED_WITH_OTHER_QUANTITY = "pushed_with_other_quantity"
     # Edge cases that must reconcile as match.
     CREATED_MID_MONTH = "created_mid_month"
     TERMINATED_MID_MONTH = "terminated_mid_month"
@@ -72,12 +82,29 @@ class RoleSpec:
     province: str | None = None  # the province the role needs (its tax rate matters)
     difference: bool = True  # False: an edge case expected to match
     has_customer: bool = True  # False: an Odoo partner with no NexaCloud customer
-    # True: its period is drawn from a stream of its own, not the world's (see ``cast_roles``).
+    # True: its period is drawn from a stream of its own, not the world's (see ``cast_roles``), and
+    # its customer's accounts are drawn as a plain customer's, so casting it changes no other draw.
     own_stream: bool = False
+    # True: a usage delivery fault (docs/design.md §10) on a deployment kept under its quota.
+    delivery: bool = False
+    # The role whose period it shares instead of drawing one (both sides of one misdirected push).
+    same_period_as: Role | None = None
 
 
 def _edge(role: Role, scope: Scope = Scope.PERIOD, province: str | None = None) -> RoleSpec:
     return RoleSpec(role, Status.MATCH, scope, province, difference=False)
+
+
+def _delivery(role: Role, same_period_as: Role | None = None) -> RoleSpec:
+    return RoleSpec(
+        role,
+        Status.MATCH,
+        Scope.PERIOD,
+        difference=False,
+        own_stream=True,
+        delivery=True,
+        same_period_as=same_period_as,
+    )
 
 
 ROLE_SPECS: tuple[RoleSpec, ...] = (
@@ -114,8 +141,17 @@ ROLE_SPECS: tuple[RoleSpec, ...] = (
     # Cast last and on a stream of its own, so it takes a customer nobody played and leaves every
     # draw of the roles above, and so their data, as it was.
     RoleSpec(Role.USAGE_WITHOUT_KEY, Status.SOURCE_DATA_ERROR, Scope.PERIOD, own_stream=True),
+    # The delivery faults whose bills still match, cast after it the same way. The misdirected push
+    # has two customers: the one whose record it is and the one whose subscription received it.
+    _delivery(Role.PUSHES_LOST_UNDER_QUOTA),
+    _delivery(Role.LOST_DAY_OFFSET_BY_DOUBLED_DAY),
+    _delivery(Role.RETRY_WITH_NEW_KEY),
+    _delivery(Role.PUSHED_TO_WRONG_SUBSCRIPTION),
+    _delivery(Role.RECEIVED_ANOTHER_CUSTOMERS_PUSH, same_period_as=Role.PUSHED_TO_WRONG_SUBSCRIPTION),
+    _delivery(Role.PUSHED_WITH_OTHER_QUANTITY),
 )
 SPECS_BY_ROLE = {spec.role: spec for spec in ROLE_SPECS}
+DELIVERY_ROLES = tuple(spec.role for spec in ROLE_SPECS if spec.delivery)
 
 # Customers nobody casts, so each period has matches that exercise nothing in particular.
 PLAIN_CUSTOMERS_AT_LEAST = 3
@@ -151,7 +187,8 @@ def cast_roles(
 
     The DST edge case is only cast when a closed period contains a DST change (``dst_period``). A
     role with ``own_stream`` draws its period from a stream seeded by the role and its customer (who
-    already depends on ``rng``), so casting it consumes nothing of ``rng``.
+    already depends on ``rng``), so casting it consumes nothing of ``rng``; one with ``same_period_as``
+    takes that role's period.
     """
     if len(customer_ids) < MINIMUM_CUSTOMERS:
         raise ValueError(
@@ -162,7 +199,7 @@ def cast_roles(
         raise ValueError("the sandbox needs at least one closed period to inject differences into")
     candidates = sorted(customer_ids)
     rng.shuffle(candidates)
-    castings = []
+    castings: list[Casting] = []
     for spec in ROLE_SPECS:
         if spec.role is Role.DST_CHANGE and dst_period is None:
             continue
@@ -171,6 +208,8 @@ def cast_roles(
             period = dst_period
         elif spec.scope is Scope.EVERY_PERIOD:
             period = None
+        elif spec.same_period_as is not None:
+            period = next(c.period for c in castings if c.role is spec.same_period_as)
         elif spec.own_stream:
             period = random.Random(f"{spec.role.value}:{customer_id}").choice(list(closed_periods))
         else:

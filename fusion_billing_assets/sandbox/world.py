@@ -4,8 +4,9 @@
 billing systems then bill; ``scenarios.cast_roles`` decides which customer plays which injected
 difference or edge case, and the deployments are shaped here so each role has the set-up it
 needs (a deployment created mid-month, one across the DST change, three Starter deployments for
-the rounding case). The stages after it (``nexacloud_billing``, ``odoo_billing``) consume the same
-random stream in a fixed order, so a seed gives one world.
+the rounding case); a role cast on a stream of its own gets a plain customer's deployments. The
+stages after it (``nexacloud_billing``, ``odoo_billing``) consume the same random stream in a fixed
+order, so a seed gives one world.
 """
 
 from __future__ import annotations
@@ -248,8 +249,9 @@ class World:
             # 01:30 exists once in March (before the jump) and twice in November (fold 0 = the first).
             created = datetime.combine(self.dst_day, time(1, 30), tzinfo=self.zone).astimezone(UTC)
             deployments.append(self._deployment(customer, _random_plan(rng), created))
-        elif role is None or role is Role.USAGE_WITHOUT_KEY:
-            # The keyless reading needs nothing of its customer's set-up: drawn as a plain one's.
+        elif role is None or casting.spec.own_stream:
+            # The keyless reading and the delivery faults need nothing of their customer's set-up
+            # (their usage is shaped by metering): drawn as a plain one's, so the draws stay the same.
             # One to the maximum deployments, equally likely: two on average at the default maximum
             # of three, so a scale of N customers meters about 2N deployments.
             extra = rng.randrange(self.scale.max_deployments_per_customer)

@@ -380,6 +380,12 @@ def test_usage_is_read_per_local_day_only_for_the_deployments_whose_totals_disag
         customer_of = dict(zip(lines["deployment_id"], lines["customer_id"], strict=True))
         read = {customer_of[deployment_id] for deployment_id in metadata["deployments_that_differ"]}
         cast = {row["customer_id"] for row in differences(manifest) if row["period"] == period}
+        # Delivery faults whose bills still match (§10) make totals disagree too: the customers
+        # that pushed them and those whose subscriptions received them.
+        owner_of = dict(zip(lines["subscription_id"], lines["customer_id"], strict=True))
+        for fault in manifest["delivery_faults"]:
+            if fault["period"] == period:
+                cast |= {fault["customer_id"], owner_of.get(fault["subscription_id"])}
         mismatched = {
             row["customer_id"]
             for row in differences(manifest)

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import resource
 import sys
 import time
@@ -45,7 +44,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-ADMIN_URL = os.environ.get("FUSION_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+# The database helpers of the period benchmark: the same server, the same naming.
+from reconcile_period import _database_url, _drop_database, _machine, _now, _recreate_database
+
 TIMEZONE = "America/Toronto"
 XID_MODEL = "ir.model.data"
 # The reads ``importer.odoo_side.read_odoo_side`` makes of each model: the constant of its bound.
@@ -167,6 +168,7 @@ def _run(args: argparse.Namespace, urls: dict[str, str], made: dict[str, str]) -
     )
 
     # --- 2. Odoo's own records --------------------------------------------------------------------
+    from fusion_billing_assets.sandbox.generator import write_odoo_records
     from fusion_billing_assets.sandbox.odoo_billing import OdooBilling
     from fusion_billing_assets.sandbox.odoo_store import create_store
 
@@ -175,7 +177,7 @@ def _run(args: argparse.Namespace, urls: dict[str, str], made: dict[str, str]) -
         _recreate_database(urls["odoo"])
     with _step(steps, "odoo store"):
         own = OdooBilling(world).own_records()
-        _write_odoo_records(create_store(urls["odoo"]), own)
+        write_odoo_records(create_store(urls["odoo"]), own)
     print(
         "      "
         + ", ".join(f"{model} {len(records):,}" for model, records in own.items() if records)
@@ -554,22 +556,6 @@ def _foreign_xids(wanted: Sequence) -> set[str]:
     }
 
 
-def _write_odoo_records(engine, models: dict[str, list[dict]]) -> None:
-    """As ``sandbox.generator._write_odoo_records``: rows in the storage format, then the check."""
-    from fusion_billing_assets.sandbox.odoo_store import STORED_FIELDS, check_store, insert_rows
-
-    try:
-        with engine.begin() as connection:
-            for model, records in models.items():
-                columns = [name for name in STORED_FIELDS[model] if name != "display_name"]
-                insert_rows(
-                    connection, model, columns, ([record[name] for name in columns] for record in records)
-                )
-        check_store(engine)
-    finally:
-        engine.dispose()
-
-
 def _difference(after: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int]:
     return {key: n - before.get(key, 0) for key, n in sorted(after.items()) if n - before.get(key, 0)}
 
@@ -582,52 +568,10 @@ def _peak_mib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # KiB on Linux
 
 
-def _database_url(name: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-
-
 def _shown(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
-
-
-def _admin(statement: str) -> list:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as connection:
-            result = connection.execute(text(statement))
-            return list(result) if result.returns_rows else []
-    finally:
-        engine.dispose()
-
-
-def _recreate_database(url: str) -> None:
-    from sqlalchemy.engine import make_url
-
-    _drop_database(url)
-    _admin(f'CREATE DATABASE "{make_url(url).database}"')
-
-
-def _drop_database(url: str) -> None:
-    from sqlalchemy.engine import make_url
-
-    _admin(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
-
-
-def _machine() -> str:
-    cpus = os.cpu_count()
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    server = _admin("SHOW server_version")[0][0]
-    return f"{cpus} cores, {memory:.0f} GiB, PostgreSQL {server}, Python {sys.version.split()[0]}"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 if __name__ == "__main__":

@@ -119,7 +119,7 @@ def generate(
     targets = usage_targets(world)
 
     billing = OdooBilling(world)
-    _write_odoo_records(create_store(odoo_url), billing.own_records())
+    write_odoo_records(create_store(odoo_url), billing.own_records())
     with NexaCloudWriter(nexacloud_url, report) as nexacloud:
         nexacloud.accounts(world)
         # The importer reads NexaCloud's accounts as any reader would: once they are committed.
@@ -142,7 +142,7 @@ def generate(
 
     odoo = billing.invoices(ledger)
     engine = open_store(odoo_url)
-    _write_odoo_records(engine, odoo.take())
+    write_odoo_records(engine, odoo.take())
     odoo_rows = _odoo_counts(odoo_url)
     report("odoo: " + ", ".join(f"{model} {count:,}" for model, count in sorted(odoo_rows.items())))
 
@@ -165,7 +165,7 @@ def generate(
     )
 
 
-def _write_odoo_records(engine, models: dict[str, list[dict]]) -> None:
+def write_odoo_records(engine, models: dict[str, list[dict]]) -> None:
     """Insert records in the storage format of ``odoo_models`` and check the store's references."""
     try:
         with engine.begin() as connection:

@@ -98,13 +98,10 @@ def _repair_usage(args: argparse.Namespace) -> int:
     _prepare_instance_home()
     from dagster import DagsterInstance
 
-    from fusion_billing_assets.settings import ConfigurationError
-
-    try:
-        from fusion_billing_assets.definitions import defs, repair_usage_job_name
-    except ConfigurationError as error:
-        print(f"configuration error: {error}", file=sys.stderr)
+    definitions = _definitions()
+    if definitions is None:
         return 2
+    defs, repair_usage_job_name = definitions.defs, definitions.repair_usage_job_name
     instance = DagsterInstance.get()
     mode = "pushing to Odoo" if args.apply else "dry run: nothing is pushed"
     print(f"Repairing the usage delivery of {args.period} ({mode}) …", flush=True)
@@ -165,10 +162,13 @@ def _import(args: argparse.Namespace) -> int:
 
     try:
         settings = load_settings()
-        from fusion_billing_assets.definitions import apply_import_job_name, defs
     except ConfigurationError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
+    definitions = _definitions()
+    if definitions is None:
+        return 2
+    defs, apply_import_job_name = definitions.defs, definitions.apply_import_job_name
     if settings.uses_sandbox:
         _ensure_sandbox(settings, regenerate=False, seed=DEFAULT_SEED)
     mode = "applying it to Odoo" if args.apply else "dry run: nothing is written to Odoo"
@@ -211,13 +211,11 @@ def _signoff(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
     from fusion_billing_assets.defs.signoff import SIGNOFF_JOB
-    from fusion_billing_assets.settings import ConfigurationError
 
-    try:
-        from fusion_billing_assets.definitions import defs
-    except ConfigurationError as error:
-        print(f"configuration error: {error}", file=sys.stderr)
+    definitions = _definitions()
+    if definitions is None:
         return 2
+    defs = definitions.defs
     accepted = [
         name.strip() for value in args.accept_unexplained for name in value.split(",") if name.strip()
     ]
@@ -242,6 +240,18 @@ def _signoff(args: argparse.Namespace) -> int:
     action = "revoked the sign-off of" if args.revoke else "signed off"
     print(f"{args.by} {action} {args.period} (run {result.run_id}).")
     return 0
+
+
+def _definitions():
+    """The code location's definitions module, or None once a configuration error is printed."""
+    from fusion_billing_assets.settings import ConfigurationError
+
+    try:
+        from fusion_billing_assets import definitions
+    except ConfigurationError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return None
+    return definitions
 
 
 def _failure_sentence(failure) -> str:

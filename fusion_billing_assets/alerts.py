@@ -36,6 +36,7 @@ from fusion_billing_assets.reports import status_counts, total_variance_cents
 LARGEST_SHOWN = 5
 MISMATCH, RESOLVED, RUN_FAILED = "reconciliation.mismatch", "reconciliation.resolved", "run.failed"
 CHANGED_SINCE_SIGNOFF = "reconciliation.changed_since_signoff"
+LIFECYCLE_DRIFT, LIFECYCLE_RESOLVED = "lifecycle.drift", "lifecycle.resolved"
 SIGNATURE_HEADER, TIMESTAMP_HEADER, EVENT_ID_HEADER = (
     "X-Fusion-Signature",
     "X-Fusion-Timestamp",
@@ -268,6 +269,87 @@ def signoff_change_alert(
             "changes": changes_id,
             "changed_inputs": changed_inputs,
             "rows_changed": len(changes),
+        },
+    )
+
+
+def lifecycle_drift_key(deployment_id: int, kind: str) -> str:
+    """What identifies one drift across observations: the deployment and the kind of drift."""
+    return f"{int(deployment_id)}:{kind}"
+
+
+def _drift_details(drift: Mapping[str, Any]) -> dict[str, Any]:
+    since = drift.get("since")
+    return {
+        "deployment_id": int(drift["deployment_id"]),
+        "customer_id": int(drift["customer_id"]),
+        "subscription_id": int(drift["subscription_id"]),
+        "kind": str(drift["kind"]),
+        "since": None if since is None or pd.isna(since) else pd.Timestamp(since).isoformat(),
+        "amount_at_stake_cents": int(drift["amount_at_stake_cents"]),
+    }
+
+
+def lifecycle_drift_alert(drift: Mapping[str, Any], link: str | None) -> Alert:
+    """One drift that appeared (a ``billing_lifecycle_drift`` row): what, since when, why."""
+    details = _drift_details(drift)
+    since = f" since {details['since']}" if details["since"] else ""
+    return Alert(
+        event=LIFECYCLE_DRIFT,
+        title=(
+            f"Lifecycle drift: {details['kind']} on deployment {details['deployment_id']} "
+            f"(customer {details['customer_id']}){since}."
+        ),
+        lines=(
+            str(drift["cause"]),
+            f"NexaCloud: {drift['nexacloud_state']}; Odoo: {drift['odoo_state']}; "
+            f"{format_cents(details['amount_at_stake_cents'])} at stake.",
+        ),
+        link=link,
+        details=details,
+    )
+
+
+def lifecycle_resolved_alert(drift: Mapping[str, Any], now_in_sync: bool, link: str | None) -> Alert:
+    """A drift that cleared: the deployment is in sync again, or drifts another way (alerted apart)."""
+    details = _drift_details(drift)
+    outcome = "is in sync again" if now_in_sync else "no longer shows it"
+    return Alert(
+        event=LIFECYCLE_RESOLVED,
+        title=(
+            f"Lifecycle drift cleared: deployment {details['deployment_id']} (customer "
+            f"{details['customer_id']}) {outcome}; it was {details['kind']}."
+        ),
+        lines=(f"It was: {drift['cause']}",),
+        link=link,
+        details=details,
+    )
+
+
+def lifecycle_digest_alert(event: str, drifts: pd.DataFrame, link: str | None) -> Alert:
+    """Many drifts that appeared (or cleared) in one observation, as one message."""
+    counts = drifts["kind"].value_counts().sort_index()
+    listing = ", ".join(f"{count} {kind}" for kind, count in counts.items())
+    at_stake = int(drifts["amount_at_stake_cents"].sum())
+    largest = drifts.sort_values("amount_at_stake_cents", ascending=False).head(LARGEST_SHOWN)
+    appeared = event == LIFECYCLE_DRIFT
+    return Alert(
+        event=event,
+        title=(
+            f"Lifecycle drift: {len(drifts)} drift(s) {'appeared' if appeared else 'cleared'} "
+            f"({listing}), {format_cents(at_stake)} at stake."
+        ),
+        lines=tuple(
+            f"• deployment {int(row.deployment_id)}: {row.kind}. {row.cause}" for row in largest.itertuples()
+        ),
+        link=link,
+        details={
+            "drifts": sorted(
+                lifecycle_drift_key(row.deployment_id, row.kind) + f"@{_drift_details(row._asdict())['since']}"
+                for row in drifts.itertuples(index=False)
+            ),
+            "counts_by_kind": {str(kind): int(count) for kind, count in counts.items()},
+            "amount_at_stake_cents": at_stake,
         },
     )
 

@@ -2,7 +2,15 @@
 
 from dagster import Definitions, in_process_executor
 
-from fusion_billing_assets.defs import delivery, importer, nexacloud, odoo, reconciliation, usage_repair
+from fusion_billing_assets.defs import (
+    delivery,
+    importer,
+    lifecycle,
+    nexacloud,
+    odoo,
+    reconciliation,
+    usage_repair,
+)
 from fusion_billing_assets.defs.io_managers import io_manager_for
 from fusion_billing_assets.defs.jobs import (
     BILLING_PERIOD_JOB,
@@ -39,6 +47,7 @@ billing_period_job_name = BILLING_PERIOD_JOB
 flip_readiness_job_name = FLIP_READINESS_JOB
 apply_import_job_name = importer.APPLY_JOB
 repair_usage_job_name = usage_repair.REPAIR_JOB
+observe_lifecycle_job_name = lifecycle.OBSERVE_JOB
 
 defs = Definitions(
     assets=[
@@ -46,6 +55,7 @@ defs = Definitions(
         *odoo.assets,
         *reconciliation.assets,
         *delivery.assets,
+        *lifecycle.assets,
         importer.odoo_import_plan,
     ],
     jobs=[
@@ -55,9 +65,14 @@ defs = Definitions(
         importer.apply_odoo_import,
         usage_repair.repair_usage_delivery,
         usage_repair.check_usage_delivery,
+        lifecycle.observe_lifecycle,
     ],
-    schedules=[period_close_schedule(settings.alerts.close_day), provisional_daily_schedule],
-    sensors=[*sensors, usage_repair.usage_repair_followups],
+    schedules=[
+        period_close_schedule(settings.alerts.close_day),
+        provisional_daily_schedule,
+        lifecycle.lifecycle_drift_hourly,
+    ],
+    sensors=[*sensors, usage_repair.usage_repair_followups, lifecycle.lifecycle_drift_alerts],
     resources=build_resources(settings),
     # A period's steps are small and share their sources; starting one interpreter per step would
     # cost more than the work (docs/design.md §8). Periods still run in parallel as separate runs.

@@ -79,6 +79,9 @@ class ReconciliationSettings:
     flip_requires_signoff: bool = False
     # Runs of a period kept in the history; 0 keeps every run. Signed-off runs are always kept.
     history_keep_runs: int = 0
+    # BILLING_SUSPEND_GRACE_DAYS: days past an invoice's due date before its deployment must be
+    # suspended, and how old a lifecycle drift may be before it holds the flip back.
+    suspend_grace_days: int = 7
 
 
 @dataclass(frozen=True)
@@ -322,6 +325,9 @@ def _reconciliation(env: Mapping[str, str], instance_home: Path) -> Reconciliati
         flip_requires_signoff=_boolean(env, "BILLING_FLIP_REQUIRES_SIGNOFF"),
         history_keep_runs=_non_negative_int(
             _get(env, "BILLING_HISTORY_KEEP_RUNS") or "0", "BILLING_HISTORY_KEEP_RUNS"
+        ),
+        suspend_grace_days=_non_negative_int(
+            _get(env, "BILLING_SUSPEND_GRACE_DAYS") or "7", "BILLING_SUSPEND_GRACE_DAYS"
         ),
     )
 

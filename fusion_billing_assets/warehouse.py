@@ -252,6 +252,55 @@ usage_repair_log = Table(
     Index("usage_repair_log_period_run", "billing_period", "run_id"),
 )
 
+
+def _lifecycle_columns() -> list[Column]:
+    return [
+        Column("run_id", Text, nullable=False),
+        Column("observed_at", DateTime(timezone=True), nullable=False),
+        Column("customer_id", BigInteger, nullable=False),
+        Column("deployment_id", BigInteger, nullable=False),
+        Column("partner_id", BigInteger, nullable=True),
+        Column("subscription_id", BigInteger, nullable=False),
+        Column("kind", Text, nullable=False),  # in_sync or a drift kind (docs/design.md §11)
+        Column("nexacloud_state", Text, nullable=False),  # running, suspended, terminated
+        Column("odoo_state", Text, nullable=False),  # subscription_state, and the invoices overdue
+        Column("since", DateTime(timezone=True), nullable=True),  # when the drift became true
+        Column("amount_at_stake_cents", BigInteger, nullable=False),
+        Column("cause", Text, nullable=False),
+    ]
+
+
+# The control loop as last observed: one row per mapped deployment, replaced whole per observation.
+billing_lifecycle_drift = Table(
+    "billing_lifecycle_drift",
+    metadata,
+    *_lifecycle_columns(),
+    Index("billing_lifecycle_drift_kind", "kind", "since"),
+)
+
+# Every observation's drifts, kept: the in-sync rows of an observation live only in the current view.
+billing_lifecycle_drift_history = Table(
+    "billing_lifecycle_drift_history",
+    metadata,
+    *_lifecycle_columns(),
+    Index("billing_lifecycle_drift_history_run", "run_id"),
+    Index("billing_lifecycle_drift_history_deployment", "deployment_id", "observed_at"),
+)
+
+# One row per observation: when, judged as of when, with which grace period, and what it found.
+billing_lifecycle_observations = Table(
+    "billing_lifecycle_observations",
+    metadata,
+    Column("run_id", Text, primary_key=True),
+    Column("observed_at", DateTime(timezone=True), nullable=False),
+    Column("as_of", DateTime(timezone=True), nullable=False),
+    Column("grace_days", Integer, nullable=False),
+    Column("deployments", Integer, nullable=False),
+    Column("counts_by_kind", Text, nullable=False),  # JSON
+    Column("older_than_grace", Integer, nullable=False),
+    Index("billing_lifecycle_observations_observed", "observed_at"),
+)
+
 RESULT_COLUMNS = [column.name for column in billing_reconciliation.columns]
 LINE_COLUMNS = [column.name for column in billing_reconciliation_lines.columns]
 
@@ -545,6 +594,75 @@ def read_import_log(connection: Connection, run_id: str | None = None) -> pd.Dat
     return _typed(connection, table, statement)
 
 
+# The advisory lock that makes one observation of the control loop the only writer at a time.
+_LIFECYCLE_LOCK_KEY = 1
+
+
+@dataclass(frozen=True)
+class LifecycleObservation:
+    run_id: str
+    observed_at: datetime
+    as_of: datetime
+    grace_days: int
+    counts_by_kind: Mapping[str, int]
+    older_than_grace: int
+
+
+def replace_lifecycle_drift(
+    connection: Connection, observation: LifecycleObservation, judged: pd.DataFrame
+) -> None:
+    """Make ``judged`` (every mapped deployment, ``lifecycle.DRIFT_COLUMNS``) the current view of
+    the control loop, keep its drifts in the history and record the observation, in the caller's
+    transaction: a failure leaves the previous observation in place. A run observed again (a
+    retried step) replaces what it wrote."""
+    frame = judged.assign(run_id=observation.run_id, observed_at=observation.observed_at)
+    frame = frame[[column.name for column in billing_lifecycle_drift.columns]]
+    current = _bound_columns(billing_lifecycle_drift, frame, None)
+    kept = _bound_columns(billing_lifecycle_drift_history, frame[frame["kind"] != "in_sync"], None)
+    if connection.dialect.name == "postgresql":
+        connection.execute(select(func.pg_advisory_xact_lock(_PERIOD_LOCK_NAMESPACE, _LIFECYCLE_LOCK_KEY)))
+    history, observations = billing_lifecycle_drift_history, billing_lifecycle_observations
+    connection.execute(billing_lifecycle_drift.delete())
+    connection.execute(history.delete().where(history.c.run_id == observation.run_id))
+    connection.execute(observations.delete().where(observations.c.run_id == observation.run_id))
+    _insert(connection, billing_lifecycle_drift, current)
+    _insert(connection, history, kept)
+    connection.execute(
+        observations.insert().values(
+            run_id=observation.run_id,
+            observed_at=observation.observed_at,
+            as_of=observation.as_of,
+            grace_days=observation.grace_days,
+            deployments=len(judged),
+            counts_by_kind=json.dumps(dict(observation.counts_by_kind), sort_keys=True),
+            older_than_grace=observation.older_than_grace,
+        )
+    )
+
+
+def read_lifecycle_drift(connection: Connection) -> pd.DataFrame:
+    """The last observation of every mapped deployment."""
+    table = billing_lifecycle_drift
+    return _typed(connection, table, select(table).order_by(table.c.deployment_id))
+
+
+def read_lifecycle_history(connection: Connection, run_id: str | None = None) -> pd.DataFrame:
+    """The drifts of every observation, or of one, oldest first."""
+    table = billing_lifecycle_drift_history
+    statement = select(table).order_by(table.c.observed_at, table.c.deployment_id)
+    if run_id is not None:
+        statement = statement.where(table.c.run_id == run_id)
+    return _typed(connection, table, statement)
+
+
+def read_lifecycle_observations(connection: Connection) -> pd.DataFrame:
+    """Every observation of the control loop, oldest first, its counts as a dict."""
+    table = billing_lifecycle_observations
+    observations = _typed(connection, table, select(table).order_by(table.c.observed_at))
+    observations["counts_by_kind"] = observations["counts_by_kind"].map(json.loads)
+    return observations
+
+
 def _typed(connection: Connection, table: Table, statement: Any) -> pd.DataFrame:
     return typed_frame(
         connection.execute(statement), {column.name: _handling(column)[0] for column in table.columns}
@@ -587,10 +705,10 @@ def _handling(column: Column) -> tuple[str, Callable[[Any], Any]]:
 
 
 # The columns that name a row in a message, in the tables that have them.
-_ROW_NAMES = ("customer_id", "partner_id", "external_id", "idempotency_key")
+_ROW_NAMES = ("customer_id", "partner_id", "deployment_id", "external_id", "idempotency_key")
 
 
-def _bound_columns(table: Table, frame: pd.DataFrame, period: date) -> list[list[Any]]:
+def _bound_columns(table: Table, frame: pd.DataFrame, period: date | None) -> list[list[Any]]:
     """Each column's values as plain Python (None where missing), after checking shape, values and period.
 
     A column of the dtype its kind expects (ints, floats, bools, datetimes, Decimals, dates, text)
@@ -624,8 +742,8 @@ def _bound_columns(table: Table, frame: pd.DataFrame, period: date) -> list[list
                     problems.append((int(row), position, message))
                     break
         bound[column.name] = values.tolist()
-    periods = np.asarray(bound["billing_period"], dtype=object)
-    elsewhere = np.flatnonzero(periods != period)
+    periods = np.asarray(bound.get("billing_period", []), dtype=object)
+    elsewhere = np.flatnonzero(periods != period) if period is not None else []
     if len(elsewhere):
         row = int(elsewhere[0])
         named = ", ".join(f"{name}={bound[name][row]}" for name in _ROW_NAMES if name in bound)

@@ -42,10 +42,14 @@ def test_definitions_load_with_every_source_asset_in_its_group():
         assert node.description, f"{group}/{name} states its business meaning"
 
 
-def test_every_asset_but_flip_readiness_shares_the_one_billing_periods_definition_by_identity():
+# They judge the present, not a billing period.
+UNPARTITIONED = {AssetKey(["billing", "flip_readiness"]), AssetKey(["billing", "lifecycle_drift"])}
+
+
+def test_every_asset_but_the_present_state_judges_shares_the_one_billing_periods_definition_by_identity():
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
-        expected = None if key == AssetKey(["billing", "flip_readiness"]) else billing_periods
+        expected = None if key in UNPARTITIONED else billing_periods
         assert graph.get(key).partitions_def is expected, key.to_user_string()
 
 

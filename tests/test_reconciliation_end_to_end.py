@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from dagster import (
 from sqlalchemy import Connection, Delete, create_engine
 
 from fusion_billing_assets import warehouse as warehouse_module
+from fusion_billing_assets.billing.lifecycle import DRIFT_COLUMNS
 from fusion_billing_assets.billing.money import format_cents
 from fusion_billing_assets.billing.statuses import STATUSES
 from fusion_billing_assets.definitions import (
@@ -54,9 +55,11 @@ from fusion_billing_assets.importer.exclusions import read_exclusions
 from fusion_billing_assets.settings import load_settings
 from fusion_billing_assets.warehouse import (
     LINE_COLUMNS,
+    LifecycleObservation,
     ensure_tables,
     read_period,
     read_results,
+    replace_lifecycle_drift,
     replace_period,
 )
 from tests.conftest import SMALL_SCALE_OPTIONS, GeneratedSandbox, generate_small_sandbox
@@ -442,6 +445,20 @@ def test_flip_readiness_is_ready_when_the_latest_closed_period_holds_only_accept
         ensure_tables(connection)
         for period, rows in accepted.groupby("billing_period"):
             replace_period(connection, period, rows, pd.DataFrame(columns=LINE_COLUMNS))
+
+    # The control loop was never observed: that alone holds the flip back.
+    unobserved = clean.assess_flip_readiness()
+    assert unobserved["verdict"] == "not_ready"
+    assert "the control loop has never been observed" in unobserved["reasons"]
+
+    # Observed an hour ago with every deployment in sync.
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    with clean.warehouse.begin() as connection:
+        replace_lifecycle_drift(
+            connection,
+            LifecycleObservation("observed-in-sync", an_hour_ago, an_hour_ago, 7, {"in_sync": 0}, 0),
+            pd.DataFrame(columns=DRIFT_COLUMNS),
+        )
 
     readiness = clean.assess_flip_readiness()
 

@@ -13,10 +13,12 @@ flip_readiness_selection = AssetSelection.assets(flip_readiness)
 
 # The import plan is the importer's, materialized when a person previews an import.
 importer_selection = AssetSelection.groups("importer")
+# The control loop judges the current state, not a period: its own schedule and job.
+lifecycle_selection = AssetSelection.groups("lifecycle")
 
 reconcile_billing_period = define_asset_job(
     BILLING_PERIOD_JOB,
-    selection=AssetSelection.all() - flip_readiness_selection - importer_selection,
+    selection=AssetSelection.all() - flip_readiness_selection - importer_selection - lifecycle_selection,
     description="Everything one billing period needs: both systems' sources, then their reconciliation.",
 )
 

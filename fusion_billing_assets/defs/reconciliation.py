@@ -50,8 +50,9 @@ from fusion_billing_assets.billing.charges import TaxRounding
 from fusion_billing_assets.billing.expected import expected_charges as compute_expected_charges
 from fusion_billing_assets.billing.expected import expected_invoices
 from fusion_billing_assets.billing.isolation import refused_waivers
+from fusion_billing_assets.billing.lifecycle import LifecycleRules, older_than_grace
 from fusion_billing_assets.billing.money import format_cents
-from fusion_billing_assets.billing.readiness import PeriodSignoff
+from fusion_billing_assets.billing.readiness import LifecycleStanding, PeriodSignoff
 from fusion_billing_assets.billing.readiness import flip_readiness as judge_flip_readiness
 from fusion_billing_assets.billing.reconcile import (
     Policy,
@@ -65,7 +66,7 @@ from fusion_billing_assets.billing.waivers import WaiverFile, read_waivers
 from fusion_billing_assets.defs.frames import OWNERS, frame_metadata, period_asset, period_metadata
 from fusion_billing_assets.defs.odoo import MODELS, request_cost
 from fusion_billing_assets.defs.resources import NexaCloudDatabase, OdooAPI, ReconciliationPolicy, Warehouse
-from fusion_billing_assets.partitions import billing_periods, window_of
+from fusion_billing_assets.partitions import BILLING_TIMEZONE, billing_periods, window_of
 from fusion_billing_assets.reports import (
     ReportAudit,
     largest_differences_markdown,
@@ -91,6 +92,8 @@ from fusion_billing_assets.warehouse import (
     ensure_tables,
     lock_period,
     prune_history,
+    read_lifecycle_drift,
+    read_lifecycle_observations,
     read_period,
     read_results,
     read_run_results,
@@ -104,6 +107,8 @@ KEY_PREFIX = "billing"
 MAX_LISTED_IDS = 50
 
 RECONCILIATION = AssetKey([KEY_PREFIX, "reconciliation"])
+# The control loop's asset (defs/lifecycle.py), whose last observation flip readiness reads.
+LIFECYCLE_DRIFT = AssetKey([KEY_PREFIX, "lifecycle_drift"])
 ONE_ROW_PER_CUSTOMER = "one_row_per_customer"
 LEG_TOTALS_MATCH_INVOICES = "leg_totals_match_invoices"
 NO_UNEXPLAINED_DIFFERENCES = "no_unexplained_differences"
@@ -504,13 +509,14 @@ def _signoff_metadata(audit: ReportAudit) -> dict:
     group_name=GROUP,
     kinds={"sql"},
     owners=OWNERS,
-    deps=[reconciliation],
+    deps=[reconciliation, LIFECYCLE_DRIFT],
 )
 def flip_readiness(
     context: AssetExecutionContext, warehouse: Warehouse, reconciliation_policy: ReconciliationPolicy
 ) -> MaterializeResult:
     """May Nexa switch billing over to Odoo? Ready when the last N consecutive closed billing
-    periods (N = BILLING_FLIP_READY_PERIODS, default 1) have no unexplained difference."""
+    periods (N = BILLING_FLIP_READY_PERIODS, default 1) have no unexplained difference, and the
+    control loop, observed within the last day, holds no lifecycle drift older than the grace period."""
     now = datetime.now(UTC)
     closed = [
         window_of(key).period for key in billing_periods.get_partition_keys() if window_of(key).is_closed(now)
@@ -521,12 +527,15 @@ def flip_readiness(
         latest_runs, signoffs = _runs_and_signoffs(
             connection, closed[-reconciliation_policy.flip_ready_periods :]
         )
+        lifecycle = _lifecycle_standing(connection, reconciliation_policy.suspend_grace_days)
     readiness = judge_flip_readiness(
         results,
         closed,
         reconciliation_policy.flip_ready_periods,
         latest_runs=latest_runs,
         signoffs=signoffs if reconciliation_policy.flip_requires_signoff else None,
+        lifecycle=lifecycle,
+        now=now,
     )
     context.log.info(f"flip readiness: {readiness.verdict}; " + "; ".join(readiness.reasons))
     reasons = "\n".join(f"- {reason}" for reason in readiness.reasons) or "- every judged period is clean"
@@ -539,8 +548,28 @@ def flip_readiness(
             "unexplained_by_period": MetadataValue.json(readiness.unexplained_by_period),
             "requires_signoff": reconciliation_policy.flip_requires_signoff,
             "runs_judged": MetadataValue.json(readiness.runs_judged),
+            "lifecycle_observed_at": None
+            if lifecycle.observed_at is None
+            else lifecycle.observed_at.isoformat(timespec="seconds"),
+            "lifecycle_drifts_held_back": MetadataValue.json(list(readiness.lifecycle_drifts_held_back)),
             "judged_at": now.isoformat(timespec="seconds"),
         }
+    )
+
+
+def _lifecycle_standing(connection, grace_days: int) -> LifecycleStanding:
+    """The control loop's last observation, and its drifts older than the grace period then."""
+    observations = read_lifecycle_observations(connection)
+    if observations.empty:
+        return LifecycleStanding(observed_at=None, grace_days=grace_days)
+    latest = observations.iloc[-1]
+    rules = LifecycleRules(timezone=BILLING_TIMEZONE, grace_days=grace_days)
+    return LifecycleStanding(
+        observed_at=latest["observed_at"].to_pydatetime(),
+        grace_days=grace_days,
+        beyond_grace=older_than_grace(
+            read_lifecycle_drift(connection), rules, latest["as_of"].to_pydatetime()
+        ),
     )
 
 

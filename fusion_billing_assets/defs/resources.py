@@ -7,8 +7,10 @@ same resources for it, and ``definitions`` picks one of the two sets when the co
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -244,6 +246,29 @@ class ReconciliationPolicy(ConfigurableResource):
     history_keep_runs: int = Field(
         default=0, description="Runs of a period kept in the history (0: all); signed-off runs stay."
     )
+    suspend_grace_days: int = Field(
+        default=7,
+        description="Days past due before a deployment must be suspended, and the oldest a lifecycle "
+        "drift may be without holding the flip back (BILLING_SUSPEND_GRACE_DAYS).",
+    )
+
+
+class LifecycleClock(ConfigurableResource):
+    """The moment the control loop is judged at: now, or a generated sandbox's own fixed moment."""
+
+    manifest_path: str | None = Field(
+        default=None, description="A sandbox manifest whose lifecycle.as_of is the moment judged."
+    )
+
+    def now(self) -> datetime:
+        if self.manifest_path is None:
+            return datetime.now(UTC)
+        lifecycle = json.loads(Path(self.manifest_path).read_text()).get("lifecycle")
+        if not lifecycle:
+            raise ValueError(
+                f"the sandbox manifest {self.manifest_path} has no lifecycle section: generate the sandbox again"
+            )
+        return datetime.fromisoformat(lifecycle["as_of"]).replace(tzinfo=UTC)
 
 
 class AlertChannel(ConfigurableResource):
@@ -306,6 +331,7 @@ def production_resources(settings: Settings) -> dict[str, ConfigurableResource]:
         "import_policy": import_policy_for(settings, default_exclusions_file=None),
         "warehouse": warehouse_for(settings),
         "alert_channel": alert_channel_for(settings),
+        "lifecycle_clock": LifecycleClock(),
     }
 
 
@@ -348,6 +374,7 @@ def policy_for(
         flip_ready_periods=policy.flip_ready_periods,
         flip_requires_signoff=policy.flip_requires_signoff,
         history_keep_runs=policy.history_keep_runs,
+        suspend_grace_days=policy.suspend_grace_days,
     )
 
 

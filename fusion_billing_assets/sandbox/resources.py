@@ -19,6 +19,7 @@ from pydantic import Field
 from sqlalchemy.engine import make_url
 
 from fusion_billing_assets.defs.resources import (
+    LifecycleClock,
     NexaCloudDatabase,
     OdooAPI,
     OdooUsageEndpoint,
@@ -155,6 +156,8 @@ def sandbox_resources(settings: Settings) -> dict[str, ConfigurableResource]:
         "import_policy": import_policy_for(settings, default_exclusions_file=paths.import_exclusions),
         "warehouse": warehouse_for(settings),
         "alert_channel": alert_channel_for(settings),
+        # The sandbox is a world frozen at its own moment: its lifecycle is judged then, not now.
+        "lifecycle_clock": LifecycleClock(manifest_path=str(paths.manifest)),
     }
 
 

@@ -219,6 +219,31 @@ def fetch_deployments(connection: Connection, window: PeriodWindow) -> pd.DataFr
     return _frame(connection, query, DEPLOYMENT_COLUMNS)
 
 
+DEPLOYMENT_STATE_COLUMNS = {
+    "deployment_id": INT,
+    "customer_id": INT,
+    "status": TEXT,
+    "terminated_at": UTC_TIMESTAMP,
+    "customer_status": TEXT,
+}
+
+
+def fetch_deployment_states(connection: Connection) -> pd.DataFrame:
+    """Every deployment's lifecycle state now, with its customer's status (docs/design.md §11)."""
+    query = (
+        select(
+            deployments.c.id.label("deployment_id"),
+            deployments.c.customer_id,
+            deployments.c.status,
+            deployments.c.terminated_at,
+            customers.c.status.label("customer_status"),
+        )
+        .join(customers, customers.c.id == deployments.c.customer_id)
+        .order_by(deployments.c.id)
+    )
+    return _frame(connection, query, DEPLOYMENT_STATE_COLUMNS)
+
+
 def fetch_usage(connection: Connection, window: PeriodWindow) -> pd.DataFrame:
     """CPU-seconds per deployment over the period, summed by the database.
 

@@ -10,7 +10,7 @@ with half-up rounding; refunds count negative.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -56,6 +56,8 @@ class OdooModels:
     # for subscriptions billed in advance and for invoices issued weeks after the period.
     invoice_days_before: int = 45
     invoice_days_after: int = 75
+    # An invoice still owed (account.move.payment_state): in_payment is paid, awaiting the bank.
+    open_payment_states: tuple[str, ...] = ("not_paid", "partial")
 
 
 LINK_COLUMNS = {"link_kind": TEXT, "nexacloud_id": INT, "odoo_model": TEXT, "odoo_id": INT, "xml_id": TEXT}
@@ -208,6 +210,167 @@ def fetch_subscriptions(client: OdooClient, models: OdooModels, window: PeriodWi
     ]
     frame = typed_frame(rows, SUBSCRIPTION_COLUMNS, lenient=True)
     return frame
+
+
+LIFECYCLE_SUBSCRIPTION_COLUMNS = {
+    "subscription_id": INT,
+    "name": TEXT,
+    "subscription_state": TEXT,
+    "end_date": DATE,
+}
+OVERDUE_INVOICE_COLUMNS = {
+    "move_id": INT,
+    "invoice_name": TEXT,
+    "subscription_id": INT,
+    "invoice_date_due": DATE,
+    "amount_total_cents": INT,
+    "amount_residual_cents": INT,
+    "subscription_total_cents": INT,
+}
+LATER_LINE_COLUMNS = {"subscription_id": INT, "invoice_name": TEXT, "service_start": DATE, "total_cents": INT}
+
+
+def fetch_subscription_states(
+    client: OdooClient, models: OdooModels, subscription_ids: Iterable[int]
+) -> pd.DataFrame:
+    """The lifecycle state of each given subscription (docs/design.md §11), in pages of ids."""
+    records = _read_by_ids(
+        client, models.subscription, subscription_ids, ["name", "subscription_state", "end_date"]
+    )
+    rows = [
+        (
+            record["id"],
+            record["name"] or "",
+            _text(record.get("subscription_state")),
+            _date(record.get("end_date")),
+        )
+        for record in records
+    ]
+    return typed_frame(rows, LIFECYCLE_SUBSCRIPTION_COLUMNS, lenient=True)
+
+
+def fetch_overdue_invoices(client: OdooClient, models: OdooModels, today: date) -> pd.DataFrame:
+    """Posted customer invoices still owed and due before ``today``, one row per subscription they
+    bill: what a suspension rests on. Two keyset reads, the moves and their product lines, the
+    lines reached through their invoice's conditions."""
+    move_domain = [
+        ["move_type", "=", "out_invoice"],
+        ["state", "=", "posted"],
+        ["payment_state", "in", list(models.open_payment_states)],
+        ["invoice_date_due", "<", today.isoformat()],
+    ]
+    moves = {
+        move["id"]: move
+        for move in client.search_read_all(
+            models.invoice, move_domain, ["name", "invoice_date_due", "amount_total", "amount_residual"]
+        )
+    }
+    owed: dict[tuple[int, int], int] = {}
+    for line in client.search_read_all(
+        models.invoice_line,
+        [
+            *([f"move_id.{name}", operator, value] for name, operator, value in move_domain),
+            ["display_type", "=", "product"],
+            ["subscription_id", "!=", False],
+        ],
+        ["move_id", "subscription_id", "price_total"],
+    ):
+        move_id = _many2one_id(line["move_id"])
+        if move_id in moves:
+            key = (move_id, _many2one_id(line["subscription_id"]))
+            owed[key] = owed.get(key, 0) + dollars_to_cents(line["price_total"])
+    rows = [
+        (
+            move_id,
+            moves[move_id]["name"],
+            subscription_id,
+            _date(moves[move_id]["invoice_date_due"]),
+            dollars_to_cents(moves[move_id]["amount_total"]),
+            dollars_to_cents(moves[move_id]["amount_residual"]),
+            cents,
+        )
+        for (move_id, subscription_id), cents in sorted(owed.items())
+    ]
+    return typed_frame(rows, OVERDUE_INVOICE_COLUMNS, lenient=True)
+
+
+def fetch_lines_after(
+    client: OdooClient, models: OdooModels, terminations: Mapping[int, date]
+) -> pd.DataFrame:
+    """Invoice lines of the given subscriptions whose service starts after their termination day.
+
+    ``terminations`` maps a subscription to the local day its deployment was terminated. A line's
+    service starts on its ``deferred_start_date``, or on its invoice's ``invoice_date`` when it has
+    none; cancelled invoices and refunds do not bill. Read in pages of subscription ids, only the
+    lines starting after the earliest of the days, then judged per subscription.
+    """
+    if not terminations:
+        return typed_frame([], LATER_LINE_COLUMNS)
+    earliest = min(terminations.values()).isoformat()
+    domain = [
+        ["display_type", "=", "product"],
+        ["move_id.move_type", "=", "out_invoice"],
+        ["move_id.state", "!=", "cancel"],
+        "|",
+        ["deferred_start_date", ">", earliest],
+        "&",
+        ["deferred_start_date", "=", False],
+        ["move_id.invoice_date", ">", earliest],
+    ]
+    lines = [
+        line
+        for page in client.search_read_in(
+            models.invoice_line,
+            "subscription_id",
+            terminations,
+            ["move_id", "subscription_id", "deferred_start_date", "price_total"],
+            domain=domain,
+        )
+        for line in page
+    ]
+    moves = {
+        move["id"]: move
+        for move in _read_by_ids(
+            client,
+            models.invoice,
+            (_many2one_id(line["move_id"]) for line in lines),
+            ["name", "invoice_date"],
+        )
+    }
+    rows = []
+    for line in lines:
+        move = moves.get(_many2one_id(line["move_id"]))
+        subscription_id = _many2one_id(line["subscription_id"])
+        if move is None:
+            continue  # cancelled, or removed, between the two reads
+        start = _date(line.get("deferred_start_date")) or _date(move.get("invoice_date"))
+        if start is not None and start > terminations[subscription_id]:
+            rows.append((subscription_id, move["name"], start, dollars_to_cents(line["price_total"])))
+    return typed_frame(sorted(rows), LATER_LINE_COLUMNS, lenient=True)
+
+
+def fetch_plan_fees(
+    client: OdooClient, models: OdooModels, subscription_ids: Iterable[int]
+) -> dict[int, int]:
+    """Each given subscription's monthly plan fee in cents: its plan line's unit price times quantity."""
+    lines = [
+        line
+        for page in client.search_read_in(
+            models.subscription_line,
+            "order_id",
+            subscription_ids,
+            ["order_id", "product_id", "price_unit", "product_uom_qty"],
+        )
+        for line in page
+    ]
+    codes = _product_codes(client, models, (_many2one_id(line["product_id"]) for line in lines))
+    fees: dict[int, int] = {}
+    for line in lines:
+        if codes.get(_many2one_id(line["product_id"]), "").startswith(models.products.plan_prefix):
+            amount = Decimal(str(line["price_unit"])) * Decimal(str(line["product_uom_qty"] or 0))
+            order_id = _many2one_id(line["order_id"])
+            fees[order_id] = fees.get(order_id, 0) + dollars_to_cents(amount)
+    return fees
 
 
 def fetch_usage(client: OdooClient, models: OdooModels, window: PeriodWindow) -> pd.DataFrame:

@@ -617,6 +617,8 @@ def replace_lifecycle_drift(
     retried step) replaces what it wrote."""
     frame = judged.assign(run_id=observation.run_id, observed_at=observation.observed_at)
     frame = frame[[column.name for column in billing_lifecycle_drift.columns]]
+    # A refused value is reported by the deployment whose row holds it.
+    frame.index = [f"deployment {deployment}" for deployment in frame["deployment_id"]]
     current = _bound_columns(billing_lifecycle_drift, frame, None)
     kept = _bound_columns(billing_lifecycle_drift_history, frame[frame["kind"] != "in_sync"], None)
     if connection.dialect.name == "postgresql":

@@ -307,7 +307,12 @@ def _reconcile(args: argparse.Namespace) -> int:
 
     from dagster import DagsterInstance
 
-    from fusion_billing_assets.definitions import billing_period_job_name, defs, flip_readiness_job_name
+    from fusion_billing_assets.definitions import (
+        billing_period_job_name,
+        defs,
+        flip_readiness_job_name,
+        observe_lifecycle_job_name,
+    )
 
     instance = DagsterInstance.get()
     job = defs.resolve_job_def(billing_period_job_name)
@@ -326,6 +331,12 @@ def _reconcile(args: argparse.Namespace) -> int:
             print(f"      {line}")
         outcomes.append((period, result))
     failed = [period for period, result in outcomes if not result.success]
+    print("Observing the control loop (billing/lifecycle_drift) …", flush=True)
+    lifecycle = defs.resolve_job_def(observe_lifecycle_job_name).execute_in_process(
+        instance=instance, raise_on_error=False, tags=RUN_TAGS, run_config=QUIET
+    )
+    for line in _lifecycle_report(lifecycle):
+        print(f"      {line}")
     readiness = defs.resolve_job_def(flip_readiness_job_name).execute_in_process(
         instance=instance, raise_on_error=False, tags=RUN_TAGS, run_config=QUIET
     )
@@ -341,7 +352,9 @@ def _reconcile(args: argparse.Namespace) -> int:
         f"  the Dagster UI over these runs: DAGSTER_HOME={instance_home} "
         f"python3 -m uv run --locked dagster dev -w {PROJECT_ROOT / 'workspace.yaml'}  (then http://localhost:3000)"
     )
-    print(f"  results: table billing_reconciliation in {_warehouse_location(settings)}")
+    print(
+        f"  results: tables billing_reconciliation and billing_lifecycle_drift in {_warehouse_location(settings)}"
+    )
     print(f"  reports for finance (CSV, HTML) per period: {settings.reconciliation.reports_dir}")
     if settings.uses_sandbox:
         print(f"  the sandbox and its ground truth: {settings.sandbox_dir} (manifest.json)")
@@ -371,6 +384,26 @@ def _period_report(result) -> list[str]:
     for failure in result.get_step_failure_events():
         lines.append(f"failed step {failure.step_key}: {_failure_sentence(failure)[:500]}")
     return lines
+
+
+def _lifecycle_report(result) -> list[str]:
+    """The control loop at a glance: what was judged, the drifts by kind, those past the grace period."""
+    lifecycle = _materialization_metadata(result).get("billing/lifecycle_drift")
+    if not lifecycle:
+        lines = ["the control loop could not be observed (see the observe_lifecycle run in the UI)"]
+        return lines + [
+            f"failed step {f.step_key}: {_failure_sentence(f)[:500]}"
+            for f in result.get_step_failure_events()
+        ]
+    drifting = {
+        kind: count for kind, count in lifecycle["counts_by_kind"].items() if count and kind != "in_sync"
+    }
+    return [
+        f"{lifecycle['dagster/row_count']} mapped deployment(s) judged as of {lifecycle['as_of']}: "
+        + (", ".join(f"{count} {kind}" for kind, count in drifting.items()) or "every one in sync"),
+        f"{lifecycle['drifts_older_than_grace']} drift(s) older than the {lifecycle['grace_days']}-day grace "
+        f"period; {lifecycle['amount_at_stake']} at stake",
+    ]
 
 
 def _readiness_report(result) -> list[str]:
@@ -410,6 +443,8 @@ def _ensure_sandbox(settings, *, regenerate: bool, seed: int) -> dict:
         # before its Odoo accounts were made by the importer.
         or not paths.odoo.is_file()
         or not paths.import_exclusions.is_file()
+        # or from before it carried the lifecycle states of both systems.
+        or "lifecycle" not in manifest
     )
     if regenerate or stale:
         print(

@@ -4,19 +4,21 @@ Ready when each of the last N consecutive closed periods was reconciled after it
 no unexplained difference; match, within_tolerance, rounding_difference and waived never block.
 Otherwise not ready, with a reason naming each period that blocks and what it holds. A period
 reconciled only while it was still provisional counts as not reconciled; periods outside the last
-N (older ones, or the running month) do not count at all.
+N (older ones, or the running month) do not count at all. When the control loop is judged, it
+must have been observed within a day, and each lifecycle drift older than the grace period is
+named as a reason (docs/design.md §11).
 """
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fusion_billing_assets.billing.readiness import NOT_READY, READY, flip_readiness
+from fusion_billing_assets.billing.readiness import NOT_READY, READY, LifecycleStanding, flip_readiness
 from fusion_billing_assets.billing.statuses import STATUSES
 from fusion_billing_assets.warehouse import RESULT_COLUMNS
 
@@ -178,3 +180,85 @@ def test_the_running_month_does_not_count():
 def test_at_least_one_period_is_required():
     with pytest.raises(ValueError, match="at least one period"):
         flip_readiness(results(), CLOSED, 0)
+
+
+# --- The control loop (docs/design.md §11) ------------------------------------------------------
+
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+
+def drift(deployment_id: int, kind: str, since: str, amount: int = 4_900) -> dict:
+    return {
+        "customer_id": 100 + deployment_id,
+        "deployment_id": deployment_id,
+        "kind": kind,
+        "since": pd.Timestamp(since, tz="UTC"),
+        "amount_at_stake_cents": amount,
+        "cause": f"the cause of {deployment_id}",
+    }
+
+
+def test_a_clean_period_is_not_ready_while_the_control_loop_was_never_observed():
+    readiness = flip_readiness(
+        results(period_rows(OCTOBER, *CLEAN)),
+        CLOSED,
+        1,
+        lifecycle=LifecycleStanding(observed_at=None, grace_days=7),
+        now=NOW,
+    )
+    assert readiness.verdict == NOT_READY
+    assert readiness.reasons == (
+        "the control loop has never been observed: materialize billing/lifecycle_drift (its hourly schedule does)",
+    )
+
+
+def test_each_drift_older_than_the_grace_period_is_named_and_holds_the_flip_back():
+    beyond = pd.DataFrame(
+        [
+            drift(7, "paused_but_running", "2026-11-10 05:00"),
+            drift(3, "not_suspended", "2026-11-02 05:00", 2_825),
+        ]
+    )
+    readiness = flip_readiness(
+        results(period_rows(OCTOBER, *CLEAN)),
+        CLOSED,
+        1,
+        lifecycle=LifecycleStanding(
+            observed_at=NOW - timedelta(minutes=5), grace_days=7, beyond_grace=beyond
+        ),
+        now=NOW,
+    )
+    assert readiness.verdict == NOT_READY
+    assert readiness.lifecycle_drifts_held_back == (7, 3)
+    # Oldest first.
+    assert readiness.reasons == (
+        "deployment 3 (customer 103) has drifted from its Odoo subscription for more than the 7-day grace "
+        "period: not_suspended since 2026-11-02 05:00Z, $28.25 at stake. the cause of 3",
+        "deployment 7 (customer 107) has drifted from its Odoo subscription for more than the 7-day grace "
+        "period: paused_but_running since 2026-11-10 05:00Z, $49.00 at stake. the cause of 7",
+    )
+
+
+def test_a_fresh_observation_without_old_drifts_leaves_a_clean_period_ready():
+    readiness = flip_readiness(
+        results(period_rows(OCTOBER, *CLEAN)),
+        CLOSED,
+        1,
+        lifecycle=LifecycleStanding(observed_at=NOW - timedelta(hours=23), grace_days=7),
+        now=NOW,
+    )
+    assert readiness.verdict == READY, readiness.reasons
+
+
+def test_an_observation_older_than_a_day_does_not_count():
+    readiness = flip_readiness(
+        results(period_rows(OCTOBER, *CLEAN)),
+        CLOSED,
+        1,
+        lifecycle=LifecycleStanding(observed_at=NOW - timedelta(hours=25), grace_days=7),
+        now=NOW,
+    )
+    assert readiness.reasons == (
+        "the control loop was last observed at 2026-11-19 11:00Z, more than a day ago: materialize "
+        "billing/lifecycle_drift",
+    )

@@ -25,6 +25,12 @@ def test_nothing_set_means_the_embedded_sandbox_in_toronto(tmp_path):
     assert settings.reconciliation.tax_rounding == "round_per_line"
     assert settings.reconciliation.reports_dir == Path(tmp_path) / "reports"
     assert settings.reconciliation.flip_ready_periods == 1
+    assert settings.reconciliation.suspend_grace_days == 7
+
+
+def test_the_suspension_grace_period_is_read(tmp_path):
+    settings = load_settings({"DAGSTER_HOME": str(tmp_path), "BILLING_SUSPEND_GRACE_DAYS": "14"})
+    assert settings.reconciliation.suspend_grace_days == 14
 
 
 def test_both_sources_configured():
@@ -66,6 +72,8 @@ def test_half_configured_sources_name_the_missing_variable(environ, named, missi
         ({"BILLING_TOLERANCE_CENTS": "0.5"}, "BILLING_TOLERANCE_CENTS"),
         ({"BILLING_TAX_ROUNDING": "half_even"}, "BILLING_TAX_ROUNDING"),
         ({"BILLING_FLIP_READY_PERIODS": "0"}, "BILLING_FLIP_READY_PERIODS"),
+        ({"BILLING_SUSPEND_GRACE_DAYS": "-1"}, "BILLING_SUSPEND_GRACE_DAYS"),
+        ({"BILLING_SUSPEND_GRACE_DAYS": "a week"}, "BILLING_SUSPEND_GRACE_DAYS"),
         ({"ALERT_WEBHOOK_KIND": "email"}, "ALERT_WEBHOOK_KIND"),
         ({"ALERT_WEBHOOK_URL": "hooks.example.com/s3cret"}, "ALERT_WEBHOOK_URL"),
         (

@@ -1,7 +1,12 @@
 """The slice of Odoo 19's data model that the Odoo test double serves (docs/design.md §5).
 
-Records are plain dicts keyed by field name, as the sandbox generator writes them to
-``odoo.json``: ``id`` is an int; a many2one holds the related id or ``None``; a one2many or
+What the reconciliation reads (§5.3), what the importer writes (§9), and the lifecycle states of
+both systems' control loop (§11): a subscription's ``subscription_state`` and ``end_date``, and an
+invoice's ``payment_state``, ``invoice_date_due`` and ``amount_residual``, whose values are Odoo
+19's (``SUBSCRIPTION_STATES``, ``PAYMENT_STATES``).
+
+Records are plain dicts keyed by field name, in the storage format the sandbox generator writes
+to the double's store (``sandbox.odoo_store``): ``id`` is an int; a many2one holds the related id or ``None``; a one2many or
 many2many holds a list of ids (a one2many is derived from its inverse many2one when absent);
 dates are ``"YYYY-MM-DD"`` and datetimes ``"YYYY-MM-DD HH:MM:SS"`` in UTC; numbers are
 floats; empty values are ``None``. The test double renders them as Odoo does on the wire.
@@ -124,6 +129,11 @@ MODELS: dict[str, dict[str, Field]] = {
         "amount_untaxed": MONETARY,
         "amount_tax": MONETARY,
         "amount_total": MONETARY,
+        # Payment (docs/design.md §11): one of PAYMENT_STATES; the due date of the payment terms;
+        # what is still owed, in the invoice's currency.
+        "payment_state": Field("selection", string="Payment Status"),
+        "invoice_date_due": Field("date", string="Due Date"),
+        "amount_residual": Field("monetary", string="Amount Due"),
         "invoice_line_ids": one2many("account.move.line", "move_id"),
     },
     "account.move.line": {
@@ -140,6 +150,11 @@ MODELS: dict[str, dict[str, Field]] = {
         "deferred_end_date": DATE,
     },
 }
+
+# Odoo 19's values of the selections the sandbox sets (``sale.order.subscription_state``,
+# ``account.move.payment_state``).
+SUBSCRIPTION_STATES = ("1_draft", "2_renewal", "3_progress", "4_paused", "5_renewed", "6_churn", "7_upsell")
+PAYMENT_STATES = ("not_paid", "partial", "in_payment", "paid", "reversed")
 
 # Credentials of the sandbox's Odoo test double. They open nothing real; production reads
 # ODOO_DATABASE / ODOO_API_KEY / ODOO_LOGIN from the environment.

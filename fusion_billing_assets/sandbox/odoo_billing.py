@@ -7,7 +7,9 @@ ground truth; ``OdooBilling`` builds, in the storage format of
 ``sandbox.odoo_models``, Odoo's own records (currencies, provinces, the monthly plan, products sold
 only in Odoo, partners NexaCloud never had) and, once the importer has created the partners,
 products and subscriptions from NexaCloud (``adopt_import``), the invoices Odoo produced from its
-own data (subscription prices, its ledger, the partner's tax rule). Every injected difference is a change
+own data (subscription prices, its ledger, the partner's tax rule), each due 30 days after its date
+and paid when due before the sandbox's fixed "now" (so nobody is overdue until the lifecycle stage,
+``sandbox.lifecycle``, says so). Every injected difference is a change
 to that data or to the invoices, whose effect flows through the same arithmetic as a correct
 invoice: the sandbox's own (``independent_charges``), as NexaCloud's, and not ``billing.charges``,
 the code the reconciliation tests.
@@ -87,6 +89,9 @@ OLD_PLAN_PRICE_DISCOUNT_CENTS = 400
 UNEXPLAINED_LINE_CENTS = 2_500
 WAIVED_FEE_CENTS = 1_500
 CONSULTING_INVOICE_CENTS = 35_000
+
+# Odoo's payment terms: every invoice is due this many days after its invoice date (net 30).
+PAYMENT_TERM_DAYS = 30
 
 
 class LedgerEntry(NamedTuple):
@@ -499,6 +504,8 @@ class _OdooBilling:
     def __init__(self, world: World):
         self.world = world
         self.odoo = OdooRecords()
+        # The sandbox's fixed "now": an invoice due before this local day has been paid.
+        self.today = local_day(world.usage_cutoff, world.timezone)
 
     def own_records(self) -> None:
         odoo = self.odoo
@@ -716,7 +723,13 @@ class _OdooBilling:
         state: str = "posted",
         dated: bool = True,
     ) -> None:
-        """One account.move with its product lines; ``dated`` lines carry the period as deferred dates."""
+        """One account.move with its product lines; ``dated`` lines carry the period as deferred dates.
+
+        Its payment follows the net-30 terms and the sandbox's fixed "now" (the provisional cut-off's
+        local day): a posted invoice due before that day has been paid in full; one not yet due, a
+        draft and a cancelled one are unpaid (the whole total is owed); a credit note is settled. So
+        nobody is overdue unless the lifecycle stage (``sandbox.lifecycle``) says so.
+        """
         odoo = self.odoo
         taxes = line_taxes(
             [line.amount_cents for line in lines],
@@ -724,6 +737,8 @@ class _OdooBilling:
             globally=head.rounding is TaxRounding.GLOBALLY,
         )
         subtotal, tax = sum(line.amount_cents for line in lines), sum(taxes)
+        due = head.invoice_date + timedelta(days=PAYMENT_TERM_DAYS)
+        settled = move_type == "out_refund" or (state == "posted" and due < self.today)
         move_id = odoo.add(
             "account.move",
             name=odoo.invoice_name(move_type, state, head.invoice_date),
@@ -736,6 +751,9 @@ class _OdooBilling:
             amount_untaxed=_dollars(subtotal),
             amount_tax=_dollars(tax),
             amount_total=_dollars(subtotal + tax),
+            payment_state="paid" if settled else "not_paid",
+            invoice_date_due=due.isoformat(),
+            amount_residual=0.0 if settled else _dollars(subtotal + tax),
         )
         odoo.invoice_totals[(head.partner_id, head.window.period)].append(
             {"move_type": move_type, "state": state, "subtotal": subtotal, "tax": tax}

@@ -1,8 +1,10 @@
 """The importer in the code location, on a copy of the generated sandbox (docs/design.md §9).
 
 The sandbox's Odoo accounts were made by this importer, so planning a period again finds nothing
-to do but the one price someone left at its old value in Odoo (the ground truth's rate case);
-the plan lands in ``odoo_import_plan``; ``apply_odoo_import`` is a dry run unless told otherwise,
+to do but the one price someone left at its old value in Odoo (the ground truth's rate case) and,
+in the periods its deployment lived in, the subscription the ground truth's lifecycle case
+``billed_after_termination`` set back in progress after NexaCloud terminated the deployment (the
+importer wants it churned); the plan lands in ``odoo_import_plan``; ``apply_odoo_import`` is a dry run unless told otherwise,
 logs to ``odoo_import_log`` and converges; a partner whose external id was lost is a conflict
 left untouched; and nothing a schedule, a sensor or the default asset selection runs can write
 to Odoo. Odoo's own client library reads what the importer wrote, over JSON-2 and /jsonrpc.
@@ -13,7 +15,8 @@ from __future__ import annotations
 import re
 import sqlite3
 from contextlib import closing
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import odoolib
 import pytest
@@ -53,6 +56,24 @@ def rate_case(manifest) -> tuple[str, int, str, str]:
     return case["period"], int(deployment), old, new
 
 
+def reopened_subscription(manifest, plan) -> list[list[str]]:
+    """[external id, changes] of the subscription the lifecycle case ``billed_after_termination``
+    set back in progress, when its deployment lived in the plan's period: the importer wants it
+    churned again, ending on the last local day the deployment ran. Empty otherwise."""
+    (case,) = [c for c in manifest["lifecycle"]["cases"] if c["case"] == "billed_after_termination"]
+    external_id = f"nexacloud.deployment_{case['deployment_id']}"
+    if external_id not in set(plan["external_id"]):
+        return []
+    terminated_at = datetime.fromisoformat(case["since"]).replace(tzinfo=UTC)
+    last_day = (terminated_at - timedelta(microseconds=1)).astimezone(ZoneInfo(manifest["timezone"])).date()
+    return [
+        [
+            external_id,
+            f"end_date: empty → {last_day.isoformat()}; subscription_state: '3_progress' → '6_churn'",
+        ]
+    ]
+
+
 def excluded_customers(location: CodeLocation) -> set[int]:
     return set(read_exclusions(location.sandbox.out / "import_exclusions.csv"))
 
@@ -78,8 +99,10 @@ def test_planning_a_sandbox_period_finds_only_the_price_left_old_in_odoo(locatio
     )
     plan = plan_of(location, period)
     updates = plan.loc[plan["action"] == "update"]
+    reopened = reopened_subscription(location.sandbox.manifest, plan)
     assert updates[["external_id", "changes"]].values.tolist() == [
-        [f"nexacloud.deployment_{deployment}_plan_fee", f"price_unit: {old} → {new}"]
+        *reopened,
+        [f"nexacloud.deployment_{deployment}_plan_fee", f"price_unit: {old} → {new}"],
     ]
     assert set(plan["action"]) == {"update", "unchanged", "excluded"}
     excluded = plan.loc[(plan["action"] == "excluded") & (plan["nexacloud_kind"] == "customer")]
@@ -87,8 +110,8 @@ def test_planning_a_sandbox_period_finds_only_the_price_left_old_in_odoo(locatio
     assert (plan["billing_period"] == date.fromisoformat(period)).all()
     (event,) = result.get_asset_materialization_events()
     metadata = {k: v.value for k, v in event.materialization.metadata.items()}
-    assert metadata["counts_by_action"]["update"] == 1
-    assert metadata["to_write"] == 1
+    assert metadata["counts_by_action"]["update"] == 1 + len(reopened)
+    assert metadata["to_write"] == 1 + len(reopened)
     assert f"nexacloud.deployment_{deployment}_plan_fee" in metadata["sample"]
 
 
@@ -96,27 +119,31 @@ def test_the_apply_job_is_a_dry_run_by_default_then_writes_and_converges(locatio
     period, deployment, old, new = rate_case(location.sandbox.manifest)
     dry = apply(location, period)
     assert dry.success
-    assert dry.output_for_node("apply_period_import")["sent"]["dry_run"] == 1
+    reopened = reopened_subscription(location.sandbox.manifest, plan_of(location, period))
+    assert dry.output_for_node("apply_period_import")["sent"]["dry_run"] == 1 + len(reopened)
     with location.warehouse.begin() as connection:
         log = read_import_log(connection, dry.run_id)
     assert log["dry_run"].all() and set(log["outcome"]) == {"dry_run"}
     # Nothing was written: the line still holds the old price.
     assert plan_of(location, period).query("action == 'update'")["changes"].tolist() == [
-        f"price_unit: {old} → {new}"
+        *(changes for _, changes in reopened),
+        f"price_unit: {old} → {new}",
     ]
 
     applied = apply(location, period, dry_run=False)
     assert applied.success
     assert applied.output_for_node("apply_period_import")["written"] == {
-        "sale.order.line": {"create": 0, "update": 1}
+        "sale.order.line": {"create": 0, "update": 1},
+        **({"sale.order": {"create": 0, "update": 1}} if reopened else {}),
     }
     with location.warehouse.begin() as connection:
         log = read_import_log(connection, applied.run_id)
-    (line,) = log.loc[log["external_id"].notna()].itertuples()
-    assert (line.external_id, line.outcome, line.dry_run) == (
-        f"nexacloud.deployment_{deployment}_plan_fee",
-        "loaded",
-        False,
+    written = log.loc[log["external_id"].notna()]
+    assert sorted(zip(written["external_id"], written["outcome"], written["dry_run"], strict=True)) == sorted(
+        [
+            (f"nexacloud.deployment_{deployment}_plan_fee", "loaded", False),
+            *((external_id, "loaded", False) for external_id, _ in reopened),
+        ]
     )
     again = apply(location, period, dry_run=False)
     summary = again.output_for_node("apply_period_import")

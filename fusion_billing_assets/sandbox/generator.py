@@ -8,13 +8,18 @@
   unless another SQLAlchemy URL is given): the records it serves, in the storage format of
   ``sandbox.odoo_models``, replaced the same way;
 - ``manifest.json``: the ground truth — every injected difference and edge case
-  (``sandbox.scenarios``) and the expected reconciliation status of every customer in every
-  closed period;
-- ``waivers.csv``: the accepted difference of the ``waived`` case.
+  (``sandbox.scenarios``), the expected reconciliation status of every customer in every
+  closed period, every usage record whose delivery failed, and the lifecycle cases with the kind
+  each deployment they touch must be classified as (``lifecycle``);
+- ``waivers.csv``: the accepted difference of the ``waived`` case;
+- ``import_exclusions.csv``: the customer the ground truth says was never imported.
 
 It wires the stages, each in its own module: the world and its cast (``world``), NexaCloud's
-metering and invoices (``nexacloud_billing``), Odoo's usage ledger and records (``odoo_billing``),
-the ground truth (``ground_truth``) and the writing of the NexaCloud database (``nexacloud_db``).
+metering and invoices (``nexacloud_billing``), Odoo's accounts made by the production importer
+(``import_world``), Odoo's usage ledger and records (``odoo_billing``), the lifecycle states of
+both systems (``lifecycle``: run once everything else is written, it updates a few deployments'
+statuses and a few subscriptions and invoices, none of which any billing figure reads), the ground
+truth (``ground_truth``) and the writing of the NexaCloud database (``nexacloud_db``).
 The last period is the current, provisional one: usage up to a fixed cut-off on its 15th and no
 invoices on either side.
 
@@ -25,7 +30,8 @@ few records whose delivery was faulted (for the ground truth's ``delivery_faults
 memory, so memory grows with deployments, not with usage records.
 
 Everything random comes from ``random.Random(seed)`` consumed in a fixed order (the order of the
-stages below) and, for metering, from one stream per deployment and period derived from the seed;
+stages below) and, for metering, from one stream per deployment and period derived from the seed,
+and for the lifecycle cases from one stream of their own (so picking them changes no other draw);
 nothing reads the clock: the same seed, scale, end period and time zone give byte-identical files
 and identical tables.
 """
@@ -46,6 +52,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from fusion_billing_assets.billing.periods import parse_period
 from fusion_billing_assets.sandbox.ground_truth import manifest, waivers_csv
 from fusion_billing_assets.sandbox.import_world import edit_plan_prices, exclusions_csv, import_world
+from fusion_billing_assets.sandbox.lifecycle import apply_lifecycle, plan_lifecycle
 from fusion_billing_assets.sandbox.nexacloud_billing import (
     Progress,
     bill_nexacloud,
@@ -146,7 +153,15 @@ def generate(
     odoo_rows = _odoo_counts(odoo_url)
     report("odoo: " + ", ".join(f"{model} {count:,}" for model, count in sorted(odoo_rows.items())))
 
-    ground_truth = manifest(world, invoices, ledger, odoo)
+    # Last, on both systems as written: the lifecycle states, which no billing figure reads.
+    lifecycle = plan_lifecycle(world, odoo, odoo_url)
+    apply_lifecycle(lifecycle, nexacloud_url, odoo_url)
+    report(
+        f"lifecycle: {len({e.case for e in lifecycle.entries})} cases on {len(lifecycle.deployments())} "
+        f"deployments, judged at {lifecycle.as_of:%Y-%m-%d %H:%M} UTC"
+    )
+
+    ground_truth = manifest(world, invoices, ledger, odoo, lifecycle)
     paths = {name: out_dir / name for name in ("manifest.json", "waivers.csv", "import_exclusions.csv")}
     paths["manifest.json"].write_text(json.dumps(ground_truth, sort_keys=True, indent=1) + "\n")
     paths["waivers.csv"].write_text(waivers_csv(world))

@@ -2,9 +2,12 @@
 
 ``manifest`` lists every difference and edge case the cast (``sandbox.scenarios``) injected, with a
 sentence quoting the figures that make it, the status every customer must get in every closed
-period, and every usage record whose delivery to Odoo's ledger failed (``delivery_faults``, from
-what the pushes dropped, altered or added, never from reading the two databases back); before
-writing it, it refuses a world whose shaped cases do not have the shape their status claims.
+period, every usage record whose delivery to Odoo's ledger failed (``delivery_faults``, from
+what the pushes dropped, altered or added, never from reading the two databases back), and the
+lifecycle cases (``lifecycle``: each deployment a case touches, with the drift kind it must be
+classified as and since when, from how the case was built; every other mapped deployment is in
+sync); before writing it, it refuses a world whose shaped cases do not have the shape their status
+claims, or that lacks a lifecycle case.
 ``waivers_csv`` accepts the ``waived`` difference. Its figures come from the sandbox's own
 arithmetic (``independent_charges``), as both systems' invoices do.
 """
@@ -28,6 +31,7 @@ from fusion_billing_assets.sandbox.independent_charges import (
     tax_rate,
     tax_rule_on,
 )
+from fusion_billing_assets.sandbox.lifecycle import KIND_OF_CASE, Case, Kind, Lifecycle
 from fusion_billing_assets.sandbox.nexacloud_billing import SERVICE_CREDIT_CENTS, NexaCloudInvoice
 from fusion_billing_assets.sandbox.odoo_billing import (
     LOST_WINDOWS,
@@ -46,10 +50,16 @@ WAIVER_YEARS = 5
 
 
 def manifest(
-    world: World, invoices: list[NexaCloudInvoice], ledger: UsageLedger, odoo: OdooRecords
+    world: World,
+    invoices: list[NexaCloudInvoice],
+    ledger: UsageLedger,
+    odoo: OdooRecords,
+    lifecycle: Lifecycle,
 ) -> dict[str, Any]:
-    """The ground truth: injected differences, edge cases and every expected reconciliation row."""
+    """The ground truth: injected differences, edge cases, every expected reconciliation row, the
+    delivery faults and the lifecycle cases."""
     truth = _GroundTruth(world, invoices, ledger, odoo)
+    _check_lifecycle(world, odoo, lifecycle)
     differences, edge_cases = [], []
     for casting in world.castings:
         for period in world.periods_of(casting):
@@ -100,7 +110,58 @@ def manifest(
         "edge_cases": sorted(edge_cases, key=_manifest_order),
         "expected": sorted(expected, key=_manifest_order),
         "delivery_faults": truth.delivery_faults(),
+        "lifecycle": lifecycle_section(lifecycle),
     }
+
+
+def lifecycle_section(lifecycle: Lifecycle) -> dict[str, Any]:
+    """The manifest's ``lifecycle``: the moment judged and every deployment each case touches."""
+    return {
+        "as_of": utc_text(lifecycle.as_of, "seconds"),
+        "grace_days": lifecycle.grace_days,
+        "timezone": lifecycle.timezone,
+        "cases": [
+            {
+                "case": entry.case.value,
+                "kind": entry.kind.value,
+                "deployment_id": entry.deployment_id,
+                "customer_id": entry.customer_id,
+                "subscription_id": entry.subscription_id,
+                "since": None if entry.since is None else utc_text(entry.since, "seconds"),
+                "description": entry.description,
+            }
+            for entry in lifecycle.entries
+        ],
+    }
+
+
+def _check_lifecycle(world: World, odoo: OdooRecords, lifecycle: Lifecycle) -> None:
+    """Every case is there on a mapped deployment of its own, its own deployment of its kind."""
+    seen: dict[int, Case] = {}
+    for entry in lifecycle.entries:
+        if entry.deployment_id in seen:
+            raise RuntimeError(
+                f"sandbox generator bug: deployment {entry.deployment_id} is in lifecycle cases "
+                f"{seen[entry.deployment_id].value} and {entry.case.value}"
+            )
+        seen[entry.deployment_id] = entry.case
+        if not world.imported(entry.customer_id) or odoo.subscription_of.get(entry.deployment_id) != (
+            entry.subscription_id
+        ):
+            raise RuntimeError(
+                f"sandbox generator bug: lifecycle case {entry.case.value}'s deployment {entry.deployment_id} "
+                f"is not mapped to subscription {entry.subscription_id}"
+            )
+    for case in Case:
+        kinds = [entry.kind for entry in lifecycle.entries if entry.case is case]
+        wanted = KIND_OF_CASE[case]
+        # A look-alike's own deployment is in sync, as are the others its invoice bills.
+        built = kinds.count(wanted) == 1 or (wanted is Kind.IN_SYNC and kinds)
+        if not built or any(kind not in (wanted, Kind.IN_SYNC) for kind in kinds):
+            raise RuntimeError(
+                f"sandbox generator bug: lifecycle case {case.value} should hold one deployment that reads "
+                f"as {wanted.value}, it holds {[kind.value for kind in kinds]}"
+            )
 
 
 def waivers_csv(world: World) -> str:

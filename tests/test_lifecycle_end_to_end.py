@@ -1,0 +1,222 @@
+"""The control loop end to end on the sandbox (docs/design.md §11): ``billing/lifecycle_drift``
+materialized through the code location's own job and resources, read back from
+``billing_lifecycle_drift``, compared with the ground truth the sandbox recorded (its manifest's
+``lifecycle`` cases); the alert sensor telling each new drift once and its resolution once the
+drift is put right in Odoo; and flip readiness naming the drifts older than the grace period.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from dagster import DagsterInstance, ExecuteInProcessResult, SkipReason, build_sensor_context
+from sqlalchemy import create_engine, update
+
+from fusion_billing_assets.alerts import LIFECYCLE_DRIFT, LIFECYCLE_RESOLVED
+from fusion_billing_assets.definitions import (
+    build_resources,
+    defs,
+    flip_readiness_job_name,
+    observe_lifecycle_job_name,
+)
+from fusion_billing_assets.defs.lifecycle import lifecycle_drift_alerts
+from fusion_billing_assets.defs.resources import AlertChannel
+from fusion_billing_assets.sandbox.odoo_store import TABLES
+from fusion_billing_assets.settings import load_settings
+from fusion_billing_assets.warehouse import read_lifecycle_drift, read_lifecycle_observations
+from tests import test_sensors
+from tests.conftest import GeneratedSandbox
+from tests.test_sensors import SECRET, WEBSERVER, Receiver
+
+receiver = test_sensors.receiver
+DRIFT_KINDS = {
+    "not_suspended",
+    "not_deprovisioned",
+    "suspended_but_paid",
+    "billed_after_termination",
+    "paused_but_running",
+}
+
+
+@dataclass
+class Location:
+    home: Path
+    instance: DagsterInstance
+    manifest: dict
+
+    def resources(self) -> dict:
+        return build_resources(load_settings({"DAGSTER_HOME": str(self.home)}))
+
+    def observe(self) -> ExecuteInProcessResult:
+        return defs.resolve_job_def(observe_lifecycle_job_name).execute_in_process(
+            instance=self.instance, resources=self.resources()
+        )
+
+    def drift_table(self) -> pd.DataFrame:
+        with self.resources()["warehouse"].begin() as connection:
+            return read_lifecycle_drift(connection)
+
+    @property
+    def cases(self) -> list[dict]:
+        return self.manifest["lifecycle"]["cases"]
+
+    @property
+    def as_of(self) -> pd.Timestamp:
+        return pd.Timestamp(self.manifest["lifecycle"]["as_of"], tz="UTC")
+
+
+@pytest.fixture
+def location(small_sandbox: GeneratedSandbox, tmp_path) -> Iterator[Location]:
+    """A home of its own over a copy of the small sandbox: these tests change Odoo's records."""
+    shutil.copytree(small_sandbox.out, tmp_path / "sandbox")
+    manifest = json.loads((tmp_path / "sandbox" / "manifest.json").read_text())
+    with DagsterInstance.ephemeral(tempdir=str(tmp_path / "dagster")) as instance:
+        yield Location(tmp_path, instance, manifest)
+
+
+def metadata(result: ExecuteInProcessResult, key: str) -> dict:
+    (event,) = [
+        event
+        for event in result.get_asset_materialization_events()
+        if event.event_specific_data.materialization.asset_key.to_user_string() == key
+    ]
+    return {name: value.value for name, value in event.event_specific_data.materialization.metadata.items()}
+
+
+def tick(location: Location, receiver: Receiver, cursor: str | None) -> str | None:
+    channel = AlertChannel(webhook_url=receiver.url, kind="generic", secret=SECRET, webserver_url=WEBSERVER)
+    resources = {"warehouse": location.resources()["warehouse"], "alert_channel": channel}
+    with build_sensor_context(instance=location.instance, cursor=cursor, resources=resources) as context:
+        assert isinstance(lifecycle_drift_alerts(context), SkipReason)
+    return context.cursor
+
+
+def test_every_injected_drift_is_found_with_its_kind_and_none_of_the_look_alikes(location):
+    result = location.observe()
+    table = location.drift_table().set_index("deployment_id")
+
+    expected = {case["deployment_id"]: case for case in location.cases}
+    assert {case["kind"] for case in location.cases} == {*DRIFT_KINDS, "in_sync"}
+    for deployment_id, case in expected.items():
+        found = table.loc[deployment_id]
+        assert found["kind"] == case["kind"], (case["case"], found["cause"])
+        assert (
+            found["customer_id"] == case["customer_id"]
+            and found["subscription_id"] == case["subscription_id"]
+        )
+        if case["since"] is not None:
+            assert found["since"] == pd.Timestamp(case["since"], tz="UTC"), case["case"]
+        elif case["kind"] != "in_sync":
+            # Neither system dates it: first observed at the moment judged.
+            assert found["since"] == location.as_of
+    # Nothing else drifts: every other mapped deployment is in sync.
+    drifting = set(table.index[table["kind"] != "in_sync"])
+    assert drifting == {d for d, case in expected.items() if case["kind"] != "in_sync"}
+    look_alikes = [case for case in location.cases if case["kind"] == "in_sync"]
+    assert {case["case"] for case in look_alikes} == {
+        "in_grace",
+        "suspended_and_overdue",
+        "terminated_and_churned_same_day",
+    }
+    for case in look_alikes:
+        assert table.at[case["deployment_id"], "cause"], f"{case['case']} says why it is in sync"
+
+    # Every row has its states and a cause with the figures; amounts are what is at stake.
+    drifts = table[table["kind"] != "in_sync"]
+    assert (drifts["amount_at_stake_cents"] > 0).all()
+    assert drifts["cause"].str.contains(r"\$\d").all()
+    info = metadata(result, "billing/lifecycle_drift")
+    assert info["dagster/row_count"] == len(table)
+    assert info["counts_by_kind"] == {
+        "in_sync": int((table["kind"] == "in_sync").sum()),
+        **{kind: 1 for kind in DRIFT_KINDS},
+    }
+    assert info["as_of"] == location.as_of.isoformat()
+    # Odoo is read in pages per model: at this size, one or two requests each, never one per deployment.
+    assert max(info["odoo_calls"].values()) <= 2 and info["odoo_requests"] < len(table) / 4
+    (check,) = result.get_asset_check_evaluations()
+    beyond = {
+        case["deployment_id"]
+        for case in location.cases
+        if case["since"] is not None
+        and pd.Timestamp(case["since"], tz="UTC") < location.as_of - timedelta(days=7)
+    }
+    assert check.check_name == "no_drift_beyond_grace" and check.passed is not bool(beyond)
+    assert sorted(check.metadata["deployment_ids"].value) == sorted(beyond)
+
+
+def test_each_new_drift_is_alerted_once_and_a_drift_put_right_gets_its_resolution(location, receiver):
+    location.observe()
+    cursor = tick(location, receiver, None)
+    drift_cases = [case for case in location.cases if case["kind"] != "in_sync"]
+    alerts = receiver.accepted()
+    assert sorted((alert["event"], alert["deployment_id"], alert["kind"]) for alert in alerts) == sorted(
+        (LIFECYCLE_DRIFT, case["deployment_id"], case["kind"]) for case in drift_cases
+    )
+    assert all(alert["link"] == f"{WEBSERVER}/assets/billing/lifecycle_drift" for alert in alerts)
+
+    # The customer pays the overdue invoice in Odoo; the next hour's observation finds it in sync.
+    overdue = next(case for case in location.cases if case["case"] == "not_suspended")
+    invoice_name = next(alert for alert in alerts if alert["kind"] == "not_suspended")["lines"][0].split()[1]
+    moves = TABLES["account.move"]
+    engine = create_engine(f"sqlite:///{location.home / 'sandbox' / 'odoo.sqlite'}")
+    with engine.begin() as connection:
+        paid = connection.execute(
+            update(moves)
+            .where(moves.c.name == invoice_name)
+            .values(payment_state="paid", amount_residual=0.0)
+        )
+        assert paid.rowcount == 1
+    engine.dispose()
+    location.observe()
+    receiver.received.clear()
+
+    cursor = tick(location, receiver, cursor)
+
+    (resolution,) = receiver.accepted()
+    assert resolution["event"] == LIFECYCLE_RESOLVED
+    assert (resolution["deployment_id"], resolution["kind"]) == (overdue["deployment_id"], "not_suspended")
+    assert resolution["title"].endswith("is in sync again; it was not_suspended.")
+    assert location.drift_table().set_index("deployment_id").at[overdue["deployment_id"], "kind"] == "in_sync"
+
+    # Another observation with nothing changed: nothing is told again.
+    location.observe()
+    receiver.received.clear()
+    tick(location, receiver, cursor)
+    assert receiver.received == []
+
+
+def test_flip_readiness_names_each_drift_older_than_the_grace_period(location):
+    location.observe()
+    result = defs.resolve_job_def(flip_readiness_job_name).execute_in_process(
+        instance=location.instance, resources=location.resources()
+    )
+    readiness = metadata(result, "billing/flip_readiness")
+
+    beyond = sorted(
+        case["deployment_id"]
+        for case in location.cases
+        if case["since"] is not None
+        and pd.Timestamp(case["since"], tz="UTC") < location.as_of - timedelta(days=7)
+    )
+    assert beyond, "the sandbox holds a drift older than the grace period"
+    assert sorted(readiness["lifecycle_drifts_held_back"]) == beyond
+    for case in location.cases:
+        named = (
+            f"deployment {case['deployment_id']} (customer {case['customer_id']}) has drifted"
+            in readiness["reasons"]
+        )
+        assert named == (case["deployment_id"] in beyond), case["case"]
+    with location.resources()["warehouse"].begin() as connection:
+        observed_at = read_lifecycle_observations(connection)["observed_at"].iloc[-1]
+    assert readiness["lifecycle_observed_at"] == observed_at.isoformat(timespec="seconds")
+    assert datetime.fromisoformat(readiness["lifecycle_observed_at"]) <= datetime.fromisoformat(
+        readiness["judged_at"]
+    )

@@ -68,7 +68,7 @@ JOB = "reconcile_billing_period"
 SENSOR = "reconciliation_alerts"
 SENSOR_SELECTOR = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "sensorName": SENSOR}
 RECONCILIATION = AssetKey(["billing", "reconciliation"])
-ASSET_GROUPS = {"nexacloud", "odoo", "reconciliation", "importer"}
+ASSET_GROUPS = {"nexacloud", "odoo", "reconciliation", "importer", "lifecycle"}
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 # The environment a deployment is configured through; none of it leaks in from the test's shell.
 CONFIGURATION_PREFIXES = ("DAGSTER_", "BILLING_", "ALERT_", "NEXACLOUD_", "ODOO_")

@@ -160,6 +160,8 @@ def generate(
         f"lifecycle: {len({e.case for e in lifecycle.entries})} cases on {len(lifecycle.deployments())} "
         f"deployments, judged at {lifecycle.as_of:%Y-%m-%d %H:%M} UTC"
     )
+    for case, why in lifecycle.not_built.items():
+        report(f"lifecycle: case {case.value} not built: {why}")
 
     ground_truth = manifest(world, invoices, ledger, odoo, lifecycle)
     paths = {name: out_dir / name for name in ("manifest.json", "waivers.csv", "import_exclusions.csv")}

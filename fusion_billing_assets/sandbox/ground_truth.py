@@ -6,8 +6,8 @@ period, every usage record whose delivery to Odoo's ledger failed (``delivery_fa
 what the pushes dropped, altered or added, never from reading the two databases back), and the
 lifecycle cases (``lifecycle``: each deployment a case touches, with the drift kind it must be
 classified as and since when, from how the case was built; every other mapped deployment is in
-sync); before writing it, it refuses a world whose shaped cases do not have the shape their status
-claims, or that lacks a lifecycle case.
+sync, and ``not_built`` names a case the world was too small to hold); before writing it, it
+refuses a world whose shaped cases do not have the shape their status claims.
 ``waivers_csv`` accepts the ``waived`` difference. Its figures come from the sandbox's own
 arithmetic (``independent_charges``), as both systems' invoices do.
 """
@@ -132,6 +132,7 @@ def lifecycle_section(lifecycle: Lifecycle) -> dict[str, Any]:
             }
             for entry in lifecycle.entries
         ],
+        "not_built": [{"case": case.value, "why": why} for case, why in lifecycle.not_built.items()],
     }
 
 
@@ -153,6 +154,8 @@ def _check_lifecycle(world: World, odoo: OdooRecords, lifecycle: Lifecycle) -> N
                 f"is not mapped to subscription {entry.subscription_id}"
             )
     for case in Case:
+        if case in lifecycle.not_built:
+            continue
         kinds = [entry.kind for entry in lifecycle.entries if entry.case is case]
         wanted = KIND_OF_CASE[case]
         # A look-alike's own deployment is in sync, as are the others its invoice bills.

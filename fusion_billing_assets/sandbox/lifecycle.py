@@ -143,6 +143,8 @@ class Lifecycle:
     grace_days: int
     timezone: str
     entries: tuple[LifecycleEntry, ...]
+    # The cases the world could not hold, with why.
+    not_built: Mapping[Case, str]
     # NexaCloud deployment id → its status.
     deployment_status: Mapping[int, str]
     # Odoo record id → the values written on it (storage format), per model.
@@ -180,8 +182,8 @@ class _Subscription:
 
 
 def plan_lifecycle(world: World, odoo: OdooRecords, odoo_url: str) -> Lifecycle:
-    """Pick every case's deployment and say what to write; ``LifecycleNotBuilt`` when the world
-    cannot hold one of them."""
+    """Pick every case's deployment and say what to write; a case the world cannot hold (too few
+    terminated deployments, say) is left out and listed in ``not_built`` with why."""
     engine = open_store(odoo_url)
     try:
         with engine.connect() as connection:
@@ -351,13 +353,29 @@ class _Planner:
     # --- the plan ------------------------------------------------------------------------------
 
     def plan(self) -> Lifecycle:
-        # The look-alike first, so it gets the evening termination when there is one.
-        self.terminated_case(Case.TERMINATED_AND_CHURNED_SAME_DAY)
-        self.terminated_case(Case.BILLED_AFTER_TERMINATION)
-        for case in (Case.NOT_SUSPENDED, Case.SUSPENDED_AND_OVERDUE, Case.IN_GRACE):
-            self.invoice_case(case)
-        for case in (Case.SUSPENDED_BUT_PAID, Case.NOT_DEPROVISIONED, Case.PAUSED_BUT_RUNNING):
-            self.deployment_case(case)
+        # The look-alike first, so it gets the evening termination when there is one; with a
+        # single terminated deployment to go round, the drift kind takes it.
+        terminated = [Case.TERMINATED_AND_CHURNED_SAME_DAY, Case.BILLED_AFTER_TERMINATION]
+        if len(self.terminated_candidates()) < len(terminated):
+            terminated.reverse()
+        builders = [
+            *((case, self.terminated_case) for case in terminated),
+            *(
+                (case, self.invoice_case)
+                for case in (Case.NOT_SUSPENDED, Case.SUSPENDED_AND_OVERDUE, Case.IN_GRACE)
+            ),
+            *(
+                (case, self.deployment_case)
+                for case in (Case.SUSPENDED_BUT_PAID, Case.NOT_DEPROVISIONED, Case.PAUSED_BUT_RUNNING)
+            ),
+        ]
+        # A world too small for a case still generates: the manifest says which case is missing and why.
+        not_built = {}
+        for case, build in builders:
+            try:
+                build(case)
+            except LifecycleNotBuilt as missing:
+                not_built[case] = str(missing)
         order = list(Case)
         entries = sorted(self.entries, key=lambda e: (order.index(e.case), e.deployment_id))
         return Lifecycle(
@@ -366,6 +384,7 @@ class _Planner:
             grace_days=GRACE_DAYS,
             timezone=self.world.timezone,
             entries=tuple(entries),
+            not_built=not_built,
             deployment_status=self.deployment_status,
             subscription_writes=self.subscription_writes,
             invoice_writes=self.invoice_writes,
@@ -387,17 +406,21 @@ class _Planner:
         )
         self.used_customers.add(deployment.customer_id)
 
-    def terminated_case(self, case: Case) -> None:
-        """A deployment the world terminated before "now", on a customer no other case took."""
-        world = self.world
-        zone = world.zone
-        candidates = [
+    def terminated_candidates(self) -> list[Deployment]:
+        """The deployments the world terminated before "now", of imported customers no case took."""
+        return [
             d
-            for d in world.deployments
+            for d in self.world.deployments
             if self.terminated(d)
             and self.tier(d.customer_id) is not None
             and d.customer_id not in self.used_customers
         ]
+
+    def terminated_case(self, case: Case) -> None:
+        """A deployment the world terminated before "now", on a customer no other case took."""
+        world = self.world
+        zone = world.zone
+        candidates = self.terminated_candidates()
 
         def evening(d: Deployment) -> bool:
             """Terminated in the local evening: its UTC date is the next day."""

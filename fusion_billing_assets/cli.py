@@ -399,7 +399,8 @@ def _lifecycle_report(result) -> list[str]:
         kind: count for kind, count in lifecycle["counts_by_kind"].items() if count and kind != "in_sync"
     }
     return [
-        f"{lifecycle['dagster/row_count']} mapped deployment(s) judged as of {lifecycle['as_of']}: "
+        f"{lifecycle['dagster/row_count']} mapped deployment(s) judged as of "
+        f"{datetime.fromisoformat(lifecycle['as_of']):%Y-%m-%d %H:%M} UTC: "
         + (", ".join(f"{count} {kind}" for kind, count in drifting.items()) or "every one in sync"),
         f"{lifecycle['drifts_older_than_grace']} drift(s) older than the {lifecycle['grace_days']}-day grace "
         f"period; {lifecycle['amount_at_stake']} at stake",

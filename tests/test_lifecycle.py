@@ -282,4 +282,22 @@ def test_kinds_are_the_contracts():
         "suspended_but_paid",
         "billed_after_termination",
         "paused_but_running",
+        "not_judged",
     ]
+
+
+@pytest.mark.parametrize(
+    ("deployment", "subscription_state", "named"),
+    [
+        ((1, "deleted", None, "active"), "3_progress", "deployments.status 'deleted'"),
+        ((1, "running", None, "frozen"), "3_progress", "customers.status 'frozen'"),
+        ((1, "running", None, "active"), None, "sale.order.subscription_state None"),
+        ((1, "running", None, "active"), "8_closed", "sale.order.subscription_state '8_closed'"),
+    ],
+)
+def test_a_state_outside_the_contract_is_named_not_guessed(deployment, subscription_state, named):
+    world = states(deployments=[deployment], subscriptions=[(1, subscription_state, None)])
+    found = judged(world, AS_OF)
+    assert found.at[1, "kind"] == "not_judged"
+    assert named in found.at[1, "cause"] and "deployment 1 (subscription S00101)" in found.at[1, "cause"]
+    assert pd.isna(found.at[1, "since"]) and found.at[1, "amount_at_stake_cents"] == 0

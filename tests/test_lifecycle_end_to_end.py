@@ -2,7 +2,8 @@
 materialized through the code location's own job and resources, read back from
 ``billing_lifecycle_drift``, compared with the ground truth the sandbox recorded (its manifest's
 ``lifecycle`` cases); the alert sensor telling each new drift once and its resolution once the
-drift is put right in Odoo; and flip readiness naming the drifts older than the grace period.
+drift is put right in Odoo; flip readiness naming the drifts older than the grace period; and an
+observation Odoo refuses leaving the previous one, and the channel, as they were.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult, SkipReason, build_sensor_context
@@ -29,6 +31,7 @@ from fusion_billing_assets.definitions import (
 from fusion_billing_assets.defs.lifecycle import lifecycle_drift_alerts
 from fusion_billing_assets.defs.resources import AlertChannel
 from fusion_billing_assets.sandbox.odoo_store import TABLES
+from fusion_billing_assets.sandbox.resources import SandboxOdooAPI
 from fusion_billing_assets.settings import load_settings
 from fusion_billing_assets.warehouse import read_lifecycle_drift, read_lifecycle_observations
 from tests import test_sensors
@@ -137,18 +140,21 @@ def test_every_injected_drift_is_found_with_its_kind_and_none_of_the_look_alikes
     assert info["counts_by_kind"] == {
         "in_sync": int((table["kind"] == "in_sync").sum()),
         **{kind: 1 for kind in DRIFT_KINDS},
+        "not_judged": 0,
     }
     assert info["as_of"] == location.as_of.isoformat()
     # Odoo is read in pages per model: at this size, one or two requests each, never one per deployment.
     assert max(info["odoo_calls"].values()) <= 2 and info["odoo_requests"] < len(table) / 4
-    (check,) = result.get_asset_check_evaluations()
+    checks = {check.check_name: check for check in result.get_asset_check_evaluations()}
+    assert checks["every_deployment_judged"].passed
+    check = checks["no_drift_beyond_grace"]
     beyond = {
         case["deployment_id"]
         for case in location.cases
         if case["since"] is not None
         and pd.Timestamp(case["since"], tz="UTC") < location.as_of - timedelta(days=7)
     }
-    assert check.check_name == "no_drift_beyond_grace" and check.passed is not bool(beyond)
+    assert check.passed is not bool(beyond)
     assert sorted(check.metadata["deployment_ids"].value) == sorted(beyond)
 
 
@@ -220,3 +226,57 @@ def test_flip_readiness_names_each_drift_older_than_the_grace_period(location):
     assert datetime.fromisoformat(readiness["lifecycle_observed_at"]) <= datetime.fromisoformat(
         readiness["judged_at"]
     )
+
+
+class OdooRefusingInvoices(SandboxOdooAPI):
+    """The sandbox's Odoo, whose read-only user has lost access to invoices."""
+
+    def transport(self) -> httpx.BaseTransport:
+        served = super().transport()
+
+        def answer(request: httpx.Request) -> httpx.Response:
+            if "/account.move/" in request.url.path:
+                return httpx.Response(
+                    403,
+                    json={
+                        "name": "odoo.exceptions.AccessError",
+                        "message": "You are not allowed to access 'Journal Entry' (account.move) records.",
+                        "arguments": [],
+                        "context": {},
+                        "debug": "",
+                    },
+                )
+            return served.handle_request(request)
+
+        return httpx.MockTransport(answer)
+
+
+def test_an_observation_that_fails_keeps_the_previous_one_and_tells_nobody(location, receiver):
+    location.observe()
+    cursor = tick(location, receiver, None)
+    before = location.drift_table()
+    receiver.received.clear()
+    resources = location.resources()
+    refusing = resources["odoo"]
+    resources["odoo"] = OdooRefusingInvoices(
+        url=refusing.url,
+        database=refusing.database,
+        api_key=refusing.api_key,
+        login=refusing.login,
+        store_url=refusing.store_url,
+    )
+
+    failed = defs.resolve_job_def(observe_lifecycle_job_name).execute_in_process(
+        instance=location.instance, resources=resources, raise_on_error=False
+    )
+
+    assert not failed.success
+    (failure,) = failed.get_step_failure_events()
+    error = failure.event_specific_data.error.to_string()
+    assert "account.move" in error and "not allowed" in error
+    assert refusing.api_key not in error
+    pd.testing.assert_frame_equal(location.drift_table(), before)
+    with resources["warehouse"].begin() as connection:
+        assert len(read_lifecycle_observations(connection)) == 1
+    tick(location, receiver, cursor)
+    assert receiver.received == []

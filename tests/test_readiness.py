@@ -262,3 +262,17 @@ def test_an_observation_older_than_a_day_does_not_count():
         "the control loop was last observed at 2026-11-19 11:00Z, more than a day ago: materialize "
         "billing/lifecycle_drift",
     )
+
+
+def test_deployments_that_could_not_be_judged_hold_the_flip_back():
+    readiness = flip_readiness(
+        results(period_rows(OCTOBER, *CLEAN)),
+        CLOSED,
+        1,
+        lifecycle=LifecycleStanding(observed_at=NOW, grace_days=7, not_judged=2),
+        now=NOW,
+    )
+    assert readiness.reasons == (
+        "2 deployment(s) could not be judged, their states outside the contract: see "
+        "billing_lifecycle_drift (kind not_judged)",
+    )

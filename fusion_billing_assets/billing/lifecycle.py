@@ -15,7 +15,9 @@ overdue invoices, and classified as ``in_sync`` or one drift kind:
 - ``suspended_but_paid``: the deployment (or its customer) suspended while the subscription is in
   progress and none of its invoices is overdue at all.
 
-The kinds exclude each other: each needs its own pair of NexaCloud and Odoo states. Dates are judged
+The kinds exclude each other: each needs its own pair of NexaCloud and Odoo states. A deployment
+whose status, customer status or subscription state is outside the contract is ``not_judged``,
+naming the field and its value, rather than guessed into a kind. Dates are judged
 in the billing time zone: an invoice due on day D is overdue from the local midnight after D, and
 past the grace period G from the local midnight after D + G. ``since`` is when the drift became
 true, from the dates both sides hold (a due date, an end date, a termination); where neither
@@ -50,14 +52,22 @@ class DriftKind(StrEnum):
     SUSPENDED_BUT_PAID = "suspended_but_paid"
     BILLED_AFTER_TERMINATION = "billed_after_termination"
     PAUSED_BUT_RUNNING = "paused_but_running"
+    # A state outside either system's contract: named, never guessed at.
+    NOT_JUDGED = "not_judged"
 
 
-DRIFT_KINDS = tuple(kind for kind in DriftKind if kind is not DriftKind.IN_SYNC)
+DRIFT_KINDS = tuple(kind for kind in DriftKind if kind not in (DriftKind.IN_SYNC, DriftKind.NOT_JUDGED))
 
 RUNNING, SUSPENDED, TERMINATED = "running", "suspended", "terminated"
 # Odoo 19's subscription states (sale.order.subscription_state) that bill.
 BILLING_STATES = frozenset({"3_progress", "7_upsell"})
 PAUSED_STATE, CHURNED_STATE = "4_paused", "6_churn"
+# The values each system's contract allows (docs/design.md §4, §11).
+DEPLOYMENT_STATUSES = frozenset({RUNNING, SUSPENDED, TERMINATED})
+CUSTOMER_STATUSES = frozenset({"active", SUSPENDED, "closed"})
+SUBSCRIPTION_STATES = frozenset(
+    {"1_draft", "2_renewal", "3_progress", "4_paused", "5_renewed", "6_churn", "7_upsell"}
+)
 
 # NexaCloud's deployments with their customer's status.
 DEPLOYMENT_STATE_COLUMNS = ["deployment_id", "customer_id", "status", "terminated_at", "customer_status"]
@@ -157,7 +167,9 @@ def classify(
         state = nexacloud_state(row.status, row.customer_status, row.terminated_at)
         overdue = overdue_by_subscription.get(row.subscription_id, ())
         kind, since, later = DriftKind.IN_SYNC, None, ()
-        if state == TERMINATED:
+        if _outside_contract(row):
+            kind = DriftKind.NOT_JUDGED
+        elif state == TERMINATED:
             if not _missing(row.terminated_at):
                 ended = local_day(row.terminated_at, rules.timezone)
                 later = tuple(
@@ -184,7 +196,7 @@ def classify(
                 since = pd.Timestamp(rules.midnight_after(oldest_due + grace))
             elif state == SUSPENDED and not overdue:
                 kind = DriftKind.SUSPENDED_BUT_PAID
-        if kind is not DriftKind.IN_SYNC and since is None:
+        if kind in DRIFT_KINDS and since is None:
             since = carried.get((int(row.deployment_id), str(kind)), pd.Timestamp(as_of))
         rows.append(
             (
@@ -203,6 +215,7 @@ def classify(
                 row.end_date,
                 row.terminated_at,
                 row.customer_status,
+                row.status,
                 overdue,
                 later,
             )
@@ -219,6 +232,7 @@ _EVIDENCE_COLUMNS = [
     "end_date",
     "terminated_at",
     "customer_status",
+    "status",
     "overdue",
     "later_lines",
 ]
@@ -257,8 +271,13 @@ def describe(
 
 
 def drifts(described: pd.DataFrame) -> pd.DataFrame:
-    """The rows that are not in sync."""
-    return described[described["kind"] != DriftKind.IN_SYNC]
+    """The rows that drift (neither in sync nor left unjudged)."""
+    return described[described["kind"].isin([str(kind) for kind in DRIFT_KINDS])]
+
+
+def not_judged(described: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose states break a contract, so no kind could be told."""
+    return described[described["kind"] == DriftKind.NOT_JUDGED]
 
 
 def older_than_grace(described: pd.DataFrame, rules: LifecycleRules, as_of: datetime) -> pd.DataFrame:
@@ -319,7 +338,24 @@ def _explained(row, rules: LifecycleRules, today: date, plan_fee: int | None) ->
             f"NexaCloud terminated {who}{ended}, yet Odoo keeps the subscription {row.subscription_state}: "
             f"it goes on billing {fee}."
         )
+    if kind is DriftKind.NOT_JUDGED:
+        return 0, (
+            f"Not judged: deployment {row.deployment_id} (subscription {row.subscription_name}) has "
+            f"{_outside_contract(row)}, which is not a state of the contract (docs/design.md §11)."
+        )
     return 0, _in_sync_note(row, rules, today)
+
+
+def _outside_contract(row) -> str | None:
+    """Which state of the row no contract allows, as ``field 'value'``; None when all are known."""
+    for field, value, allowed in (
+        ("deployments.status", row.status, DEPLOYMENT_STATUSES),
+        ("customers.status", row.customer_status, CUSTOMER_STATUSES),
+        ("sale.order.subscription_state", row.subscription_state, SUBSCRIPTION_STATES),
+    ):
+        if value not in allowed:
+            return f"{field} {value!r}"
+    return None
 
 
 def _in_sync_note(row, rules: LifecycleRules, today: date) -> str:

@@ -58,6 +58,8 @@ class LifecycleStanding:
     grace_days: int
     # Its drifts older than the grace period (``billing.lifecycle.DRIFT_COLUMNS``).
     beyond_grace: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # Its deployments whose states break a contract, so they could not be judged.
+    not_judged: int = 0
 
 
 def flip_readiness(
@@ -145,6 +147,11 @@ def _lifecycle_reasons(lifecycle: LifecycleStanding, now: datetime | None) -> li
         reasons.append(
             f"the control loop was last observed at {lifecycle.observed_at:%Y-%m-%d %H:%M}Z, more than a "
             "day ago: materialize billing/lifecycle_drift"
+        )
+    if lifecycle.not_judged:
+        reasons.append(
+            f"{lifecycle.not_judged} deployment(s) could not be judged, their states outside the "
+            "contract: see billing_lifecycle_drift (kind not_judged)"
         )
     beyond = lifecycle.beyond_grace
     if beyond.empty:

@@ -4,7 +4,8 @@
 state in NexaCloud and its subscription's state and overdue invoices in Odoo, classifies each
 mapped deployment (``billing.lifecycle``) and replaces the current view ``billing_lifecycle_drift``
 in one transaction, keeping every observation's drifts in ``billing_lifecycle_drift_history``.
-Its check fails while a drift is older than the grace period. The hourly schedule materializes it;
+Its check ``no_drift_beyond_grace`` fails while a drift is older than the grace period,
+``every_deployment_judged`` while a deployment's state is outside the contract. The hourly schedule materializes it;
 so can anyone, on demand. It only reads: nothing here writes to either system.
 
 The alert sensor reads the observations in order: a drift that appears is alerted once, a drift
@@ -59,6 +60,7 @@ from fusion_billing_assets.billing.lifecycle import (
     describe,
     drifts,
     nexacloud_state,
+    not_judged,
     older_than_grace,
     subscriptions_needing_plan_fee,
 )
@@ -90,6 +92,7 @@ GROUP = "lifecycle"
 LIFECYCLE_DRIFT_KEY = AssetKey(["billing", "lifecycle_drift"])
 OBSERVE_JOB = "observe_lifecycle"
 NO_DRIFT_BEYOND_GRACE = "no_drift_beyond_grace"
+EVERY_DEPLOYMENT_JUDGED = "every_deployment_judged"
 LARGEST_SHOWN = 20
 MAX_LISTED = 50
 # More new (or cleared) drifts than this in one observation are told in one digest, not one each.
@@ -101,6 +104,12 @@ DRIFT_CHECK = AssetCheckSpec(
     asset=LIFECYCLE_DRIFT_KEY,
     description="No mapped deployment has drifted from its Odoo subscription for longer than the "
     "suspension grace period (BILLING_SUSPEND_GRACE_DAYS).",
+)
+JUDGED_CHECK = AssetCheckSpec(
+    EVERY_DEPLOYMENT_JUDGED,
+    asset=LIFECYCLE_DRIFT_KEY,
+    description="Every mapped deployment's states are within both systems' contracts, so each was "
+    "judged (none is not_judged).",
 )
 
 
@@ -182,7 +191,7 @@ def terminations(deployments: pd.DataFrame, mapping: pd.DataFrame, rules: Lifecy
     group_name=GROUP,
     kinds={"sql", "pandas"},
     owners=OWNERS,
-    check_specs=[DRIFT_CHECK],
+    check_specs=[DRIFT_CHECK, JUDGED_CHECK],
 )
 def lifecycle_drift(
     context: AssetExecutionContext,
@@ -216,7 +225,7 @@ def lifecycle_drift(
             ),
             judged,
         )
-    found = drifts(judged)
+    found, unjudged = drifts(judged), not_judged(judged)
     context.log.info(
         f"{len(judged):,} mapped deployment(s) judged as of {as_of:%Y-%m-%d %H:%M}Z: {len(found)} drift(s), "
         f"{len(stale)} older than the {rules.grace_days}-day grace period"
@@ -229,12 +238,34 @@ def lifecycle_drift(
             "dagster/row_count": len(judged),
             "drifts": len(found),
             "drifts_older_than_grace": len(stale),
+            "not_judged": len(unjudged),
             "counts_by_kind": MetadataValue.json(counts),
             "amount_at_stake": format_cents(int(found["amount_at_stake_cents"].sum())),
             "largest_drifts": MetadataValue.md(drifts_markdown(found)),
             **cost,
         },
-        check_results=[_beyond_grace_result(stale, rules)],
+        check_results=[_beyond_grace_result(stale, rules), _judged_result(unjudged)],
+    )
+
+
+def _judged_result(unjudged: pd.DataFrame) -> AssetCheckResult:
+    return AssetCheckResult(
+        check_name=EVERY_DEPLOYMENT_JUDGED,
+        passed=unjudged.empty,
+        severity=AssetCheckSeverity.WARN,
+        description=(
+            "Every mapped deployment was judged."
+            if unjudged.empty
+            else f"{len(unjudged)} deployment(s) hold a state outside the contract and were not judged."
+        ),
+        metadata={
+            "deployment_ids": MetadataValue.json(
+                [int(d) for d in unjudged["deployment_id"].head(MAX_LISTED)]
+            ),
+            "causes": MetadataValue.md(
+                "\n".join(f"- {cause}" for cause in unjudged["cause"].head(MAX_LISTED))
+            ),
+        },
     )
 
 

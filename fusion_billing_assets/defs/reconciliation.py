@@ -50,7 +50,7 @@ from fusion_billing_assets.billing.charges import TaxRounding
 from fusion_billing_assets.billing.expected import expected_charges as compute_expected_charges
 from fusion_billing_assets.billing.expected import expected_invoices
 from fusion_billing_assets.billing.isolation import refused_waivers
-from fusion_billing_assets.billing.lifecycle import LifecycleRules, older_than_grace
+from fusion_billing_assets.billing.lifecycle import LifecycleRules, not_judged, older_than_grace
 from fusion_billing_assets.billing.money import format_cents
 from fusion_billing_assets.billing.readiness import LifecycleStanding, PeriodSignoff
 from fusion_billing_assets.billing.readiness import flip_readiness as judge_flip_readiness
@@ -564,12 +564,12 @@ def _lifecycle_standing(connection, grace_days: int) -> LifecycleStanding:
         return LifecycleStanding(observed_at=None, grace_days=grace_days)
     latest = observations.iloc[-1]
     rules = LifecycleRules(timezone=BILLING_TIMEZONE, grace_days=grace_days)
+    observed = read_lifecycle_drift(connection)
     return LifecycleStanding(
         observed_at=latest["observed_at"].to_pydatetime(),
         grace_days=grace_days,
-        beyond_grace=older_than_grace(
-            read_lifecycle_drift(connection), rules, latest["as_of"].to_pydatetime()
-        ),
+        beyond_grace=older_than_grace(observed, rules, latest["as_of"].to_pydatetime()),
+        not_judged=len(not_judged(observed)),
     )
 
 

@@ -139,6 +139,46 @@ def nexacloud_state(status: str, customer_status: str | None, terminated_at) -> 
     return RUNNING
 
 
+def lifecycle_mapping(links: pd.DataFrame, deployments: pd.DataFrame) -> pd.DataFrame:
+    """Each mapped deployment's subscription, and its customer's partner when the customer is mapped."""
+    subscriptions = links.loc[
+        links["link_kind"] == "deployment", ["nexacloud_id", "odoo_id"]
+    ].drop_duplicates("nexacloud_id")
+    partners = links.loc[links["link_kind"] == "customer", ["nexacloud_id", "odoo_id"]].drop_duplicates(
+        "nexacloud_id"
+    )
+    mapped = deployments[["deployment_id", "customer_id"]].merge(
+        subscriptions.rename(columns={"nexacloud_id": "deployment_id", "odoo_id": "subscription_id"}),
+        on="deployment_id",
+    )
+    mapped = mapped.merge(
+        partners.rename(columns={"nexacloud_id": "customer_id", "odoo_id": "partner_id"}),
+        on="customer_id",
+        how="left",
+    )
+    mapped["partner_id"] = mapped["partner_id"].astype("Int64")
+    return mapped[["deployment_id", "subscription_id", "partner_id"]]
+
+
+def terminations(deployments: pd.DataFrame, mapping: pd.DataFrame, rules: LifecycleRules) -> dict:
+    """The subscription of every terminated, mapped deployment, with its termination's local day."""
+    ended = deployments[
+        [
+            nexacloud_state(status, customer, at) == TERMINATED and not pd.isna(at)
+            for status, customer, at in zip(
+                deployments["status"],
+                deployments["customer_status"],
+                deployments["terminated_at"],
+                strict=True,
+            )
+        ]
+    ].merge(mapping, on="deployment_id")
+    return {
+        int(subscription): local_day(at, rules.timezone)
+        for subscription, at in zip(ended["subscription_id"], ended["terminated_at"], strict=True)
+    }
+
+
 def classify(
     states: LifecycleStates,
     rules: LifecycleRules,

@@ -83,7 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     repair.add_argument(
         "--apply", action="store_true", help="push to Odoo (without it: a dry run, nothing pushed)"
     )
+    commands.add_parser(
+        "lifecycle",
+        help="observe the control loop now: does every deployment follow its Odoo subscription? (reads only)",
+    )
     args = parser.parse_args(argv)
+    if args.command == "lifecycle":
+        return _lifecycle()
     if args.command == "signoff":
         return _signoff(args)
     if args.command == "import":
@@ -140,6 +146,30 @@ def _repair_usage(args: argparse.Namespace) -> int:
         verdict = "every usage record delivered" if delivered.passed else f"gaps left: {counts}"
         print(f"Delivery check of {args.period} again: {verdict} (run {check.run_id})")
     return 0 if result.success and check.success else 1
+
+
+def _lifecycle() -> int:
+    """Materialize billing/lifecycle_drift in this process and print what it found."""
+    _prepare_instance_home()
+    from dagster import DagsterInstance
+
+    definitions = _definitions()
+    if definitions is None:
+        return 2
+    print("Observing the control loop (billing/lifecycle_drift) …", flush=True)
+    result = definitions.defs.resolve_job_def(definitions.observe_lifecycle_job_name).execute_in_process(
+        instance=DagsterInstance.get(), raise_on_error=False, tags=RUN_TAGS, run_config=QUIET
+    )
+    for line in _lifecycle_report(result):
+        print(f"  {line}")
+    lifecycle = _materialization_metadata(result).get("billing/lifecycle_drift")
+    if lifecycle and lifecycle["drifts"]:
+        print(lifecycle["largest_drifts"])
+    print(
+        f"Observation {'succeeded' if result.success else 'FAILED'} (run {result.run_id}; "
+        "table billing_lifecycle_drift)"
+    )
+    return 0 if result.success else 1
 
 
 def _step_summary(result, node: str) -> dict | None:

@@ -9,7 +9,10 @@ observation Odoo refuses leaving the previous one, and the channel, as they were
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -280,3 +283,28 @@ def test_an_observation_that_fails_keeps_the_previous_one_and_tells_nobody(locat
         assert len(read_lifecycle_observations(connection)) == 1
     tick(location, receiver, cursor)
     assert receiver.received == []
+
+
+def test_the_lifecycle_command_observes_and_lists_every_drift(location):
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("NEXACLOUD_", "ODOO_", "BILLING_", "ALERT_"))
+    }
+    environment["DAGSTER_HOME"] = str(location.home)
+    completed = subprocess.run(
+        [sys.executable, "-m", "fusion_billing_assets.cli", "lifecycle"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    out = completed.stdout
+    deployments = len(location.drift_table())
+    assert f"{deployments} mapped deployment(s) judged as of {location.as_of:%Y-%m-%d %H:%M} UTC" in out
+    for case in location.cases:
+        if case["kind"] != "in_sync":
+            assert f"| {case['deployment_id']} | {case['customer_id']} | {case['kind']} |" in out
+    assert "Observation succeeded" in out

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pandas as pd
-import pytest
 from dagster import (
     AssetMaterialization,
     DagsterEvent,
@@ -38,21 +36,11 @@ from fusion_billing_assets.warehouse import LifecycleObservation, ensure_tables,
 from tests import test_sensors
 from tests.test_sensors import SECRET, WEBSERVER, Receiver
 
-# The webhook receiver on 127.0.0.1 that the reconciliation alerts are tested against.
-receiver = test_sensors.receiver
+# The webhook receiver on 127.0.0.1, the ephemeral instance and the SQLite warehouse the
+# reconciliation alerts are tested against.
+receiver, instance, warehouse = test_sensors.receiver, test_sensors.instance, test_sensors.warehouse
 
 AS_OF = datetime(2026, 11, 15, 5, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def instance() -> Iterator[DagsterInstance]:
-    with DagsterInstance.ephemeral() as instance:
-        yield instance
-
-
-@pytest.fixture
-def warehouse(tmp_path) -> Warehouse:
-    return Warehouse(url=f"sqlite:///{tmp_path / 'warehouse.sqlite'}")
 
 
 def row(deployment_id: int, kind: str = "not_suspended", amount: int = 5_650) -> dict:

@@ -56,6 +56,7 @@ from typing import Any, TypeVar
 from sqlalchemy import create_engine, select, update
 from sqlalchemy.engine import make_url
 
+from fusion_billing_assets.billing.lifecycle import DriftKind as Kind
 from fusion_billing_assets.billing.money import dollars_to_cents, format_cents
 from fusion_billing_assets.billing.periods import local_day, local_midnight_utc
 from fusion_billing_assets.billing.statuses import Status
@@ -91,17 +92,6 @@ class Case(StrEnum):
     IN_GRACE = "in_grace"
     SUSPENDED_AND_OVERDUE = "suspended_and_overdue"
     TERMINATED_AND_CHURNED_SAME_DAY = "terminated_and_churned_same_day"
-
-
-class Kind(StrEnum):
-    """What a mapped deployment must be classified as (docs/design.md §11)."""
-
-    IN_SYNC = "in_sync"
-    NOT_SUSPENDED = "not_suspended"
-    NOT_DEPROVISIONED = "not_deprovisioned"
-    SUSPENDED_BUT_PAID = "suspended_but_paid"
-    BILLED_AFTER_TERMINATION = "billed_after_termination"
-    PAUSED_BUT_RUNNING = "paused_but_running"
 
 
 # The kind the deployment a case is built on must read as.

@@ -15,14 +15,14 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pandas as pd
 import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult, SkipReason, build_sensor_context
-from sqlalchemy import create_engine, update
+from sqlalchemy import create_engine, func, select, update
 
 from fusion_billing_assets.alerts import LIFECYCLE_DRIFT, LIFECYCLE_RESOLVED
 from fusion_billing_assets.definitions import (
@@ -36,6 +36,7 @@ from fusion_billing_assets.defs.resources import AlertChannel
 from fusion_billing_assets.sandbox.odoo_store import TABLES
 from fusion_billing_assets.sandbox.resources import SandboxOdooAPI
 from fusion_billing_assets.settings import load_settings
+from fusion_billing_assets.sources.nexacloud_schema import deployments
 from fusion_billing_assets.warehouse import read_lifecycle_drift, read_lifecycle_observations
 from tests import test_sensors
 from tests.conftest import GeneratedSandbox
@@ -308,3 +309,55 @@ def test_the_lifecycle_command_observes_and_lists_every_drift(location):
         if case["kind"] != "in_sync":
             assert f"| {case['deployment_id']} | {case['customer_id']} | {case['kind']} |" in out
     assert "Observation succeeded" in out
+
+
+def test_an_invoice_line_billing_a_terminated_deployment_after_its_last_day_is_found(location):
+    """Odoo churned the subscription, yet a later invoice bills it: billed after termination."""
+    churned = next(case for case in location.cases if case["case"] == "terminated_and_churned_same_day")
+    lines, moves = TABLES["account.move.line"], TABLES["account.move"]
+    engine = create_engine(f"sqlite:///{location.home / 'sandbox' / 'odoo.sqlite'}")
+    with engine.begin() as connection:
+        last = (
+            connection.execute(
+                select(lines)
+                .where(lines.c.subscription_id == churned["subscription_id"])
+                .order_by(lines.c.deferred_start_date.desc(), lines.c.id.desc())
+            )
+            .first()
+            ._asdict()
+        )
+        next_id = connection.execute(select(func.max(lines.c.id))).scalar_one() + 1
+        ended = date.fromisoformat(last["deferred_start_date"])
+        after = (ended.replace(day=28) + timedelta(days=4)).replace(day=1)
+        # The month after its last one, billed again on the same invoice; and once more on a
+        # cancelled invoice, which bills nothing.
+        cancelled = connection.execute(select(moves.c.id).where(moves.c.state == "cancel")).scalar()
+        for offset, move_id, total in ((1, last["move_id"], 56.5), (2, cancelled, 99.0)):
+            connection.execute(
+                lines.insert().values(
+                    {
+                        **last,
+                        "id": next_id + offset,
+                        "move_id": move_id,
+                        "deferred_start_date": after.isoformat(),
+                        "deferred_end_date": None,
+                        "price_total": total,
+                    }
+                )
+            )
+    engine.dispose()
+
+    location.observe()
+
+    found = location.drift_table().set_index("deployment_id").loc[churned["deployment_id"]]
+    assert found["kind"] == "billed_after_termination"
+    assert found["amount_at_stake_cents"] == 5_650
+    assert f"for service from {after.isoformat()} ($56.50)" in found["cause"]
+    # Since NexaCloud terminated it, as its database says.
+    nexacloud = create_engine(f"sqlite:///{location.home / 'sandbox' / 'nexacloud.sqlite'}")
+    with nexacloud.connect() as connection:
+        terminated_at = connection.execute(
+            select(deployments.c.terminated_at).where(deployments.c.id == churned["deployment_id"])
+        ).scalar_one()
+    nexacloud.dispose()
+    assert found["since"] == pd.Timestamp(terminated_at, tz="UTC")  # stored in UTC

@@ -301,33 +301,36 @@ def fetch_lines_after(
 
     ``terminations`` maps a subscription to the local day its deployment was terminated. A line's
     service starts on its ``deferred_start_date``, or on its invoice's ``invoice_date`` when it has
-    none; cancelled invoices and refunds do not bill. Read in pages of subscription ids, only the
-    lines starting after the earliest of the days, then judged per subscription.
+    none (the rule that places a line in a period, §5); cancelled invoices and refunds do not bill.
+    The subscriptions are read in lists of ``page_size`` ordered by termination day, each list only
+    for the lines starting after its own earliest day, so years of terminations do not make every
+    list read from the oldest one; each line is then judged against its own subscription's day.
     """
     if not terminations:
         return typed_frame([], LATER_LINE_COLUMNS)
-    earliest = min(terminations.values()).isoformat()
-    domain = [
-        ["display_type", "=", "product"],
-        ["move_id.move_type", "=", "out_invoice"],
-        ["move_id.state", "!=", "cancel"],
-        "|",
-        ["deferred_start_date", ">", earliest],
-        "&",
-        ["deferred_start_date", "=", False],
-        ["move_id.invoice_date", ">", earliest],
-    ]
-    lines = [
-        line
-        for page in client.search_read_in(
-            models.invoice_line,
-            "subscription_id",
-            terminations,
-            ["move_id", "subscription_id", "deferred_start_date", "price_total"],
-            domain=domain,
+    ordered = sorted(terminations, key=lambda subscription: (terminations[subscription], subscription))
+    lines = []
+    for start in range(0, len(ordered), client.page_size):
+        chunk = ordered[start : start + client.page_size]
+        earliest = terminations[chunk[0]].isoformat()
+        domain = [
+            ["subscription_id", "in", chunk],
+            ["display_type", "=", "product"],
+            ["move_id.move_type", "=", "out_invoice"],
+            ["move_id.state", "!=", "cancel"],
+            "|",
+            ["deferred_start_date", ">", earliest],
+            "&",
+            ["deferred_start_date", "=", False],
+            ["move_id.invoice_date", ">", earliest],
+        ]
+        lines.extend(
+            client.search_read_all(
+                models.invoice_line,
+                domain,
+                ["move_id", "subscription_id", "deferred_start_date", "price_total"],
+            )
         )
-        for line in page
-    ]
     moves = {
         move["id"]: move
         for move in _read_by_ids(

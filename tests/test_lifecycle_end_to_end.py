@@ -26,6 +26,7 @@ from sqlalchemy import create_engine, func, select, update
 
 from fusion_billing_assets.alerts import LIFECYCLE_DRIFT, LIFECYCLE_RESOLVED
 from fusion_billing_assets.definitions import (
+    apply_import_job_name,
     build_resources,
     defs,
     flip_readiness_job_name,
@@ -361,3 +362,35 @@ def test_an_invoice_line_billing_a_terminated_deployment_after_its_last_day_is_f
         ).scalar_one()
     nexacloud.dispose()
     assert found["since"] == pd.Timestamp(terminated_at, tz="UTC")  # stored in UTC
+
+
+def test_the_importer_churning_a_terminated_deployments_subscription_clears_billing_after_termination(
+    location, receiver
+):
+    """The runbook's fix for billed_after_termination: import the period, and the drift resolves."""
+    location.observe()
+    cursor = tick(location, receiver, None)
+    billed = next(case for case in location.cases if case["case"] == "billed_after_termination")
+    # A period the deployment lived in: the one it was terminated in.
+    period = pd.Timestamp(billed["since"]).tz_localize("UTC").tz_convert(location.manifest["timezone"])
+    applied = defs.resolve_job_def(apply_import_job_name).execute_in_process(
+        run_config={
+            "ops": {"apply_period_import": {"config": {"period": f"{period:%Y-%m}-01", "dry_run": False}}}
+        },
+        instance=location.instance,
+        resources=location.resources(),
+    )
+    assert applied.success
+    receiver.received.clear()
+
+    location.observe()
+    tick(location, receiver, cursor)
+
+    found = location.drift_table().set_index("deployment_id").loc[billed["deployment_id"]]
+    assert (found["kind"], found["odoo_state"]) == ("in_sync", "6_churn")
+    (resolution,) = receiver.accepted()
+    assert (resolution["event"], resolution["deployment_id"], resolution["kind"]) == (
+        LIFECYCLE_RESOLVED,
+        billed["deployment_id"],
+        "billed_after_termination",
+    )

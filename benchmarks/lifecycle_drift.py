@@ -44,7 +44,6 @@ import random
 import re
 import resource
 import shutil
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -61,6 +60,7 @@ from reconcile_period import (
     _generate,
     _machine,
     _peak_mib,
+    _serve_odoo,
     _wait_for_http,
 )
 
@@ -122,19 +122,7 @@ def main() -> int:
 
     port = _free_port()
     print(f"[2/4] serving the Odoo test double (read-only) from PostgreSQL on 127.0.0.1:{port}", flush=True)
-    double = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fusion_billing_assets.sandbox",
-            "serve-odoo",
-            "--store",
-            urls["odoo"],
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    double = _serve_odoo(urls["odoo"], port)
     failures: list[str] = []
     rows: list[dict] = []
     try:

@@ -106,19 +106,7 @@ def main() -> int:
     _warm_up(urls)
     port = _free_port()
     print(f"[2/5] serving the Odoo test double from PostgreSQL on 127.0.0.1:{port}", flush=True)
-    odoo = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fusion_billing_assets.sandbox",
-            "serve-odoo",
-            "--store",
-            urls["odoo"],
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    odoo = _serve_odoo(urls["odoo"], port)
     try:
         _wait_for_http(f"http://127.0.0.1:{port}/web/version", odoo)
         env = _code_location_env(work, urls, port)
@@ -662,6 +650,13 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def _serve_odoo(store_url: str, port: int, *, writable: bool = False) -> subprocess.Popen:
+    """The Odoo test double serving the store on 127.0.0.1:``port``, in a process of its own."""
+    command = [sys.executable, "-m", "fusion_billing_assets.sandbox", "serve-odoo", "--store", store_url]
+    command += ["--port", str(port), *(["--writable"] if writable else [])]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL)
 
 
 def _wait_for_http(url: str, process: subprocess.Popen) -> None:

@@ -24,7 +24,6 @@ import argparse
 import json
 import random
 import resource
-import subprocess
 import sys
 import time
 from datetime import UTC, date
@@ -38,6 +37,7 @@ from reconcile_period import (
     _free_port,
     _generate,
     _machine,
+    _serve_odoo,
     _wait_for_http,
 )
 
@@ -64,20 +64,7 @@ def main() -> int:
 
     port = _free_port()
     print(f"[2/4] serving the Odoo test double (writable) from PostgreSQL on 127.0.0.1:{port}", flush=True)
-    double = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fusion_billing_assets.sandbox",
-            "serve-odoo",
-            "--store",
-            urls["odoo"],
-            "--port",
-            str(port),
-            "--writable",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    double = _serve_odoo(urls["odoo"], port, writable=True)
     failures: list[str] = []
     rows = []
     try:

@@ -301,3 +301,31 @@ def test_a_state_outside_the_contract_is_named_not_guessed(deployment, subscript
     assert found.at[1, "kind"] == "not_judged"
     assert named in found.at[1, "cause"] and "deployment 1 (subscription S00101)" in found.at[1, "cause"]
     assert pd.isna(found.at[1, "since"]) and found.at[1, "amount_at_stake_cents"] == 0
+
+
+def test_records_their_source_could_not_read_leave_their_deployments_not_judged():
+    world = states(
+        deployments=[
+            (1, "running", None, "active"),
+            (2, "running", None, "active"),
+            (3, "running", None, None),
+        ],
+        subscriptions=[(1, "3_progress", None), (2, "3_progress", None), (3, "3_progress", None)],
+        overdue=[invoice(7, 2, None, 5_650, 5_650, 5_650)],
+    )
+    marked = {
+        "deployments": world.deployments.assign(
+            set_aside=[None, None, "customer_status: missing (got None)"]
+        ),
+        "subscriptions": world.subscriptions.assign(
+            set_aside=["end_date: not a date (got 'soon')", None, None]
+        ),
+        "overdue_invoices": world.overdue_invoices.assign(
+            set_aside=["invoice_date_due: missing (got False)"]
+        ),
+    }
+    found = judged(LifecycleStates(**{**world.__dict__, **marked}), AS_OF)
+    assert found["kind"].to_dict() == {1: "not_judged", 2: "not_judged", 3: "not_judged"}
+    assert "Odoo subscription end_date: not a date (got 'soon')" in found.at[1, "cause"]
+    assert "Odoo invoice invoice_date_due: missing (got False)" in found.at[2, "cause"]
+    assert "NexaCloud deployment customer_status: missing (got None)" in found.at[3, "cause"]

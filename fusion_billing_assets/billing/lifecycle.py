@@ -39,6 +39,7 @@ from enum import StrEnum
 
 import pandas as pd
 
+from fusion_billing_assets.billing.isolation import SET_ASIDE
 from fusion_billing_assets.billing.money import format_cents, round_half_up
 from fusion_billing_assets.billing.periods import local_day, local_midnight_utc
 
@@ -194,20 +195,34 @@ def classify(
     """
     today = local_day(as_of, rules.timezone)
     grace = timedelta(days=rules.grace_days)
-    joined = states.mapping.merge(states.deployments, on="deployment_id", how="inner").merge(
-        states.subscriptions, on="subscription_id", how="inner"
+    # A record its source marked unreadable (``set_aside``) leaves its deployment not_judged.
+    # Deployments and subscriptions are kept, to be named; an unreadable invoice or line cannot be.
+    deployments, nexacloud_problems = _unmarked(
+        states.deployments, "deployment_id", "NexaCloud deployment", keep=True
     )
-    overdue_by_subscription = _records_by_subscription(
-        states.overdue_invoices[states.overdue_invoices["invoice_date_due"] < today]
+    subscriptions, odoo_problems = _unmarked(
+        states.subscriptions, "subscription_id", "Odoo subscription", keep=True
     )
-    later_by_subscription = _records_by_subscription(states.later_lines)
+    overdue, invoice_problems = _unmarked(states.overdue_invoices, "subscription_id", "Odoo invoice")
+    later, line_problems = _unmarked(states.later_lines, "subscription_id", "Odoo invoice line")
+    for problems in (invoice_problems, line_problems):
+        for subscription, problem in problems.items():
+            odoo_problems[subscription] = _joined(odoo_problems.get(subscription), problem)
+    joined = states.mapping.merge(deployments, on="deployment_id", how="inner").merge(
+        subscriptions, on="subscription_id", how="inner"
+    )
+    overdue_by_subscription = _records_by_subscription(overdue[overdue["invoice_date_due"] < today])
+    later_by_subscription = _records_by_subscription(later)
     carried = _carried_since(previous)
     rows = []
     for row in joined.sort_values("deployment_id").itertuples(index=False):
         state = nexacloud_state(row.status, row.customer_status, row.terminated_at)
         overdue = overdue_by_subscription.get(row.subscription_id, ())
         kind, since, later = DriftKind.IN_SYNC, None, ()
-        if _outside_contract(row):
+        unreadable = _joined(
+            nexacloud_problems.get(int(row.deployment_id)), odoo_problems.get(int(row.subscription_id))
+        )
+        if unreadable or _outside_contract(row):
             kind = DriftKind.NOT_JUDGED
         elif state == TERMINATED:
             if not _missing(row.terminated_at):
@@ -256,6 +271,7 @@ def classify(
                 row.terminated_at,
                 row.customer_status,
                 row.status,
+                unreadable,
                 overdue,
                 later,
             )
@@ -273,6 +289,7 @@ _EVIDENCE_COLUMNS = [
     "terminated_at",
     "customer_status",
     "status",
+    "unreadable",
     "overdue",
     "later_lines",
 ]
@@ -379,6 +396,11 @@ def _explained(row, rules: LifecycleRules, today: date, plan_fee: int | None) ->
             f"it goes on billing {fee}."
         )
     if kind is DriftKind.NOT_JUDGED:
+        if row.unreadable:
+            return 0, (
+                f"Not judged: deployment {row.deployment_id} (subscription {row.subscription_name}) rests on "
+                f"records that cannot be read: {row.unreadable}."
+            )
         return 0, (
             f"Not judged: deployment {row.deployment_id} (subscription {row.subscription_name}) has "
             f"{_outside_contract(row)}, which is not a state of the contract (docs/design.md §11)."
@@ -453,6 +475,25 @@ def _carried_since(previous: pd.DataFrame | None) -> dict[tuple[int, str], pd.Ti
         for row in previous.itertuples(index=False)
         if not _missing(row.since)
     }
+
+
+def _unmarked(
+    frame: pd.DataFrame, key: str, source: str, *, keep: bool = False
+) -> tuple[pd.DataFrame, dict[int, str]]:
+    """The frame without its ``set_aside`` marks (and, unless ``keep``, without the rows marked), and
+    what its source found unreadable, by ``key``."""
+    if SET_ASIDE not in frame:
+        return frame, {}
+    marked = frame[SET_ASIDE].notna()
+    problems: dict[int, str] = {}
+    for value, problem in zip(frame.loc[marked, key], frame.loc[marked, SET_ASIDE], strict=True):
+        if not _missing(value):
+            problems[int(value)] = _joined(problems.get(int(value)), f"{source} {problem}")
+    return (frame if keep else frame.loc[~marked]).drop(columns=SET_ASIDE), problems
+
+
+def _joined(first: str | None, second: str | None) -> str | None:
+    return "; ".join(text for text in (first, second) if text) or None
 
 
 def _records_by_subscription(frame: pd.DataFrame) -> dict[int, tuple[dict, ...]]:

@@ -238,7 +238,9 @@ def fetch_deployment_states(connection: Connection) -> pd.DataFrame:
             deployments.c.terminated_at,
             customers.c.status.label("customer_status"),
         )
-        .join(customers, customers.c.id == deployments.c.customer_id)
+        # A deployment whose customer is missing is kept, its customer status empty: judged
+        # not_judged, never dropped.
+        .join(customers, customers.c.id == deployments.c.customer_id, isouter=True)
         .order_by(deployments.c.id)
     )
     return _frame(connection, query, DEPLOYMENT_STATE_COLUMNS)

@@ -2,8 +2,7 @@
 
 What the reconciliation reads (§5.3), what the importer writes (§9), and the lifecycle states of
 both systems' control loop (§11): a subscription's ``subscription_state`` and ``end_date``, and an
-invoice's ``payment_state``, ``invoice_date_due`` and ``amount_residual``, whose values are Odoo
-19's (``SUBSCRIPTION_STATES``, ``PAYMENT_STATES``).
+invoice's ``payment_state``, ``invoice_date_due`` and ``amount_residual``, with Odoo 19's values.
 
 Records are plain dicts keyed by field name, in the storage format the sandbox generator writes
 to the double's store (``sandbox.odoo_store``): ``id`` is an int; a many2one holds the related id or ``None``; a one2many or
@@ -129,8 +128,8 @@ MODELS: dict[str, dict[str, Field]] = {
         "amount_untaxed": MONETARY,
         "amount_tax": MONETARY,
         "amount_total": MONETARY,
-        # Payment (docs/design.md §11): one of PAYMENT_STATES; the due date of the payment terms;
-        # what is still owed, in the invoice's currency.
+        # Payment (docs/design.md §11): not_paid, partial, in_payment, paid or reversed; the due
+        # date of the payment terms; what is still owed, in the invoice's currency.
         "payment_state": Field("selection", string="Payment Status"),
         "invoice_date_due": Field("date", string="Due Date"),
         "amount_residual": Field("monetary", string="Amount Due"),
@@ -150,11 +149,6 @@ MODELS: dict[str, dict[str, Field]] = {
         "deferred_end_date": DATE,
     },
 }
-
-# Odoo 19's values of the selections the sandbox sets (``sale.order.subscription_state``,
-# ``account.move.payment_state``).
-SUBSCRIPTION_STATES = ("1_draft", "2_renewal", "3_progress", "4_paused", "5_renewed", "6_churn", "7_upsell")
-PAYMENT_STATES = ("not_paid", "partial", "in_payment", "paid", "reversed")
 
 # Credentials of the sandbox's Odoo test double. They open nothing real; production reads
 # ODOO_DATABASE / ODOO_API_KEY / ODOO_LOGIN from the environment.

@@ -278,7 +278,8 @@ def lifecycle_drift_key(deployment_id: int, kind: str) -> str:
     return f"{int(deployment_id)}:{kind}"
 
 
-def _drift_details(drift: Mapping[str, Any]) -> dict[str, Any]:
+def drift_details(drift: Mapping[str, Any]) -> dict[str, Any]:
+    """A drift's identity and figures as plain JSON values: what its alerts carry."""
     since = drift.get("since")
     return {
         "deployment_id": int(drift["deployment_id"]),
@@ -292,7 +293,7 @@ def _drift_details(drift: Mapping[str, Any]) -> dict[str, Any]:
 
 def lifecycle_drift_alert(drift: Mapping[str, Any], link: str | None) -> Alert:
     """One drift that appeared (a ``billing_lifecycle_drift`` row): what, since when, why."""
-    details = _drift_details(drift)
+    details = drift_details(drift)
     since = f" since {details['since']}" if details["since"] else ""
     return Alert(
         event=LIFECYCLE_DRIFT,
@@ -312,7 +313,7 @@ def lifecycle_drift_alert(drift: Mapping[str, Any], link: str | None) -> Alert:
 
 def lifecycle_resolved_alert(drift: Mapping[str, Any], now_in_sync: bool, link: str | None) -> Alert:
     """A drift that cleared: the deployment is in sync again, or drifts another way (alerted apart)."""
-    details = _drift_details(drift)
+    details = drift_details(drift)
     outcome = "is in sync again" if now_in_sync else "no longer shows it"
     return Alert(
         event=LIFECYCLE_RESOLVED,
@@ -345,7 +346,7 @@ def lifecycle_digest_alert(event: str, drifts: pd.DataFrame, link: str | None) -
         link=link,
         details={
             "drifts": sorted(
-                lifecycle_drift_key(row.deployment_id, row.kind) + f"@{_drift_details(row._asdict())['since']}"
+                lifecycle_drift_key(row.deployment_id, row.kind) + f"@{drift_details(row._asdict())['since']}"
                 for row in drifts.itertuples(index=False)
             ),
             "counts_by_kind": {str(kind): int(count) for kind, count in counts.items()},

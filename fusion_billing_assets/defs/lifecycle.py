@@ -46,6 +46,7 @@ from fusion_billing_assets.alerts import (
     LIFECYCLE_RESOLVED,
     AlertDeliveryError,
     deliver,
+    drift_details,
     lifecycle_digest_alert,
     lifecycle_drift_alert,
     lifecycle_drift_key,
@@ -328,15 +329,11 @@ def news(observed: pd.DataFrame, cursor: DriftCursor) -> tuple[pd.DataFrame, pd.
 
 
 def _remembered(row) -> dict:
-    since = row["since"]
+    """A drift's row as the cursor keeps it (what its resolution repeats), in plain JSON values."""
     return {
-        **{name: row[name] for name in DRIFT_COLUMNS if name != "since"},
-        "since": None if since is None or pd.isna(since) else pd.Timestamp(since).isoformat(),
-        "deployment_id": int(row["deployment_id"]),
-        "customer_id": int(row["customer_id"]),
+        **{name: row[name] for name in DRIFT_COLUMNS},
+        **drift_details(row),
         "partner_id": None if pd.isna(row["partner_id"]) else int(row["partner_id"]),
-        "subscription_id": int(row["subscription_id"]),
-        "amount_at_stake_cents": int(row["amount_at_stake_cents"]),
     }
 
 
